@@ -183,11 +183,16 @@ def parse_json_event(data: bytes) -> Event:
 # ---- encoding: what the client sends, and what the simulator sends in FreeSWITCH's place ----
 
 
-def encode_command(command: str) -> bytes:
-    """One client command. A newline inside it would smuggle a second command, so it is refused."""
-    if "\n" in command or "\r" in command:
-        raise ValueError(f"command contains a line break: {command!r}")
-    return (command + "\n\n").encode("utf-8")
+def encode_command(command: str, headers: list[tuple[str, str]] | None = None) -> bytes:
+    """One client command, with optional header lines (e.g. bgapi's Job-UUID).
+
+    A line break inside any part would smuggle in a second command, so it is refused.
+    """
+    lines = [command, *(f"{name}: {value}" for name, value in headers or [])]
+    for line in lines:
+        if "\n" in line or "\r" in line:
+            raise ValueError(f"command contains a line break: {line!r}")
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
 def url_encode(value: str) -> str:
