@@ -1,0 +1,363 @@
+"""The controller's Event Socket client: greenswitch's InboundESL, hardened for a process that runs for months.
+
+greenswitch 0.0.19 stays the base (handler registry, connection settings, the inbound flow), but these parts
+of it cannot live in a long-running controller and are replaced here, each override saying why:
+
+- reading: it URL-decodes the whole header block (an encoded %0A becomes a fake header), drops or splits
+  event bodies, and spins at 100% CPU when the peer closes in the middle of a body;
+- commands: `send()` waits forever, so a command in flight when the socket drops never returns;
+- connecting: `connect()` waits forever for `auth/request`, and a used object cannot connect again;
+- dispatch: all handlers run one after another in one greenlet, so one slow handler delays every event.
+
+The wire format lives in `protocol.py`; this module only moves bytes and greenlets.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as stdlib_socket
+import uuid as uuid_module
+from collections import deque
+from typing import Callable
+
+import gevent
+import gevent.socket as socket
+from gevent.event import AsyncResult, Event as GeventEvent
+from gevent.lock import Semaphore
+from gevent.queue import Queue
+from greenswitch.esl import InboundESL, NotConnectedError
+
+from . import protocol
+from .backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+# What the controller needs and nothing more: a narrow subscription keeps FreeSWITCH from dropping us for
+# falling behind (it drops a listener 500+ events behind) and keeps our CPU for the calls we care about.
+SUBSCRIBED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB")
+SUBSCRIBED_CUSTOM = (
+    "mod_audio_stream::connect",
+    "mod_audio_stream::disconnect",
+    "mod_audio_stream::error",
+    "mod_audio_stream::json",
+)
+
+
+class ConnectError(NotConnectedError):
+    """Could not get an authenticated Event Socket connection; the message says why."""
+
+
+class AuthenticationError(ConnectError):
+    pass
+
+
+class AccessDenied(ConnectError):
+    pass
+
+
+class ConnectionLost(NotConnectedError):
+    """The connection ended while a command waited for its reply."""
+
+
+class CommandTimeout(Exception):
+    pass
+
+
+class CommandError(Exception):
+    """FreeSWITCH answered a command with an error reply (-ERR / -USAGE)."""
+
+
+class EventSocketClient(InboundESL):
+    """One Event Socket connection at a time, re-established with backoff until `close()`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        password: str,
+        *,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        on_connect: Callable[["EventSocketClient"], None] | None = None,
+        on_disconnect: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(host, port, password, timeout=connect_timeout)
+        self.command_timeout = command_timeout
+        self.backoff = backoff or Backoff()
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.sock = None
+        self._session_over = GeventEvent()
+        self._session_over.set()
+        self._send_lock = Semaphore()
+        self._jobs: dict[str, AsyncResult] = {}
+        self._channel_queues: dict[str, Queue] = {}
+        self._keeper: gevent.Greenlet | None = None
+        self._closing = False
+        self.connected_event = GeventEvent()  # set while connected and subscribed
+        self.last_error = ""
+
+    # ---- connecting -------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect and authenticate once. Override: bounded in time, reusable after a disconnect."""
+        if self.sock is not None:
+            self._drop("reconnecting")
+        self._new_session()
+        address = f"{self.host}:{self.port}"
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except ConnectionRefusedError:
+            raise ConnectError(f"connection refused by {address}: is FreeSWITCH running with "
+                               f"mod_event_socket listening there?") from None
+        except (OSError, socket.timeout) as exc:
+            raise ConnectError(f"cannot connect to {address}: {exc or 'timed out'}") from None
+        sock.settimeout(None)
+        # A dead peer behind a silent network is otherwise never noticed.
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE, 1)
+        self.sock = sock
+        self.connected = True
+        self._run = True
+        self._receive_events_greenlet = gevent.spawn(self.receive_events)
+        try:
+            greeting = self._greeting.get(timeout=self.timeout)
+        except gevent.Timeout:
+            self._drop(f"no auth/request from {address} within {self.timeout:g}s")
+            raise ConnectError(f"{address} accepted the connection but sent no auth/request within "
+                               f"{self.timeout:g}s: is it an Event Socket?") from None
+        except NotConnectedError as exc:
+            raise ConnectError(f"{address} closed the connection before authentication ({exc})") from None
+        if greeting.content_type == "text/rude-rejection":
+            self._drop("rude rejection")
+            raise AccessDenied(f"{address} refused us by ACL: {greeting.text.strip()!r}; add this host to "
+                               f"the event socket's apply-inbound-acl list")
+        self.authenticate()
+
+    def authenticate(self) -> None:
+        """Override: greenswitch raises a bare ValueError; say what happened and drop the socket."""
+        try:
+            reply = self.send(f"auth {self.password}")
+        except (CommandTimeout, NotConnectedError) as exc:
+            self._drop("authentication failed")
+            raise ConnectError(f"no answer to auth from {self.host}:{self.port}: {exc}") from None
+        if reply.reply_text != "+OK accepted":
+            self._drop("authentication refused")
+            raise AuthenticationError(f"{self.host}:{self.port} refused the Event Socket password "
+                                      f"(reply {reply.reply_text!r}); check esl.password")
+
+    def subscribe(self) -> None:
+        names = " ".join(SUBSCRIBED_EVENTS + ("CUSTOM",) + SUBSCRIBED_CUSTOM)
+        reply = self.send(f"event plain {names}")
+        if not reply.reply_text.startswith("+OK"):
+            raise CommandError(f"subscription refused: {reply.reply_text!r}")
+
+    def _new_session(self) -> None:
+        # greenswitch keeps per-connection state on the object; start each connection from a clean slate.
+        self._commands_sent = deque()
+        self._reader = protocol.MessageReader()
+        self._greeting = AsyncResult()
+        self._session_over = GeventEvent()
+        self._notice = ""
+
+    # ---- keeping a connection ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Keep a subscribed connection in the background, reconnecting with backoff, until close()."""
+        self._closing = False
+        self._keeper = gevent.spawn(self._keep_connected)
+
+    def _keep_connected(self) -> None:
+        while not self._closing:
+            try:
+                self.connect()
+                self.subscribe()
+            except (ConnectError, CommandError, CommandTimeout, NotConnectedError) as exc:
+                self.last_error = str(exc)
+                self._drop(str(exc))
+                delay = self.backoff.next_delay()
+                log.error("Event Socket: %s; retrying in %.1fs", exc, delay)
+                gevent.sleep(delay)
+                continue
+            self.backoff.reset()
+            log.info("Event Socket connected to %s:%s and subscribed", self.host, self.port)
+            self.connected_event.set()
+            if self.on_connect:
+                gevent.spawn(self._safe_call, self.on_connect, self)
+            self._session_over.wait()
+            self.connected_event.clear()
+            if self.on_disconnect:
+                gevent.spawn(self._safe_call, self.on_disconnect, self.last_error)
+            if not self._closing:
+                delay = self.backoff.next_delay()
+                log.warning("Event Socket lost (%s); reconnecting in %.1fs", self.last_error, delay)
+                gevent.sleep(delay)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop reconnecting, say `exit` if connected, and release everything. Replaces greenswitch's stop()."""
+        self._closing = True
+        if self.connected:
+            try:
+                self.send("exit", timeout=min(timeout, 1.0))
+            except (NotConnectedError, CommandTimeout, OSError):
+                pass
+        self._drop("closed by the controller")
+        if self._keeper is not None:
+            self._keeper.join(timeout)
+            self._keeper.kill(block=False)
+
+    stop = close
+
+    # ---- commands ---------------------------------------------------------------------------------------
+
+    def send(self, data: str, timeout: float | None = None, headers=None) -> protocol.Message:
+        """Override: every command has a deadline, and fails at once if the connection goes."""
+        if not self.connected:
+            raise NotConnectedError(f"not connected to {self.host}:{self.port}")
+        raw = protocol.encode_command(data, headers)
+        result = AsyncResult()
+        # Replies come back in the order commands went out; the lock keeps queue order == wire order.
+        with self._send_lock:
+            self._commands_sent.append(result)
+            try:
+                self.sock.sendall(raw)
+            except OSError as exc:
+                self._drop(f"send failed: {exc}")
+        wait = self.command_timeout if timeout is None else timeout
+        try:
+            # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
+            return result.get(timeout=wait)
+        except gevent.Timeout:
+            raise CommandTimeout(f"no reply to {data.split(' ', 2)[:2]} within {wait:g}s") from None
+
+    def api(self, command: str, timeout: float | None = None) -> str:
+        """Run an api command inline and return its text (FreeSWITCH holds our events while it runs)."""
+        return self.send(f"api {command}", timeout=timeout).text
+
+    def bgapi(self, command: str, timeout: float | None = None) -> str:
+        """Run an api command as a background job and return its result text.
+
+        Background jobs keep the connection free: FreeSWITCH does not hold event delivery for them, so a slow
+        command for one call never delays events for the others.
+        """
+        job_uuid = str(uuid_module.uuid4())
+        result = AsyncResult()
+        self._jobs[job_uuid] = result
+        wait = self.command_timeout if timeout is None else timeout
+        try:
+            reply = self.send(f"bgapi {command}", timeout=wait, headers=[("Job-UUID", job_uuid)])
+            if not reply.reply_text.startswith("+OK"):
+                raise CommandError(f"bgapi refused: {reply.reply_text!r}")
+            try:
+                return result.get(timeout=wait)
+            except gevent.Timeout:
+                raise CommandTimeout(f"no result for background job {command.split(' ', 2)[:2]} within "
+                                     f"{wait:g}s") from None
+        finally:
+            self._jobs.pop(job_uuid, None)
+
+    # ---- reading ----------------------------------------------------------------------------------------
+
+    def receive_events(self) -> None:
+        """Override: read with recv() into the byte-level parser; EOF anywhere ends the session at once."""
+        sock = self.sock
+        reason = "connection closed by FreeSWITCH"
+        try:
+            while self._run:
+                data = sock.recv(65536)
+                if not data:
+                    if self._reader.mid_message:
+                        reason = "connection closed in the middle of a message"
+                    elif self._notice:
+                        reason = f"FreeSWITCH said goodbye: {self._notice}"
+                    break
+                for message in self._reader.feed(data):
+                    self.handle_event(message)
+        except protocol.ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+        except OSError as exc:
+            reason = f"read failed: {exc}"
+        self._drop(reason, sock)
+
+    def handle_event(self, message: protocol.Message) -> None:
+        """Override: route one framed message; events are decoded per value, bodies kept whole."""
+        kind = message.content_type
+        if kind in ("auth/request", "text/rude-rejection"):
+            self._greeting.set(message)
+        elif kind in ("command/reply", "api/response"):
+            if self._commands_sent:
+                self._commands_sent.popleft().set(message)
+            else:
+                log.warning("Event Socket: reply with no command waiting: %r", message.reply_text)
+        elif kind == "text/disconnect-notice":
+            self._notice = message.text.strip()
+        elif kind in ("text/event-plain", "text/event-json"):
+            try:
+                event = protocol.parse_event(message)
+            except protocol.ProtocolError as exc:
+                log.error("Event Socket: dropping malformed event: %s", exc)
+                return
+            self._deliver(event)
+        else:
+            log.debug("Event Socket: ignoring %s message", kind or "untyped")
+
+    def _deliver(self, event: protocol.Event) -> None:
+        if event.name == "BACKGROUND_JOB":
+            job = self._jobs.get(event.get("Job-UUID"))
+            if job is not None:
+                job.set(event.body)
+        # Events of one channel stay in order; different channels never wait for each other.
+        key = event.uuid or f"job:{event.get('Job-UUID')}"
+        queue = self._channel_queues.get(key)
+        if queue is None:
+            queue = self._channel_queues[key] = Queue()
+            gevent.spawn(self._drain_channel, key, queue)
+        queue.put(event)
+
+    def _drain_channel(self, key: str, queue: Queue) -> None:
+        while True:
+            try:
+                event = queue.get_nowait()
+            except gevent.queue.Empty:
+                # No yield between the check and the removal, so no event can slip in between.
+                del self._channel_queues[key]
+                return
+            for handler in self.event_handlers.get(event.key, []) + self.event_handlers.get("*", []):
+                self._safe_call(handler, event)
+
+    @staticmethod
+    def _safe_call(handler, *args) -> None:
+        try:
+            handler(*args)
+        except Exception:
+            log.exception("handler %s failed", getattr(handler, "__name__", handler))
+
+    # ---- ending a session -------------------------------------------------------------------------------
+
+    def _drop(self, reason: str, sock=None) -> None:
+        """End the current session: close the socket and fail everything still waiting on it.
+
+        `sock` names the session a reader greenlet belonged to: a reader that wakes late must not end the
+        session that replaced it.
+        """
+        if sock is not None and sock is not self.sock:
+            return
+        if self.connected:
+            self.last_error = reason
+        self.connected = False
+        self._run = False
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        lost = ConnectionLost(reason)
+        while self._commands_sent:
+            self._commands_sent.popleft().set_exception(lost)
+        if not self._greeting.ready():
+            self._greeting.set_exception(lost)
+        for job in list(self._jobs.values()):
+            if not job.ready():
+                job.set_exception(lost)
+        self._session_over.set()
