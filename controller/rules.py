@@ -1,0 +1,131 @@
+"""Stream rules and the calls they are matched against. Pure: no I/O.
+
+A rule says which answered calls are streamed (``match``) and how (mix, rate, buffer, limits, metadata).
+``config.py`` builds rules from YAML; ``match_rule`` picks the rule for one call.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+DIRECTIONS = ("inbound", "outbound", "any")
+
+
+@dataclass(frozen=True)
+class TextPattern:
+    """An exact string, or ``/regex/`` that must match the whole value."""
+
+    source: str  # as written in the configuration
+    regex: re.Pattern[str] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TextPattern":
+        """Raises ValueError naming the regex problem."""
+        if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
+            body = text[1:-1]
+            if not body:
+                raise ValueError("the regex between the slashes is empty")
+            try:
+                return cls(text, re.compile(body))
+            except re.error as exc:
+                raise ValueError(f"bad regex {text}: {exc}") from None
+        return cls(text)
+
+    def matches(self, value: str) -> bool:
+        if self.regex is not None:
+            # fullmatch: /9\d{3}/ must not also match 19999 or 99990.
+            return self.regex.fullmatch(value) is not None
+        return value == self.source
+
+    def __str__(self) -> str:
+        return self.source
+
+
+@dataclass(frozen=True)
+class Match:
+    destination: TextPattern | None = None
+    caller: TextPattern | None = None
+    context: TextPattern | None = None
+    # On a bridged call the outbound B-leg often shows the same destination and may answer first;
+    # matching inbound only by default keeps one stream per call.
+    direction: str = "inbound"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    match: Match
+    mix: str = "mono"
+    rate: int = 8000
+    buffer_ms: int = 20
+    start_delay_s: float = 0.0
+    max_duration_s: float | None = None
+    # A mapping, sent as a JSON object in the first text frame; not part of the hash (dicts are not hashable).
+    metadata: Mapping[str, Any] | None = field(default=None, hash=False)
+    heartbeat_s: int = 0
+    deflate: bool = False
+    enabled: bool = True
+    line: int = 0  # where the rule starts in its file, for log messages
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What rules can look at about one channel (one leg)."""
+
+    uuid: str
+    destination: str = ""
+    context: str = ""
+    direction: str = ""
+    caller_number: str = ""
+    caller_name: str = ""
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> "CallInfo":
+        """From a channel event's (decoded) headers, e.g. CHANNEL_ANSWER."""
+        uuid = headers.get("Unique-ID", "")
+        if not uuid:
+            raise ValueError("channel event has no Unique-ID header; cannot tell which call it is about")
+        return cls(
+            uuid=uuid,
+            destination=headers.get("Caller-Destination-Number", ""),
+            context=headers.get("Caller-Context", ""),
+            direction=headers.get("Call-Direction", "").lower(),
+            caller_number=headers.get("Caller-Caller-ID-Number", ""),
+            caller_name=headers.get("Caller-Caller-ID-Name", ""),
+        )
+
+    @classmethod
+    def from_channel_row(cls, row: Mapping[str, Any]) -> "CallInfo":
+        """From one row of ``show channels as json`` (how live calls are found again after a reconnect)."""
+        uuid = row.get("uuid") or ""
+        if not uuid:
+            raise ValueError("channel row has no uuid; cannot tell which call it is about")
+        return cls(
+            uuid=str(uuid),
+            destination=str(row.get("dest") or ""),
+            context=str(row.get("context") or ""),
+            direction=str(row.get("direction") or "").lower(),
+            caller_number=str(row.get("cid_num") or ""),
+            caller_name=str(row.get("cid_name") or ""),
+        )
+
+
+def rule_matches(rule: Rule, call: CallInfo) -> bool:
+    m = rule.match
+    if m.direction != "any" and call.direction != m.direction:
+        return False
+    for pattern, value in ((m.destination, call.destination), (m.caller, call.caller_number),
+                           (m.context, call.context)):
+        if pattern is not None and not pattern.matches(value):
+            return False
+    return True
+
+
+def match_rule(rules: Iterable[Rule], call: CallInfo) -> Rule | None:
+    """The first enabled rule that matches the call, in file order; None if no rule does."""
+    for rule in rules:
+        if rule.enabled and rule_matches(rule, call):
+            return rule
+    return None
