@@ -1,0 +1,330 @@
+"""One call's recording as the recorder sees it: the stream it expects, where the file goes, what the limits
+are, how it ends. Pure file logic on top of wav.py and sidecar.py; the WebSocket shell is server.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import string
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from .sidecar import Sidecar, sidecar_path_for, write_json_atomically
+from .wav import PART_SUFFIX, RecordingError, RepairResult, WavWriter, final_path_for, part_path_for, repair
+
+log = logging.getLogger("controller.recorder")
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+# Why a recording ended, as written in the sidecar and passed to on_close.
+CLIENT_CLOSE = "client_close"  # the module sent a WebSocket close (stop, hangup)
+EOF = "eof"  # the TCP connection ended without a close frame
+MAX_DURATION = "max_duration"
+MAX_BYTES = "max_bytes"
+SERVER_STOP = "server_stop"
+PROTOCOL_ERROR = "protocol_error"
+WRITE_ERROR = "write_error"
+INTERNAL_ERROR = "internal_error"
+
+
+def normalise_uuid(value: str) -> str | None:
+    """The uuid in canonical lower case, or None when it is not strictly 8-4-4-4-12 hex."""
+    if isinstance(value, str) and UUID_RE.fullmatch(value):
+        return value.lower()
+    return None
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What the controller announces before it asks FreeSWITCH to stream a call here."""
+
+    uuid: str
+    token: str
+    rate: int
+    channels: int
+    caller: str = ""
+    destination: str = ""
+    rule_name: str = ""
+    metadata: str | None = None
+
+    def __post_init__(self) -> None:
+        uuid = normalise_uuid(self.uuid)
+        if uuid is None:
+            raise ValueError(f"stream uuid must be 8-4-4-4-12 hex digits, got {self.uuid!r}")
+        object.__setattr__(self, "uuid", uuid)
+        if not isinstance(self.token, str) or not self.token:
+            raise ValueError("stream token must be a non-empty string (the module must prove who it is)")
+        if not isinstance(self.rate, int) or isinstance(self.rate, bool) or self.rate <= 0 or self.rate % 8000:
+            raise ValueError(f"stream rate must be a multiple of 8000 Hz (8000, 16000, ...), got {self.rate!r}")
+        if self.channels not in (1, 2):
+            raise ValueError(f"stream channels must be 1 (mono/mixed) or 2 (stereo), got {self.channels!r}")
+
+
+class RecordingRegistry:
+    """The calls the controller has announced; the recorder accepts connections for these only."""
+
+    def __init__(self) -> None:
+        self._expected: dict[str, StreamSpec] = {}
+
+    def expect(self, spec: StreamSpec) -> None:
+        self._expected[spec.uuid] = spec
+
+    def forget(self, uuid: str) -> None:
+        """No new connection for this call; a recording already open carries on to its natural end."""
+        self._expected.pop((normalise_uuid(uuid) or uuid), None)
+
+    def lookup(self, uuid: str) -> StreamSpec | None:
+        key = normalise_uuid(uuid)
+        return self._expected.get(key) if key else None
+
+    def __len__(self) -> int:
+        return len(self._expected)
+
+
+# ---- file names ---------------------------------------------------------------------------------------
+
+TEMPLATE_FIELDS = ("date", "time", "uuid", "destination", "caller", "rule")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_MAX_FIELD = 64
+
+
+def _safe_component(value: str) -> str:
+    # Only characters that mean nothing to a filesystem or a shell; no leading dot, so never "." or "..".
+    cleaned = _UNSAFE.sub("_", str(value or "")).lstrip(".")[:_MAX_FIELD]
+    return cleaned or "unknown"
+
+
+class FilenameTemplate:
+    """``{date}/{uuid}.wav`` and the like, relative to the recordings directory, checked when configured."""
+
+    def __init__(self, template: str) -> None:
+        if not isinstance(template, str) or not template.strip():
+            raise ValueError("filename template must be a non-empty string such as '{date}/{uuid}.wav'")
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ValueError(f"filename template {template!r} is malformed: {exc}") from None
+        used = set()
+        for _literal, name, spec, conversion in parsed:
+            if name is None:
+                continue
+            if name not in TEMPLATE_FIELDS or spec or conversion:
+                raise ValueError(f"filename template {template!r}: unknown or decorated field {{{name}}}; "
+                                 f"allowed: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
+            used.add(name)
+        path = PurePosixPath(template)
+        if path.is_absolute() or template.startswith("~") or "\\" in template:
+            raise ValueError(f"filename template {template!r} must be a relative path with '/' separators")
+        if any(part in ("..", ".") for part in path.parts):
+            raise ValueError(f"filename template {template!r} must not contain '.' or '..' path parts")
+        if not template.endswith(".wav"):
+            raise ValueError(f"filename template {template!r} must end in '.wav'")
+        if "uuid" not in used:
+            log.warning("filename template %r has no {uuid}: calls will share names and get -2, -3 suffixes",
+                        template)
+        self.template = template
+
+    def render(self, *, moment: datetime, uuid: str, caller: str, destination: str, rule: str) -> PurePosixPath:
+        moment = moment.astimezone(timezone.utc)
+        values = {
+            "date": moment.strftime("%Y-%m-%d"),
+            "time": moment.strftime("%H%M%S"),
+            "uuid": uuid,
+            "caller": caller,
+            "destination": destination,
+            "rule": rule,
+        }
+        return PurePosixPath(self.template.format(**{k: _safe_component(v) for k, v in values.items()}))
+
+
+def _taken(final: Path) -> bool:
+    return final.exists() or part_path_for(final).exists() or sidecar_path_for(final).exists()
+
+
+def choose_path(directory: Path, relative: PurePosixPath) -> Path:
+    """The final WAV path for a new recording: inside ``directory``, never an existing name."""
+    root = directory.resolve()
+    final = (root / relative).resolve()
+    if not final.is_relative_to(root):
+        raise RecordingError(final, f"file name escapes the recordings directory {root}")
+    if not _taken(final):
+        return final
+    # A second stream for the same call (restart at another rate, a reconnect) or a template without
+    # {uuid}: keep both recordings.
+    for n in range(2, 1000):
+        candidate = final.with_name(f"{final.stem}-{n}{final.suffix}")
+        if not _taken(candidate):
+            return candidate
+    raise RecordingError(final, "999 recordings with this name already exist")
+
+
+# ---- one recording ----------------------------------------------------------------------------------
+
+class Recording:
+    """A call's WAV and sidecar while its stream is connected, with the recorder's limits applied."""
+
+    def __init__(self, spec: StreamSpec, writer: WavWriter, sidecar: Sidecar, *, max_duration_s: float | None,
+                 max_bytes: int | None, clock: Callable[[], float], now: Callable[[], datetime]) -> None:
+        self.spec = spec
+        self.writer = writer
+        self.sidecar = sidecar
+        self.sidecar_path = sidecar_path_for(writer.final_path)
+        self.max_duration_s = max_duration_s
+        self._clock = clock
+        self._now = now
+        self.opened_at = clock()
+        self.limit_reason: str | None = None
+        # Both limits become one byte budget in whole frames; the smaller one names the reason.
+        self._budget: int | None = None
+        self._budget_reason: str | None = None
+        frame = writer.frame_size
+        if max_bytes is not None:
+            self._budget, self._budget_reason = max_bytes - max_bytes % frame, MAX_BYTES
+        if max_duration_s is not None:
+            by_time = int(max_duration_s * spec.rate) * frame
+            if self._budget is None or by_time < self._budget:
+                self._budget, self._budget_reason = by_time, MAX_DURATION
+        self.finished = False
+
+    @classmethod
+    def open(cls, spec: StreamSpec, directory: os.PathLike | str, template: FilenameTemplate, *,
+             max_duration_s: float | None = None, max_bytes: int | None = None,
+             header_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
+             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> "Recording":
+        started = now()
+        directory = Path(directory)
+        relative = template.render(moment=started, uuid=spec.uuid, caller=spec.caller,
+                                   destination=spec.destination, rule=spec.rule_name)
+        final = choose_path(directory, relative)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RecordingError(final.parent, "cannot create the recordings directory", exc) from exc
+        writer = WavWriter.create(final, spec.rate, spec.channels, header_interval_s=header_interval_s,
+                                  clock=clock)
+        sidecar = Sidecar(uuid=spec.uuid, caller=spec.caller, destination=spec.destination, rule=spec.rule_name,
+                          rate=spec.rate, channels=spec.channels, wav=final.name, started_at=started,
+                          metadata=spec.metadata)
+        recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
+                        now=now)
+        try:
+            sidecar.write(recording.sidecar_path)
+        except RecordingError:
+            writer.abandon()
+            _unlink_quietly(writer.part_path)
+            raise
+        return recording
+
+    @property
+    def path(self) -> Path:
+        return self.writer.final_path
+
+    def elapsed_s(self) -> float:
+        return self._clock() - self.opened_at
+
+    def on_audio(self, data: bytes | bytearray | memoryview) -> str | None:
+        """Write one binary frame; returns the limit reason once a limit is reached (the rest is cut off)."""
+        if self.limit_reason is not None:
+            return self.limit_reason
+        self.sidecar.frames += 1
+        if self._budget is not None:
+            room = self._budget - self.writer.data_bytes - self.writer.pending_bytes
+            if len(data) >= room:
+                self.writer.write(memoryview(data)[:max(room, 0)])
+                self.limit_reason = self._budget_reason
+                return self.limit_reason
+        self.writer.write(data)
+        if self.max_duration_s is not None and self.elapsed_s() >= self.max_duration_s:
+            self.limit_reason = MAX_DURATION
+        return self.limit_reason
+
+    def on_text(self, text: str) -> None:
+        self.sidecar.add_text(self.elapsed_s(), text)
+
+    def tick(self) -> str | None:
+        """Periodic upkeep while no frame may be arriving: keep the header current, enforce wall time."""
+        self.writer.refresh_header()
+        if self.limit_reason is None and self.max_duration_s is not None and self.elapsed_s() >= self.max_duration_s:
+            self.limit_reason = MAX_DURATION
+        return self.limit_reason
+
+    def finish(self, reason: str, *, close_code: int | None = None, close_text: str | None = None,
+               error: str | None = None) -> Path:
+        """Finalise the WAV (rename to its final name) and the sidecar. Safe to call once only."""
+        if self.finished:
+            raise RecordingError(self.path, "the recording is already finished")
+        self.finished = True
+        sidecar = self.sidecar
+        sidecar.close_reason = reason
+        sidecar.close_code = close_code
+        sidecar.close_text = close_text
+        errors = [error] if error else []
+        try:
+            self.writer.close()
+        except RecordingError as exc:
+            errors.append(str(exc))
+        sidecar.ended_at = self._now()
+        sidecar.bytes = self.writer.data_bytes
+        sidecar.duration_s = self.writer.duration_s
+        sidecar.dropped_bytes = self.writer.dropped_bytes
+        sidecar.error = "; ".join(errors) or None
+        sidecar.write(self.sidecar_path)
+        return self.path
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+# ---- start-up recovery ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recovered:
+    final_path: Path
+    repair: RepairResult
+    renamed: bool  # False when a file with the final name already existed: the .part is kept as it is
+
+
+def recover_unfinished(directory: os.PathLike | str) -> list[Recovered]:
+    """Make every ``*.wav.part`` a process left behind playable and give it its final name.
+
+    Meant for start-up, before the server accepts streams. Each sidecar found is marked as recovered.
+    """
+    results = []
+    for part in sorted(Path(directory).rglob(f"*.wav{PART_SUFFIX}")):
+        fixed = repair(part)
+        final = final_path_for(part)
+        renamed = not final.exists()
+        if renamed:
+            try:
+                os.replace(part, final)
+            except OSError as exc:
+                raise RecordingError(part, "cannot rename the repaired recording", exc) from exc
+        _mark_sidecar_recovered(final, fixed)
+        results.append(Recovered(final, fixed, renamed))
+        log.warning("recovered unfinished recording %s: %d bytes of audio, %d trailing bytes cut",
+                    final if renamed else part, fixed.data_bytes, fixed.truncated_bytes)
+    return results
+
+
+def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> None:
+    path = sidecar_path_for(final)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no sidecar (or an unreadable one): the WAV is what matters
+    if not isinstance(data, dict) or data.get("close_reason"):
+        return
+    data.update(close_reason="recovered", bytes=fixed.data_bytes,
+                duration_s=round(fixed.data_bytes / (2 * fixed.channels * fixed.rate), 3),
+                error="the recorder stopped without finalising this recording; repaired at start-up")
+    write_json_atomically(path, data)

@@ -1,0 +1,470 @@
+"""The WebSocket endpoint mod_audio_stream connects to: one connection per call, one WAV per connection.
+
+The path of one stream: the module's upgrade request for ``/calls/<uuid>`` is admitted (``_admit``: known
+call, right token, not already recording) BEFORE the 101 answer, so a refused client gets a plain HTTP
+status and nothing is written; then ``_record`` opens the WAV and sidecar and pumps frames into them until
+the module closes, the TCP connection ends, a limit is reached or the server stops; the recording is
+finalised on every one of those paths.
+
+Built on gevent.pywsgi + geventwebsocket. Two small overrides, each explained where it is made:
+``_RecorderHandler`` (admission before the upgrade, a handshake timeout) and ``_RecorderWebSocket``
+(bounded frame size, fast unmasking, remembering the close code).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import gevent
+from gevent.event import Event as GeventEvent
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIServer
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, Stream, WebSocket
+
+from .recording import (CLIENT_CLOSE, EOF, INTERNAL_ERROR, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR,
+                        FilenameTemplate,
+                        Recording, RecordingRegistry, StreamSpec, normalise_uuid)
+from .wav import RecordingError
+
+__all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
+
+log = logging.getLogger("controller.recorder")
+
+_CALL_PATH = re.compile(r"/calls/([^/]*)")
+_SESSION_KEY = "controller.recorder.session"
+
+# mod_audio_stream sends one frame per STREAM_BUFFER_SIZE ms: kilobytes. Anything near this is not audio.
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+# WebSocket close codes the recorder sends.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+
+class _StopRecording(Exception):
+    """Thrown into a connection's greenlet to end its recording (a limit, or the server stopping)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _FrameTooLarge(WebSocketError):
+    pass
+
+
+@dataclass
+class _Refusal:
+    status: str
+    reason: str  # for the log and the response body
+
+    def response(self) -> tuple[str, list[tuple[str, str]], bytes]:
+        body = (self.reason + "\n").encode("utf-8")
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                   ("Connection", "close")]
+        if self.status.startswith("401"):
+            headers.append(("WWW-Authenticate", 'Bearer realm="recorder"'))
+        return self.status, headers, body
+
+
+@dataclass
+class _Session:
+    """One admitted connection, from admission to the end of its handler."""
+
+    spec: StreamSpec
+    peer: str
+    greenlet: object
+    recording: Recording | None = None
+    stop_reason: str | None = None
+    ending: bool = False  # finalising: no more _StopRecording may be thrown in
+    done: GeventEvent = field(default_factory=GeventEvent)
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    # XOR the whole frame as one big integer: the library's per-byte Python loop costs ~100x more CPU
+    # and would cap the recorder at a few hundred concurrent calls.
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+class _RecorderWebSocket(WebSocket):
+    """geventwebsocket's WebSocket (it still answers pings and close frames) with four changes:
+    a frame or message larger than ``max_message`` is refused with 1009 instead of being buffered whatever
+    its announced size; unmasking is fast; the peer's close code and our own are remembered, because
+    ``receive()`` reports every ending as ``None``. And its close frames carry the status code.
+    """
+
+    __slots__ = ("max_message", "message_bytes", "peer_close", "local_close_code")
+
+    def __init__(self, environ, stream, handler, max_message: int) -> None:
+        super().__init__(environ, stream, handler)
+        self.max_message = max_message
+        self.message_bytes = 0
+        self.peer_close: tuple[int, str] | None = None
+        self.local_close_code: int | None = None
+
+    def read_frame(self):
+        header = Header.decode_header(self.stream)
+        if header.flags:
+            raise ProtocolError("reserved bits set, but no extension was negotiated")
+        if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            self.message_bytes = header.length
+        elif header.opcode == self.OPCODE_CONTINUATION:
+            self.message_bytes += header.length
+        if header.length > self.max_message or self.message_bytes > self.max_message:
+            self.close(CLOSE_TOO_BIG, "frame too large")
+            raise _FrameTooLarge(f"a {header.length}-byte frame (message {self.message_bytes} bytes) exceeds "
+                                 f"the {self.max_message}-byte limit")
+        payload = self.raw_read(header.length) if header.length else b""
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = _unmask(payload, header.mask)
+        return header, payload
+
+    def handle_close(self, header, payload):
+        if len(payload) >= 2:
+            code = struct.unpack("!H", payload[:2])[0]
+            self.peer_close = (code, payload[2:].decode("utf-8", "replace"))
+        else:
+            self.peer_close = (1005, "")  # RFC 6455: close frame without a status code
+        super().handle_close(header, payload)
+
+    def close(self, code=CLOSE_NORMAL, message=b""):
+        # geventwebsocket 0.10.1 leaves the status code out of its close frame and writes a bytes reason as
+        # its repr ("b'Normal closure'"), so the module would read garbage as the code. Send it right.
+        if self.closed:
+            return
+        self.local_close_code = code
+        if isinstance(message, (bytes, bytearray)):
+            message = bytes(message).decode("utf-8", "replace")
+        payload = struct.pack("!H", code) + (message or "").encode("utf-8")[:123]
+        try:
+            self.send_frame(payload, self.OPCODE_CLOSE)
+        except WebSocketError:
+            self.logger.debug("could not write the close frame; the peer is gone")
+        finally:
+            self.closed = True
+            self.stream = self.raw_write = self.raw_read = None
+            self.environ = None
+
+
+class _RecorderHandler(WebSocketHandler):
+    """Admits or refuses a stream before the upgrade is answered; the library does the handshake itself.
+
+    gevent.pywsgi parses mod_audio_stream's ``Name:value`` header lines (no space after the colon) with
+    the stdlib email parser, which accepts them as they are: no override is needed for that (the
+    raw-socket tests replay the captured request to keep it so).
+    """
+
+    def handle(self):
+        # A client that connects and never finishes its request must not hold a greenlet forever.
+        self.socket.settimeout(self.server.recorder.handshake_timeout_s)
+        super().handle()
+
+    def run_application(self):
+        recorder: RecorderServer = self.server.recorder
+        admitted = recorder._admit(self.environ)
+        if isinstance(admitted, _Refusal):
+            status, headers, body = admitted.response()
+            self.close_connection = True
+            self.start_response(status, headers)
+            self.result = [body]
+            self.process_result()
+            return
+        self.socket.settimeout(None)  # admitted: silence is legal now (pause, mixed audio while nobody speaks)
+        self.environ[_SESSION_KEY] = admitted
+        try:
+            super().run_application()
+        finally:
+            recorder._release(admitted)
+
+    def upgrade_connection(self):
+        refusal = super().upgrade_connection()
+        library_ws = self.environ.get("wsgi.websocket")
+        if library_ws is not None:
+            # The library hard-codes its WebSocket class; replace its still unused instance with ours and
+            # mark it closed so its __del__ does not write a close frame onto our connection.
+            self.websocket = _RecorderWebSocket(self.environ, Stream(self), self,
+                                                self.server.recorder.max_frame_bytes)
+            self.environ["wsgi.websocket"] = self.websocket
+            library_ws.closed = True
+        return refusal
+
+
+class RecorderServer:
+    """Receives mod_audio_stream's audio for announced calls and writes one WAV (+ JSON sidecar) per call."""
+
+    def __init__(self, registry: RecordingRegistry, directory: os.PathLike | str, *,
+                 filename_template: str = "{date}/{uuid}.wav",
+                 max_duration_s: float | None = None, max_bytes: int | None = None,
+                 on_open: Callable[[str], None] | None = None,
+                 on_close: Callable[[str, str], None] | None = None,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 handshake_timeout_s: float = 10.0,
+                 tick_interval_s: float = 0.25,
+                 max_connections: int = 1000) -> None:
+        if max_duration_s is not None and max_duration_s <= 0:
+            raise ValueError(f"max_duration_s must be > 0 seconds or None (no limit), got {max_duration_s!r}")
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError(f"max_bytes must be > 0 or None (no limit), got {max_bytes!r}")
+        self.registry = registry
+        self.directory = Path(directory)
+        self.template = FilenameTemplate(filename_template)
+        self.max_duration_s = max_duration_s
+        self.max_bytes = max_bytes
+        self.on_open = on_open
+        self.on_close = on_close
+        self.max_frame_bytes = max_frame_bytes
+        self.handshake_timeout_s = handshake_timeout_s
+        self.tick_interval_s = tick_interval_s
+        self.max_connections = max_connections
+        self._sessions: dict[str, _Session] = {}
+        self._server: WSGIServer | None = None
+        self._ticker: gevent.Greenlet | None = None
+        self._stopping = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen (port 0: any free port) and return the bound port."""
+        if self._server is not None:
+            raise RuntimeError("the recorder is already started")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        http_log = logging.getLogger("controller.recorder.http")
+        server = WSGIServer((host, port), self._application, handler_class=_RecorderHandler,
+                            spawn=Pool(self.max_connections), log=http_log, error_log=http_log,
+                            environ={"SERVER_NAME": host})
+        server.recorder = self  # how _RecorderHandler finds us
+        server.logger = http_log  # geventwebsocket would otherwise install its own stderr handler
+        server.start()
+        self._server = server
+        self._stopping = False
+        self._ticker = gevent.spawn(self._tick_forever)
+        return server.server_port
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, end every open recording (close 1001) and finalise it, then close the port."""
+        if self._server is None:
+            return
+        self._stopping = True
+        deadline = time.monotonic() + timeout
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            self._end(session, SERVER_STOP)
+        for session in sessions:
+            session.done.wait(max(0.0, deadline - time.monotonic()))
+        self._server.stop(timeout=max(0.0, deadline - time.monotonic()))
+        if self._ticker is not None:
+            self._ticker.kill(block=False)
+        self._server = None
+        self._ticker = None
+
+    @property
+    def port(self) -> int | None:
+        return self._server.server_port if self._server is not None else None
+
+    def open_recordings(self) -> list[str]:
+        """The uuids of the calls being recorded right now."""
+        return [uuid for uuid, s in self._sessions.items() if s.recording is not None and not s.recording.finished]
+
+    # ---- admission (before the 101) ----------------------------------------------------------------------
+
+    def _admit(self, environ: dict) -> _Session | _Refusal:
+        peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
+        path = environ.get("PATH_INFO", "")
+        refusal = self._check(environ, path)
+        if isinstance(refusal, _Refusal):
+            log.warning("refused stream from %s for %r: %s %s", peer, path[:200], refusal.status, refusal.reason)
+            return refusal
+        spec = refusal
+        session = _Session(spec=spec, peer=peer, greenlet=gevent.getcurrent())
+        self._sessions[spec.uuid] = session
+        return session
+
+    def _check(self, environ: dict, path: str) -> StreamSpec | _Refusal:
+        if self._stopping:
+            return _Refusal("503 Service Unavailable", "the recorder is shutting down")
+        if environ.get("REQUEST_METHOD") != "GET":
+            return _Refusal("405 Method Not Allowed", "streams are WebSocket upgrades (GET /calls/<uuid>)")
+        match = _CALL_PATH.fullmatch(path)
+        if not match:
+            return _Refusal("404 Not Found", "unknown path; streams go to /calls/<uuid>")
+        uuid = normalise_uuid(match.group(1))
+        if uuid is None:
+            return _Refusal("404 Not Found", "not a call uuid; expected 8-4-4-4-12 hex digits")
+        spec = self.registry.lookup(uuid)
+        if spec is None:
+            return _Refusal("404 Not Found", f"no stream is expected for call {uuid}")
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _Refusal("401 Unauthorized", "missing 'Authorization: Bearer <token>' header")
+        if not hmac.compare_digest(token.strip().encode("utf-8"), spec.token.encode("utf-8")):
+            return _Refusal("403 Forbidden", f"wrong token for call {uuid}")
+        if uuid in self._sessions:
+            return _Refusal("409 Conflict", f"call {uuid} is already being recorded on another connection")
+        return spec
+
+    def _release(self, session: _Session) -> None:
+        if self._sessions.get(session.spec.uuid) is session:
+            del self._sessions[session.spec.uuid]
+        session.done.set()
+
+    def _end(self, session: _Session, reason: str) -> None:
+        """Ask a connection to end its recording; safe from any greenlet, at any stage."""
+        if session.ending or session.stop_reason is not None:
+            return
+        session.stop_reason = reason
+        if session.recording is not None:  # pumping frames: interrupt the read it is blocked in
+            gevent.kill(session.greenlet, _StopRecording(reason))
+
+    # ---- the stream (after the 101) -----------------------------------------------------------------------
+
+    def _application(self, environ, start_response):
+        session: _Session | None = environ.get(_SESSION_KEY)
+        ws = environ.get("wsgi.websocket")
+        if session is None or ws is None:
+            # Admitted but not a WebSocket upgrade (no Upgrade/Connection headers).
+            body = b"this endpoint only speaks WebSocket\n"
+            start_response("426 Upgrade Required", [("Upgrade", "websocket"), ("Connection", "close"),
+                                                    ("Content-Type", "text/plain"),
+                                                    ("Content-Length", str(len(body)))])
+            return [body]
+        try:
+            self._record(session, ws)
+        except Exception:  # one bad connection never takes the server (or another call) with it
+            log.exception("call %s: recording connection from %s failed", session.spec.uuid, session.peer)
+        return []
+
+    def _record(self, session: _Session, ws: _RecorderWebSocket) -> None:
+        spec = session.spec
+        try:
+            recording = Recording.open(spec, self.directory, self.template, max_duration_s=self.max_duration_s,
+                                       max_bytes=self.max_bytes)
+        except (RecordingError, ValueError) as exc:
+            log.error("call %s: cannot start the recording: %s", spec.uuid, exc)
+            self._send_close(ws, CLOSE_INTERNAL_ERROR, "recorder cannot write")
+            return
+        session.recording = recording
+        log.info("call %s: recording %s from %s (%d Hz, %d ch)", spec.uuid, recording.path, session.peer,
+                 spec.rate, spec.channels)
+        self._notify(self.on_open, spec.uuid)
+        reason, close_code, close_text, error = SERVER_STOP, None, None, None
+        try:
+            reason, close_code, close_text, error = self._pump(session, ws, recording)
+        except _StopRecording as stop:
+            reason = stop.reason
+        except Exception as exc:
+            log.exception("call %s: unexpected failure while recording", spec.uuid)
+            reason, error = INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+        finally:
+            # Every way out (including the greenlet being killed) finalises the file first.
+            session.ending = True
+            reply = None
+            if reason not in (CLIENT_CLOSE, EOF, PROTOCOL_ERROR):
+                reply = (CLOSE_GOING_AWAY, "recorder stopping") if reason == SERVER_STOP else \
+                        (CLOSE_INTERNAL_ERROR, "recording failed") if reason in (WRITE_ERROR, INTERNAL_ERROR) else \
+                        (CLOSE_NORMAL, reason)
+                close_code, close_text = reply
+            try:
+                recording.finish(reason, close_code=close_code, close_text=close_text, error=error)
+            except RecordingError as exc:
+                log.error("call %s: cannot finalise %s: %s", spec.uuid, recording.path, exc)
+            self._log_finished(recording, reason, close_code)
+            if reply is not None:
+                self._send_close(ws, *reply)
+        self._notify(self.on_close, spec.uuid, reason)
+
+    def _pump(self, session: _Session, ws: _RecorderWebSocket, recording: Recording):
+        """Frames -> recording until the stream ends; returns (reason, close code, close text, error)."""
+        uuid = session.spec.uuid
+        if session.stop_reason is not None:  # asked to end before the first frame
+            raise _StopRecording(session.stop_reason)
+        while True:
+            try:
+                message = ws.receive()
+            except _FrameTooLarge as exc:
+                log.error("call %s: %s; closing with 1009", uuid, exc)
+                return PROTOCOL_ERROR, CLOSE_TOO_BIG, "frame too large", str(exc)
+            except WebSocketError:  # the library's "Unexpected EOF ..." for a TCP end mid-stream
+                return EOF, None, None, None
+            if message is None:
+                if ws.peer_close is not None:
+                    return CLIENT_CLOSE, ws.peer_close[0], ws.peer_close[1], None
+                if ws.local_close_code in (1002, 1007):
+                    log.error("call %s: protocol error from the module; closed with %s", uuid, ws.local_close_code)
+                    return PROTOCOL_ERROR, ws.local_close_code, None, "WebSocket protocol error"
+                return EOF, None, None, None
+            if isinstance(message, str):
+                log.info("call %s: text frame: %s", uuid, message[:200])
+                recording.on_text(message)
+                continue
+            try:
+                limit = recording.on_audio(message)
+            except RecordingError as exc:
+                log.error("call %s: %s", uuid, exc)
+                return WRITE_ERROR, None, None, str(exc)
+            if limit is not None:
+                log.warning("call %s: %s reached, ending the recording", uuid, limit)
+                return limit, None, None, None
+
+    def _log_finished(self, recording: Recording, reason: str, close_code: int | None) -> None:
+        sidecar = recording.sidecar
+        log.info("call %s: recording finished (%s%s): %s, %d bytes, %.2f s, %d frames, %d text frames%s",
+                 recording.spec.uuid, reason, f" {close_code}" if close_code is not None else "", recording.path,
+                 sidecar.bytes, sidecar.duration_s, sidecar.frames, len(sidecar.text_frames),
+                 f", error: {sidecar.error}" if sidecar.error else "")
+
+    @staticmethod
+    def _send_close(ws: _RecorderWebSocket, code: int, text: str) -> None:
+        try:
+            if not ws.closed:
+                ws.close(code, text)
+        except (Exception, _StopRecording):  # the peer may be gone already; the file is safe by now
+            log.debug("could not send close %s", code, exc_info=True)
+
+    @staticmethod
+    def _notify(callback, *args) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("recorder callback %r failed for %s", callback, args)
+
+    # ---- periodic upkeep ------------------------------------------------------------------------------------
+
+    def _tick_forever(self) -> None:
+        while True:
+            gevent.sleep(self.tick_interval_s)
+            self._tick()
+
+    def _tick(self) -> None:
+        """Keep headers current while frames pause, and end recordings past their wall-clock limit."""
+        for session in list(self._sessions.values()):
+            recording = session.recording
+            if recording is None or recording.finished or session.ending:
+                continue
+            try:
+                limit = recording.tick()
+            except RecordingError as exc:
+                log.error("call %s: %s", session.spec.uuid, exc)
+                self._end(session, WRITE_ERROR)
+                continue
+            if limit is not None:
+                log.warning("call %s: %s reached, ending the recording", session.spec.uuid, limit)
+                self._end(session, limit)
