@@ -1,0 +1,221 @@
+"""Wiring: Event Socket events -> call state -> commands out; module audio -> recorder -> WAV. The console script.
+
+The path of one call: CHANNEL_ANSWER arrives (`_on_answer`) -> `CallBook` matches a rule and returns
+StartStream -> `_start_stream` announces the call to the recorder and sends uuid_setvar + uuid_audio_stream
+start as background jobs -> the module connects to the recorder, which writes the WAV -> hangup or the rule's
+limit ends it.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()  # the entry point: patch before anything below imports socket, ssl or threading
+
+import argparse  # noqa: E402
+import dataclasses
+import logging
+import secrets
+import signal
+import sys
+import time
+
+import gevent
+from gevent.event import Event as GeventEvent
+
+from . import audio_stream
+from .calls import CallBook, ForgetCall, StartStream, StopStream
+from .config import Config, ConfigError, load_config
+from .esl.backoff import Backoff
+from .esl.client import CommandError, CommandTimeout, EventSocketClient
+from .esl.protocol import Event
+from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
+from .rules import CallInfo, match_rule
+
+from greenswitch.esl import NotConnectedError
+
+log = logging.getLogger("controller")
+
+CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
+
+
+class Controller:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.registry = RecordingRegistry()
+        rec = config.recorder
+        self.recorder = RecorderServer(
+            self.registry,
+            rec.directory,
+            filename_template=rec.filename_template,
+            max_duration_s=rec.max_call_s,
+            max_bytes=rec.max_call_bytes,
+        )
+        self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token)
+        esl = config.esl
+        self.esl = EventSocketClient(
+            esl.host,
+            esl.port,
+            esl.password,
+            connect_timeout=esl.connect_timeout_s,
+            command_timeout=esl.command_timeout_s,
+            backoff=Backoff(esl.reconnect.initial_s, esl.reconnect.max_s, esl.reconnect.multiplier,
+                            esl.reconnect.jitter),
+        )
+        self.esl.register_handle("CHANNEL_ANSWER", self._on_answer)
+        self.esl.register_handle("CHANNEL_HANGUP_COMPLETE", self._on_hangup)
+        self.esl.register_handle("mod_audio_stream::connect", self._on_stream_connect)
+        self.esl.register_handle("mod_audio_stream::error", self._on_stream_error)
+        self.esl.register_handle("mod_audio_stream::disconnect", self._on_stream_disconnect)
+        self.esl.register_handle("mod_audio_stream::json", self._on_stream_json)
+        self._wakeup = GeventEvent()
+        self._stopping = GeventEvent()
+        self._timer: gevent.Greenlet | None = None
+        self.recorder_port: int | None = None
+
+    def _token(self) -> str:
+        return self.config.recorder.token or secrets.token_urlsafe(24)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        rec = self.config.recorder
+        self.recorder_port = self.recorder.start(rec.listen_host, rec.listen_port)
+        log.info("recorder listening on %s:%s, writing to %s", rec.listen_host, self.recorder_port, rec.directory)
+        self.esl.start()
+        self._timer = gevent.spawn(self._run_timers)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+        self.esl.close(timeout=min(timeout, 2.0))
+        self.recorder.stop(timeout=timeout)
+        if self._timer is not None:
+            self._timer.kill(block=False)
+
+    def reload(self) -> bool:
+        """Re-read the rules; a broken file is refused and the rules in force stay. Live calls keep theirs."""
+        if not self.config_path:
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the current rules: %s", exc)
+            return False
+        self.config = dataclasses.replace(self.config, rules=new.rules)
+        log.info("reloaded %d rules from %s", len(new.rules), self.config_path)
+        return True
+
+    def serve_forever(self) -> None:
+        gevent.signal_handler(signal.SIGTERM, self._stopping.set)
+        gevent.signal_handler(signal.SIGINT, self._stopping.set)
+        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+        self.start()
+        self._stopping.wait()
+        log.info("stopping: finalising open recordings")
+        self.stop()
+
+    # ---- events in ------------------------------------------------------------------------------------
+
+    def _on_answer(self, event: Event) -> None:
+        self._apply(self.calls.on_answer(CallInfo.from_headers(event.headers), time.monotonic()))
+
+    def _on_hangup(self, event: Event) -> None:
+        self._apply(self.calls.on_hangup(event.uuid))
+
+    def _on_stream_connect(self, event: Event) -> None:
+        log.info("call %s: module connected to the recorder", event.uuid)
+        self.calls.on_stream_connected(event.uuid)
+
+    def _on_stream_error(self, event: Event) -> None:
+        log.error("call %s: mod_audio_stream error %s", event.uuid, event.body)
+        self._apply(self.calls.on_stream_lost(event.uuid, f"module error {event.body}"))
+
+    def _on_stream_disconnect(self, event: Event) -> None:
+        log.warning("call %s: WebSocket closed by the server side %s", event.uuid, event.body)
+        self._apply(self.calls.on_stream_lost(event.uuid, f"disconnected {event.body}"))
+
+    def _on_stream_json(self, event: Event) -> None:
+        log.info("call %s: module relayed text %s", event.uuid, event.body)
+
+    # ---- actions out ----------------------------------------------------------------------------------
+
+    def _apply(self, actions) -> None:
+        for action in actions:
+            if isinstance(action, StartStream):
+                gevent.spawn(self._start_stream, action.call)
+            elif isinstance(action, StopStream):
+                gevent.spawn(self._stop_stream, action.call, action.reason)
+            elif isinstance(action, ForgetCall):
+                self.registry.forget(action.uuid)
+        self._wakeup.set()
+
+    def _start_stream(self, call) -> None:
+        rule, info = call.rule, call.info
+        self.registry.expect(StreamSpec(
+            uuid=info.uuid, token=call.token, rate=rule.rate, channels=CHANNELS[rule.mix],
+            caller=info.caller_number, destination=info.destination, rule_name=rule.name,
+            metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata else None,
+        ))
+        url = audio_stream.stream_url(self.config.recorder.public_url, info.uuid)
+        commands = audio_stream.setvar_commands(info.uuid, rule, call.token)
+        commands.append(audio_stream.start_command(info.uuid, url, rule.mix, rule.rate, rule.metadata))
+        detail = ""
+        try:
+            for command in commands:
+                detail = self.esl.bgapi(command).strip()
+                if not detail.startswith("+OK"):
+                    break
+        except (CommandError, CommandTimeout, NotConnectedError) as exc:
+            detail = str(exc)
+        ok = detail.startswith("+OK")
+        if ok:
+            log.info("call %s: stream start accepted (%s %s Hz) -> %s", info.uuid, rule.mix, rule.rate, url)
+        self._apply(self.calls.on_start_result(info.uuid, ok, detail))
+
+    def _stop_stream(self, call, reason: str) -> None:
+        log.info("call %s: stopping stream: %s", call.uuid, reason)
+        try:
+            reply = self.esl.bgapi(audio_stream.stop_command(call.uuid)).strip()
+        except (CommandError, CommandTimeout, NotConnectedError) as exc:
+            reply = str(exc)
+        if not reply.startswith("+OK"):
+            log.warning("call %s: stop answered %r", call.uuid, reply)
+
+    def _run_timers(self) -> None:
+        while not self._stopping.is_set():
+            deadline = self.calls.next_deadline()
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._wakeup.wait(wait)
+            self._wakeup.clear()
+            self._apply_due()
+
+    def _apply_due(self) -> None:
+        actions = self.calls.due(time.monotonic())
+        if actions:
+            self._apply(actions)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fs-stream-controller", description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", default="config/controller.yaml", help="YAML configuration file")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (overrides the file)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    level = args.log_level or config.logging.level
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.check:
+        print(f"{args.config}: OK ({len(config.rules)} rules)")
+        return 0
+    Controller(config, args.config).serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
