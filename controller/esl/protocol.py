@@ -243,12 +243,26 @@ def plain_event_body(headers: list[tuple[str, str]], body: str = "") -> bytes:
     return (lines + "\n").encode("utf-8")
 
 
+def _json_text(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _json_header_value(value: str) -> str | list[str]:
+    # FreeSWITCH stores a value written as "ARRAY::a|:b" as an array header: plain events show it
+    # as written, JSON events as a real array (variable_DP_MATCH in the captures).
+    if value.startswith("ARRAY::"):
+        return value[len("ARRAY::"):].split("|:")
+    return value
+
+
 def json_event_body(headers: list[tuple[str, str]], body: str = "") -> bytes:
-    document = dict(headers)
+    pairs: list[tuple[str, object]] = [(name, _json_header_value(value)) for name, value in headers]
     if body:
-        document["Content-Length"] = str(len(body.encode("utf-8")))
-        document["_body"] = body
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        pairs += [("Content-Length", str(len(body.encode("utf-8")))), ("_body", body)]
+    # Written pair by pair, not through a dict: FreeSWITCH repeats a header an event holds twice
+    # (CHANNEL_HANGUP_COMPLETE carries Hangup-Cause twice), and a dict would drop one of them.
+    members = ",".join(f"{_json_text(name)}:{_json_text(value)}" for name, value in pairs)
+    return ("{" + members + "}").encode("utf-8")
 
 
 def event_message(event_format: str, headers: list[tuple[str, str]], body: str = "") -> bytes:
