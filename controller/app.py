@@ -14,6 +14,7 @@ monkey.patch_all()  # the entry point: patch before anything below imports socke
 
 import argparse  # noqa: E402
 import dataclasses
+import json
 import logging
 import secrets
 import signal
@@ -23,7 +24,7 @@ import time
 import gevent
 from gevent.event import Event as GeventEvent
 
-from . import audio_stream
+from . import audio_stream, metrics
 from .calls import CallBook, ForgetCall, StartStream, StopStream
 from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
@@ -51,6 +52,8 @@ class Controller:
             filename_template=rec.filename_template,
             max_duration_s=rec.max_call_s,
             max_bytes=rec.max_call_bytes,
+            on_open=lambda uuid: metrics.RECORDINGS_OPEN.inc(),
+            on_close=self._on_recording_closed,
         )
         self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token)
         esl = config.esl
@@ -62,6 +65,8 @@ class Controller:
             command_timeout=esl.command_timeout_s,
             backoff=Backoff(esl.reconnect.initial_s, esl.reconnect.max_s, esl.reconnect.multiplier,
                             esl.reconnect.jitter),
+            on_connect=self._on_esl_connect,
+            on_disconnect=self._on_esl_disconnect,
         )
         self.esl.register_handle("CHANNEL_ANSWER", self._on_answer)
         self.esl.register_handle("CHANNEL_HANGUP_COMPLETE", self._on_hangup)
@@ -83,6 +88,8 @@ class Controller:
         rec = self.config.recorder
         self.recorder_port = self.recorder.start(rec.listen_host, rec.listen_port)
         log.info("recorder listening on %s:%s, writing to %s", rec.listen_host, self.recorder_port, rec.directory)
+        if self.config.metrics is not None:
+            metrics.serve(self.config.metrics.listen_host, self.config.metrics.listen_port)
         self.esl.start()
         self._timer = gevent.spawn(self._run_timers)
 
@@ -118,8 +125,23 @@ class Controller:
 
     # ---- events in ------------------------------------------------------------------------------------
 
+    def _on_esl_connect(self, client) -> None:
+        metrics.ESL_CONNECTED.set(1)
+
+    def _on_esl_disconnect(self, reason: str) -> None:
+        metrics.ESL_CONNECTED.set(0)
+        metrics.ESL_DISCONNECTS.inc()
+
+    def _on_recording_closed(self, uuid: str, reason: str) -> None:
+        metrics.RECORDINGS_OPEN.dec()
+        metrics.RECORDINGS_FINISHED.labels(reason).inc()
+
     def _on_answer(self, event: Event) -> None:
-        self._apply(self.calls.on_answer(CallInfo.from_headers(event.headers), time.monotonic()))
+        metrics.CALLS_ANSWERED.inc()
+        info = CallInfo.from_headers(event.headers)
+        self._apply(self.calls.on_answer(info, time.monotonic()))
+        if info.uuid not in self.calls.calls:
+            metrics.CALLS_NOT_STREAMED.labels("no_rule").inc()
 
     def _on_hangup(self, event: Event) -> None:
         self._apply(self.calls.on_hangup(event.uuid))
@@ -130,10 +152,12 @@ class Controller:
 
     def _on_stream_error(self, event: Event) -> None:
         log.error("call %s: mod_audio_stream error %s", event.uuid, event.body)
+        metrics.STREAM_ERRORS.labels(_error_code(event.body)).inc()
         self._apply(self.calls.on_stream_lost(event.uuid, f"module error {event.body}"))
 
     def _on_stream_disconnect(self, event: Event) -> None:
         log.warning("call %s: WebSocket closed by the server side %s", event.uuid, event.body)
+        metrics.STREAM_DISCONNECTS.inc()
         self._apply(self.calls.on_stream_lost(event.uuid, f"disconnected {event.body}"))
 
     def _on_stream_json(self, event: Event) -> None:
@@ -170,12 +194,16 @@ class Controller:
         except (CommandError, CommandTimeout, NotConnectedError) as exc:
             detail = str(exc)
         ok = detail.startswith("+OK")
-        if ok:
+        metrics.STREAM_STARTS.labels(rule.name).inc()
+        if not ok:
+            metrics.STREAM_START_FAILURES.inc()
+        else:
             log.info("call %s: stream start accepted (%s %s Hz) -> %s", info.uuid, rule.mix, rule.rate, url)
         self._apply(self.calls.on_start_result(info.uuid, ok, detail))
 
     def _stop_stream(self, call, reason: str) -> None:
         log.info("call %s: stopping stream: %s", call.uuid, reason)
+        metrics.STREAM_STOPS.inc()
         try:
             reply = self.esl.bgapi(audio_stream.stop_command(call.uuid)).strip()
         except (CommandError, CommandTimeout, NotConnectedError) as exc:
@@ -195,6 +223,13 @@ class Controller:
         actions = self.calls.due(time.monotonic())
         if actions:
             self._apply(actions)
+
+
+def _error_code(body: str) -> str:
+    try:
+        return str(json.loads(body)["message"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
