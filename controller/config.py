@@ -298,7 +298,10 @@ class _Reader:
             mark = exc.problem_mark or exc.context_mark
             problem = " ".join(f"{exc.problem or 'syntax error'}".split())
             if exc.context:
-                problem += f" ({' '.join(exc.context.split())})"
+                problem += f" ({' '.join(exc.context.split())}"
+                if exc.context_mark is not None and mark is not None and exc.context_mark.line != mark.line:
+                    problem += f" that starts on line {exc.context_mark.line + 1}"
+                problem += ")"
             # Only problem and context: str(exc) quotes the offending line, which may hold the password.
             raise ConfigError(self.source, None if mark is None else mark.line + 1, "",
                               f"invalid YAML: {problem}", "fix the YAML syntax (indentation, quoting, colons)") from None
@@ -513,12 +516,12 @@ class _Reader:
             self.fail(node, path, str(exc), allowed)
 
     def rate(self, node: Node, path: str) -> int:
-        allowed = audio_stream.RATES_TEXT + " (8k and 16k also work)"
+        allowed = audio_stream.RATES_TEXT
         text, tag = self.scalar(node, path, "a sample rate", allowed)
         if tag == STR and text in _RATE_WORDS:
             return _RATE_WORDS[text]
         if tag != INT:
-            self.fail(node, path, f"{text!r} is not a sample rate", allowed)
+            self.fail(node, path, f"{text!r} is not a sample rate", f"{allowed} (or 8k, 16k)")
         value = self.typed(text, tag)
         problem = audio_stream.rate_problem(value)
         if problem:

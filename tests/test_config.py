@@ -1,0 +1,349 @@
+"""The YAML configuration: what a valid file means, and the exact one-line error for each kind of mistake."""
+
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+import pytest
+
+from controller.config import Config, ConfigError, load_config, parse_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = pathlib.Path(__file__).resolve().parent / "data" / "config"
+INVALID = sorted(DATA.glob("invalid/*.yaml"))
+PASSWORD = "s3cret-Pa55"
+ENV = {"ESL_PASSWORD": PASSWORD}
+
+
+def parse(text: str, environ: dict[str, str] | None = None) -> Config:
+    return parse_config(textwrap.dedent(text), "test.yaml", ENV if environ is None else environ)
+
+
+def error_of(text: str, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(text, environ)
+    return str(info.value)
+
+
+MINIMAL = """\
+esl:
+  password: ${ESL_PASSWORD}
+rules:
+  - name: demo
+    match: {destination: "9999"}
+"""
+
+
+# ---- each kind of mistake: invalid/<case>.yaml must raise exactly invalid/<case>.error --------------------
+
+def test_every_invalid_case_has_its_expected_error_file():
+    assert len(INVALID) >= 11
+    missing = [p.name for p in INVALID if not p.with_suffix(".error").exists()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_config_reports_file_line_field_and_what_is_allowed(path: pathlib.Path):
+    expected = path.with_suffix(".error").read_text(encoding="utf-8").rstrip("\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(path.read_text(encoding="utf-8"), path.name, ENV)
+    message = str(info.value)
+    assert message == expected
+    assert "\n" not in message
+    assert PASSWORD not in message
+
+
+def test_load_config_names_the_file_path_as_given(tmp_path: pathlib.Path):
+    bad = tmp_path / "x.yaml"
+    bad.write_text(MINIMAL + "    rate: 12000\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, ENV)
+    assert str(info.value) == (f"{bad}:6: rules[0].rate: 12000 is not a multiple of 8000; "
+                               "use 8000, 16000, 24000, 32000 or 48000")
+    assert (info.value.line, info.value.path) == (6, "rules[0].rate")
+
+
+def test_missing_file_is_a_config_error(tmp_path: pathlib.Path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read the file: No such file or directory; "):
+        load_config(tmp_path / "nope.yaml", ENV)
+
+
+def test_config_error_is_a_value_error_for_callers_that_catch_broadly():
+    assert issubclass(ConfigError, ValueError)
+
+
+# ---- a whole valid file -------------------------------------------------------------------------------------
+
+def test_full_config_round_trip():
+    config = load_config(DATA / "valid" / "full.yaml", {**ENV, "RECORDER_TOKEN": "tok_ABCdef-123.456~xyz"})
+    assert config.source.endswith("full.yaml")
+
+    esl = config.esl
+    assert (esl.host, esl.port, esl.password) == ("fs.example.net", 8022, PASSWORD)
+    assert (esl.connect_timeout_s, esl.command_timeout_s) == (2.5, 10.0)
+    r = esl.reconnect
+    assert (r.initial_s, r.max_s, r.multiplier, r.jitter) == (1.0, 60.0, 1.5, 0.0)
+
+    rec = config.recorder
+    assert rec.listen_host == "0.0.0.0"
+    assert rec.listen_port == 9000
+    assert rec.public_url == "wss://recorder-1.example.net:9443/fs"  # trailing slash dropped
+    assert rec.directory == "/var/spool/calls"
+    assert rec.filename_template == "{date}/{rule}/{caller}-{uuid}.wav"
+    assert rec.max_call_s == 600.0
+    assert rec.max_call_bytes == 50_000_000
+    assert rec.token == "tok_ABCdef-123.456~xyz"
+
+    assert config.metrics is not None
+    assert (config.metrics.listen_host, config.metrics.listen_port) == ("0.0.0.0", 9100)
+    assert config.logging.level == "DEBUG"
+
+    assert [rule.name for rule in config.rules] == ["sales", "support.regex", "callers", "old"]
+    sales, support, callers, old = config.rules
+    assert sales.match.destination.source == "0123"  # an extension with a leading zero stays as written
+    assert sales.match.context.source == "public"
+    assert sales.match.direction == "inbound"
+    assert (sales.mix, sales.rate, sales.buffer_ms) == ("stereo", 16000, 100)
+    assert (sales.start_delay_s, sales.max_duration_s) == (1.5, 120.0)
+    assert (sales.heartbeat_s, sales.deflate, sales.enabled) == (5, True, True)
+    assert sales.metadata == {"queue": "sales", "tier": 2, "vip": True, "score": 0.5, "none": None,
+                              "tags": ["a b", "ü"], "nested": {"site": "Zürich office"}}
+    assert sales.line == 33
+
+    assert support.match.destination.regex is not None
+    assert support.rate == 8000  # "8k"
+    assert support.match.direction == "any"
+    assert callers.match.caller.source == "/\\+?44\\d{10}/"
+    assert callers.match.destination is None
+    assert callers.rate == 48000
+    assert old.enabled is False
+
+
+def test_defaults_fill_everything_left_out():
+    config = parse(MINIMAL)
+    esl, rec = config.esl, config.recorder
+    assert (esl.host, esl.port, esl.connect_timeout_s, esl.command_timeout_s) == ("127.0.0.1", 8021, 5.0, 5.0)
+    r = esl.reconnect
+    assert (r.initial_s, r.max_s, r.multiplier, r.jitter) == (0.5, 30.0, 2.0, 0.2)
+    assert (rec.listen_host, rec.listen_port, rec.public_url) == ("127.0.0.1", 8080, "ws://127.0.0.1:8080")
+    assert (rec.directory, rec.filename_template) == ("./recordings", "{date}/{uuid}.wav")
+    assert (rec.max_call_s, rec.max_call_bytes, rec.token) == (4 * 3600.0, 1024**3, None)
+    assert config.metrics is None
+    assert config.logging.level == "INFO"
+    (rule,) = config.rules
+    assert (rule.mix, rule.rate, rule.buffer_ms, rule.start_delay_s, rule.max_duration_s) == ("mono", 8000, 20, 0.0, None)
+    assert (rule.metadata, rule.heartbeat_s, rule.deflate, rule.enabled) == (None, 0, False, True)
+    assert rule.match.direction == "inbound"
+    assert rule.match.destination.source == "9999"
+
+
+def test_config_objects_are_frozen():
+    config = parse(MINIMAL)
+    with pytest.raises(AttributeError):
+        config.esl.port = 1  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        config.rules[0].rate = 16000  # type: ignore[misc]
+
+
+def test_shipped_example_and_demo_configs_load():
+    example = load_config(ROOT / "config" / "controller.yaml", {"ESL_PASSWORD": "from-env"})
+    assert example.esl.password == "from-env"
+    assert [r.name for r in example.rules if r.enabled] == ["support-line"]
+    demo = load_config(ROOT / "config" / "demo.yaml", {})
+    assert (demo.esl.host, demo.esl.port, demo.esl.password) == ("127.0.0.1", 8021, "ClueCon")
+    assert (demo.recorder.listen_host, demo.recorder.listen_port) == ("127.0.0.1", 8080)
+    assert demo.recorder.public_url == "ws://127.0.0.1:8080"
+    assert demo.recorder.directory == "./recordings"
+    (rule,) = demo.rules
+    assert (rule.match.destination.source, rule.mix, rule.rate) == ("9999", "mono", 8000)
+
+
+def test_shipped_example_names_the_missing_password_variable():
+    with pytest.raises(ConfigError, match=r"controller\.yaml:16: esl\.password: environment variable ESL_PASSWORD "
+                                          r"is not set; set ESL_PASSWORD or write the value in the file"):
+        load_config(ROOT / "config" / "controller.yaml", {})
+
+
+# ---- environment substitution -------------------------------------------------------------------------------
+
+def test_env_substitution_whole_and_embedded_and_typed():
+    config = parse("""\
+        esl:
+          password: ${ESL_PASSWORD}
+          host: ${FS_HOST}
+          port: ${FS_PORT}
+        recorder:
+          directory: /data/${SITE}/calls-${SITE}
+          public_url: ws://${FS_HOST}:8080
+        rules:
+          - name: demo
+            match: {destination: "${EXT}"}
+            deflate: ${DEFLATE}
+            metadata: {site: "${SITE}", literal: "$${NOT_A_VAR}"}
+        """, {**ENV, "FS_HOST": "fs1.local", "FS_PORT": "8022", "SITE": "ber", "EXT": "0042", "DEFLATE": "true"})
+    assert config.esl.host == "fs1.local"
+    assert config.esl.port == 8022  # a plain ${...} becomes a number just as if the number were written
+    assert config.recorder.directory == "/data/ber/calls-ber"
+    assert config.recorder.public_url == "ws://fs1.local:8080"
+    rule = config.rules[0]
+    assert rule.match.destination.source == "0042"
+    assert rule.deflate is True
+    assert rule.metadata == {"site": "ber", "literal": "${NOT_A_VAR}"}
+
+
+def test_env_value_is_checked_like_a_written_value():
+    message = error_of(MINIMAL.replace("esl:\n", "esl:\n  port: ${FS_PORT}\n"), {**ENV, "FS_PORT": "99999"})
+    assert message == "test.yaml:2: esl.port: 99999 is outside 1..65535; use a port number from 1 to 65535"
+
+
+def test_malformed_env_reference():
+    message = error_of(MINIMAL.replace("${ESL_PASSWORD}", "${ESL PASSWORD}"))
+    assert message == ("test.yaml:2: esl.password: has a '${' that is not a complete ${NAME} reference; "
+                       "write ${NAME} with letters, digits and _, or $${ for a literal ${")
+
+
+# ---- secrets stay secret ------------------------------------------------------------------------------------
+
+def test_password_and_token_are_masked_in_repr():
+    config = parse(MINIMAL.replace("rules:", "recorder:\n  token: ${TOKEN}\nrules:"),
+                   {**ENV, "TOKEN": "Tok3n-abcdefghijklmnop"})
+    assert config.esl.password == PASSWORD
+    for text in (repr(config), str(config), repr(config.esl), repr(config.recorder), f"{config}"):
+        assert PASSWORD not in text
+        assert "Tok3n-abcdefghijklmnop" not in text
+    assert "password='***'" in repr(config.esl)
+    assert "token='***'" in repr(config.recorder)
+    assert "token=None" in repr(parse(MINIMAL).recorder)  # an absent token is not pretended to exist
+
+
+@pytest.mark.parametrize("esl_lines", [
+    "  password: [s3cret-Pa55]\n",          # wrong type
+    "  password: \"s3cret-Pa55\n",          # broken quoting: the YAML error must not quote the line
+    "  password: s3cret-Pa55\n  port: s3cret-Pa55x\n",
+])
+def test_password_never_appears_in_errors(esl_lines: str):
+    message = error_of("esl:\n" + esl_lines + "rules:\n  - name: demo\n    match: {destination: '1'}\n", {})
+    assert "s3cret-Pa55" not in message.replace("s3cret-Pa55x", "")
+    assert message.startswith("test.yaml:")
+
+
+def test_bad_token_error_does_not_show_the_token():
+    message = error_of(MINIMAL.replace("rules:", "recorder:\n  token: has spaces in it and is secret\nrules:"))
+    assert "secret" not in message
+    assert message.startswith("test.yaml:4: recorder.token: the token (30 characters) does not fit the rules; ")
+
+
+# ---- smaller checks that users meet ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [("8k", 8000), ("16k", 16000), ("8000", 8000), ("48000", 48000),
+                                             ("24000", 24000)])
+def test_rate_forms_are_normalised_to_integers(value: str, expected: int):
+    assert parse(MINIMAL + f"    rate: {value}\n").rules[0].rate == expected
+
+
+def test_quoted_number_is_not_a_rate():
+    assert error_of(MINIMAL + '    rate: "8000"\n') == (
+        "test.yaml:6: rules[0].rate: '8000' is not a sample rate; use 8000, 16000, 24000, 32000 or 48000 "
+        "(or 8k, 16k)")
+
+
+def test_public_url_is_required_when_it_cannot_be_derived():
+    message = error_of(MINIMAL.replace("rules:", "recorder:\n  listen_host: 0.0.0.0\nrules:"))
+    assert message == ("test.yaml:4: recorder.public_url: is required when listen_host is a wildcard or "
+                       "listen_port is 0; give the URL FreeSWITCH connects to, e.g. ws://10.0.0.5:8080")
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("http://127.0.0.1:8080", "'http://127.0.0.1:8080' does not start with ws:// or wss://"),
+    ("ws://rec_1:8080", "'ws://rec_1:8080' has host 'rec_1', which has characters other than letters, digits, "
+                        "'-' and '.'"),
+    ("ws://[::1]:8080", "'ws://[::1]:8080' has host '[', which has characters other than letters, digits, "
+                        "'-' and '.'"),
+    ("ws://127.0.0.1:8080/base?x=1", "'ws://127.0.0.1:8080/base?x=1' has a query"),
+    ("ws://127.0.0.1:70000", "'ws://127.0.0.1:70000' has port 70000, outside 1..65535"),
+])
+def test_public_url_follows_the_modules_rules(url: str, problem: str):
+    message = error_of(MINIMAL.replace("rules:", f"recorder:\n  public_url: {url}\nrules:"))
+    assert message.startswith(f"test.yaml:4: recorder.public_url: {problem}; use ws:// or wss://")
+
+
+@pytest.mark.parametrize("template, problem", [
+    ("{date}/{uuid}.mp3", "'{date}/{uuid}.mp3' does not end in .wav"),
+    ("{date}/{caller}.wav", "'{date}/{caller}.wav' does not contain {uuid}, so two calls could share a file"),
+    ("../{uuid}.wav", "'../{uuid}.wav' leaves the recordings directory"),
+    ("/tmp/{uuid}.wav", "'/tmp/{uuid}.wav' leaves the recordings directory"),
+    ("{uuid!r}.wav", "'{uuid!r}.wav' uses {uuid!r}, which is not a plain allowed field"),
+    ("{uuid.hex}.wav", "'{uuid.hex}.wav' uses {uuid.hex}, which is not a plain allowed field"),
+    ("{uuid.wav", "'{uuid.wav' is not a valid template (expected '}' before end of string)"),
+])
+def test_filename_template_rules(template: str, problem: str):
+    message = error_of(MINIMAL.replace("rules:", f"recorder:\n  filename_template: '{template}'\nrules:"))
+    assert message.startswith(f"test.yaml:4: recorder.filename_template: {problem}; fields {{date}}, ")
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    ("    enabled: yes please\n", "test.yaml:6: rules[0].enabled: 'yes please' is not true or false; use true or false"),
+    ("    start_delay_s: -1\n",
+     "test.yaml:6: rules[0].start_delay_s: -1 is out of range (must be at least 0 and at most 3600); "
+     "seconds after answer, from 0 to 3600"),
+    ("    max_duration_s: 0\n",
+     "test.yaml:6: rules[0].max_duration_s: 0 is out of range (must be above 0 and at most 604800); "
+     "seconds of streaming before stop, above 0 (leave it out for no limit)"),
+    ("    heartbeat_s: 1.5\n",
+     "test.yaml:6: rules[0].heartbeat_s: '1.5' is not a whole number; whole seconds between pings from 0 (off) "
+     "to 3600"),
+    ("    buffer_ms: 0\n",
+     "test.yaml:6: rules[0].buffer_ms: 0 is outside 20..1000; use a multiple of 20 from 20 to 1000 "
+     "(milliseconds of audio per frame)"),
+    ("    metadata: [a, b]\n",
+     "test.yaml:6: rules[0].metadata: expected a mapping (sent as a JSON object), got a list; a mapping of names "
+     "to text, numbers, true/false, lists or mappings; text without quotes, backslashes or control characters"),
+    ("    metadata: {path: 'C:\\\\x'}\n",
+     "test.yaml:6: rules[0].metadata.path: the text contains a backslash, which FreeSWITCH treats as an escape "
+     "character; a mapping of names to text, numbers, true/false, lists or mappings; text without quotes, "
+     "backslashes or control characters"),
+    ("    name2: x\n",
+     "test.yaml:6: rules[0].name2: unknown key; allowed keys: name, match, mix, rate, buffer_ms, start_delay_s, "
+     "max_duration_s, metadata, heartbeat_s, deflate, enabled"),
+])
+def test_rule_field_errors(snippet: str, expected: str):
+    assert error_of(MINIMAL + snippet) == expected
+
+
+def test_rule_name_must_be_plain():
+    assert error_of(MINIMAL.replace("name: demo", "name: my rule")) == (
+        "test.yaml:4: rules[0].name: 'my rule' is not a usable name; "
+        "1 to 64 letters, digits, '-', '_' or '.', not starting with '.'")
+
+
+def test_text_field_refuses_true_false_and_lists():
+    assert error_of(MINIMAL.replace('destination: "9999"', "destination: yes")) == (
+        "test.yaml:5: rules[0].match.destination: expected text, got true/false; an exact value such as 9999, "
+        "or a regular expression between slashes such as /9\\d{3}/ (quote it)")
+    assert error_of(MINIMAL.replace('destination: "9999"', "destination: [1, 2]")).startswith(
+        "test.yaml:5: rules[0].match.destination: expected text, got a list; ")
+
+
+def test_unknown_top_level_section():
+    assert error_of(MINIMAL + "recordr: {}\n") == (
+        "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging")
+
+
+def test_metadata_too_large_for_the_module():
+    big = "x" * 9000
+    assert error_of(MINIMAL + f"    metadata: {{blob: {big}}}\n") == (
+        "test.yaml:6: rules[0].metadata: metadata JSON is 9011 bytes, above the module's limit; a mapping of "
+        "names to text, numbers, true/false, lists or mappings; text without quotes, backslashes or control "
+        "characters")
+
+
+def test_logging_level_any_case_and_checked():
+    assert parse(MINIMAL + "logging: {level: warning}\n").logging.level == "WARNING"
+    assert error_of(MINIMAL + "logging: {level: loud}\n") == (
+        "test.yaml:6: logging.level: 'loud' is not a log level; use DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)")
+
+
+def test_metrics_section_defaults():
+    config = parse(MINIMAL + "metrics: {}\n")
+    assert (config.metrics.listen_host, config.metrics.listen_port) == ("127.0.0.1", 9464)
