@@ -60,10 +60,6 @@ class _StopRecording(Exception):
         self.reason = reason
 
 
-class _FrameTooLarge(WebSocketError):
-    pass
-
-
 @dataclass
 class _Refusal:
     status: str
@@ -108,7 +104,7 @@ class _RecorderWebSocket(WebSocket):
     ``receive()`` reports every ending as ``None``. And its close frames carry the status code.
     """
 
-    __slots__ = ("max_message", "message_bytes", "peer_close", "local_close_code")
+    __slots__ = ("max_message", "message_bytes", "peer_close", "local_close_code", "failure")
 
     def __init__(self, environ, stream, handler, max_message: int) -> None:
         super().__init__(environ, stream, handler)
@@ -116,19 +112,22 @@ class _RecorderWebSocket(WebSocket):
         self.message_bytes = 0
         self.peer_close: tuple[int, str] | None = None
         self.local_close_code: int | None = None
+        self.failure: str | None = None  # why we ended the connection, for the log and the sidecar
 
     def read_frame(self):
         header = Header.decode_header(self.stream)
         if header.flags:
-            raise ProtocolError("reserved bits set, but no extension was negotiated")
+            self.failure = "reserved bits set in a frame, but no extension was negotiated"
+            raise ProtocolError(self.failure)  # receive() answers it with close 1002
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
             self.message_bytes = header.length
         elif header.opcode == self.OPCODE_CONTINUATION:
             self.message_bytes += header.length
         if header.length > self.max_message or self.message_bytes > self.max_message:
+            self.failure = (f"a {header.length}-byte frame (message {self.message_bytes} bytes) exceeds the "
+                            f"{self.max_message}-byte limit")
             self.close(CLOSE_TOO_BIG, "frame too large")
-            raise _FrameTooLarge(f"a {header.length}-byte frame (message {self.message_bytes} bytes) exceeds "
-                                 f"the {self.max_message}-byte limit")
+            raise ProtocolError(self.failure)
         payload = self.raw_read(header.length) if header.length else b""
         if len(payload) != header.length:
             raise WebSocketError("Unexpected EOF reading frame payload")
@@ -397,17 +396,15 @@ class RecorderServer:
         while True:
             try:
                 message = ws.receive()
-            except _FrameTooLarge as exc:
-                log.error("call %s: %s; closing with 1009", uuid, exc)
-                return PROTOCOL_ERROR, CLOSE_TOO_BIG, "frame too large", str(exc)
-            except WebSocketError:  # the library's "Unexpected EOF ..." for a TCP end mid-stream
+            except WebSocketError:  # receive() turns socket errors into None; this is belt and braces
                 return EOF, None, None, None
-            if message is None:
+            if message is None:  # the library reports every ending so; tell them apart
                 if ws.peer_close is not None:
                     return CLIENT_CLOSE, ws.peer_close[0], ws.peer_close[1], None
-                if ws.local_close_code in (1002, 1007):
-                    log.error("call %s: protocol error from the module; closed with %s", uuid, ws.local_close_code)
-                    return PROTOCOL_ERROR, ws.local_close_code, None, "WebSocket protocol error"
+                if ws.local_close_code in (1002, 1007, CLOSE_TOO_BIG):
+                    error = ws.failure or f"WebSocket protocol error (closed with {ws.local_close_code})"
+                    log.error("call %s: %s; closed with %s", uuid, error, ws.local_close_code)
+                    return PROTOCOL_ERROR, ws.local_close_code, None, error
                 return EOF, None, None, None
             if isinstance(message, str):
                 log.info("call %s: text frame: %s", uuid, message[:200])

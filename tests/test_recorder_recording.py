@@ -1,0 +1,178 @@
+"""One call's recording without sockets: file names, limits, the sidecar, start-up recovery."""
+
+import json
+import wave
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from controller.recorder.recording import (MAX_BYTES, MAX_DURATION, FilenameTemplate, Recording,
+                                           RecordingRegistry, StreamSpec, choose_path, recover_unfinished)
+from controller.recorder.sidecar import MAX_TEXT_FRAMES
+from controller.recorder.wav import WavWriter, part_path_for
+
+UUID = "166eb301-3ca5-4fc5-9751-d8ca093577dd"
+MOMENT = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 50.0
+
+    def __call__(self):
+        return self.now
+
+
+def spec(**changes):
+    values = dict(uuid=UUID, token="tok", rate=8000, channels=1, caller="+4930123", destination="9999",
+                  rule_name="support", metadata='{"a":1}')
+    values.update(changes)
+    return StreamSpec(**values)
+
+
+def open_recording(tmp_path, clock=None, template="{date}/{uuid}.wav", **limits):
+    return Recording.open(spec(**limits.pop("spec", {})), tmp_path, FilenameTemplate(template),
+                          clock=clock or FakeClock(), now=lambda: MOMENT, **limits)
+
+
+def test_template_fields_are_filled_and_sanitised():
+    template = FilenameTemplate("{rule}/{date}_{time}_{caller}_to_{destination}_{uuid}.wav")
+    name = template.render(moment=MOMENT, uuid=UUID, caller="../../etc/passwd", destination="sip:99 99@x",
+                           rule="")
+    assert name == PurePosixPath(f"unknown/2026-03-04_050607__.._etc_passwd_to_sip_99_99_x_{UUID}.wav")
+    assert ".." not in name.parts and "/" not in name.parts[-1]
+
+
+@pytest.mark.parametrize("template, problem", [
+    ("{uuid}.mp3", "must end in '.wav'"),
+    ("/abs/{uuid}.wav", "relative path"),
+    ("../{uuid}.wav", "must not contain '.' or '..'"),
+    ("{date}/../{uuid}.wav", "must not contain '.' or '..'"),
+    ("{uuid.__class__}.wav", "unknown or decorated field"),
+    ("{uuid!r}.wav", "unknown or decorated field"),
+    ("{home}.wav", r"unknown or decorated field \{home\}; allowed: \{date\}"),
+    ("{uuid.wav", "malformed"),
+    ("", "non-empty"),
+])
+def test_bad_templates_are_refused_with_the_reason(template, problem):
+    with pytest.raises(ValueError, match=problem):
+        FilenameTemplate(template)
+
+
+def test_paths_never_escape_and_never_overwrite(tmp_path):
+    with pytest.raises(Exception, match="escapes the recordings directory"):
+        choose_path(tmp_path, PurePosixPath("../x.wav"))
+    first = choose_path(tmp_path, PurePosixPath("a.wav"))
+    first.write_bytes(b"")
+    second = choose_path(tmp_path, PurePosixPath("a.wav"))
+    assert second.name == "a-2.wav"
+    part_path_for(second).write_bytes(b"")  # an unfinished one counts as taken too
+    assert choose_path(tmp_path, PurePosixPath("a.wav")).name == "a-3.wav"
+
+
+def test_stream_spec_is_checked():
+    assert spec(uuid=UUID.upper()).uuid == UUID
+    with pytest.raises(ValueError, match="8-4-4-4-12 hex"):
+        spec(uuid="../../etc")
+    with pytest.raises(ValueError, match="multiple of 8000"):
+        spec(rate=12000)
+    with pytest.raises(ValueError, match="channels must be 1"):
+        spec(channels=3)
+    with pytest.raises(ValueError, match="non-empty"):
+        spec(token="")
+
+
+def test_registry_expect_lookup_forget():
+    registry = RecordingRegistry()
+    registry.expect(spec())
+    assert registry.lookup(UUID.upper()).token == "tok"
+    assert registry.lookup("not-a-uuid") is None
+    registry.forget(UUID)
+    assert registry.lookup(UUID) is None and len(registry) == 0
+
+
+def test_sidecar_exists_from_the_start_and_tells_the_whole_story_at_the_end(tmp_path):
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock)
+    side = tmp_path / "2026-03-04" / f"{UUID}.json"
+    early = json.loads(side.read_text())
+    assert early["close_reason"] is None and early["end_time"] is None
+    assert early["start_time"] == "2026-03-04T05:06:07.000Z"
+    recording.on_text('{"meta":1}')
+    clock.now += 0.5
+    recording.on_audio(b"\x01\x00" * 160)
+    recording.on_text("bye")
+    path = recording.finish("client_close", close_code=1000, close_text="Normal closure")
+    assert path == tmp_path / "2026-03-04" / f"{UUID}.wav"
+    data = json.loads(side.read_text())
+    assert {k: data[k] for k in ("uuid", "caller", "destination", "rule", "metadata", "rate", "channels", "bytes",
+                                 "duration_s", "frames", "close_reason", "close_code", "error", "gaps", "wav")} == {
+        "uuid": UUID, "caller": "+4930123", "destination": "9999", "rule": "support", "metadata": '{"a":1}',
+        "rate": 8000, "channels": 1, "bytes": 320, "duration_s": 0.02, "frames": 1,
+        "close_reason": "client_close", "close_code": 1000, "error": None, "gaps": [], "wav": f"{UUID}.wav"}
+    assert data["text_frames"] == [{"t": 0.0, "text": '{"meta":1}'}, {"t": 0.5, "text": "bye"}]
+    with wave.open(str(path)) as w:
+        assert w.readframes(1000) == b"\x01\x00" * 160  # text never in the audio
+
+
+def test_text_frames_are_bounded(tmp_path):
+    recording = open_recording(tmp_path)
+    for n in range(MAX_TEXT_FRAMES + 5):
+        recording.on_text("x" * 5000 if n == 0 else "y")
+    recording.finish("eof")
+    data = json.loads(recording.sidecar_path.read_text())
+    assert len(data["text_frames"]) == MAX_TEXT_FRAMES and data["text_frames_dropped"] == 5
+    assert data["text_frames"][0]["truncated_from"] == 5000
+
+
+def test_max_bytes_cuts_exactly_at_the_limit(tmp_path):
+    recording = open_recording(tmp_path, max_bytes=1002, spec={"channels": 2})
+    assert recording.on_audio(bytes(640)) is None
+    assert recording.on_audio(bytes(640)) == MAX_BYTES  # 1002 rounds down to 1000 in whole stereo frames
+    assert recording.on_audio(bytes(640)) == MAX_BYTES  # ignored from now on
+    recording.finish(MAX_BYTES)
+    with wave.open(str(recording.path)) as w:
+        assert w.getnframes() * 4 == 1000
+
+
+def test_max_duration_cuts_the_audio_and_ends_on_wall_time_too(tmp_path):
+    recording = open_recording(tmp_path, max_duration_s=1.0)
+    for _ in range(49):
+        assert recording.on_audio(bytes(320)) is None
+    assert recording.on_audio(bytes(640)) == MAX_DURATION
+    recording.finish(MAX_DURATION)
+    with wave.open(str(recording.path)) as w:
+        assert w.getnframes() == 8000
+
+    clock = FakeClock()
+    quiet = open_recording(tmp_path / "b", clock, max_duration_s=2.0)
+    quiet.on_audio(bytes(320))  # then silence: mixed audio while nobody speaks, or a leaked stream
+    assert quiet.tick() is None
+    clock.now += 2.0
+    assert quiet.tick() == MAX_DURATION
+
+
+def test_recover_unfinished_repairs_renames_and_marks_the_sidecar(tmp_path):
+    recording = open_recording(tmp_path)
+    recording.on_audio(bytes(range(256)) * 125)  # 32000 bytes: 2 s, so the header was updated
+    recording.writer._flush()
+    recording.writer.abandon()  # SIGKILL: .part and the opening sidecar stay behind
+    done = recover_unfinished(tmp_path)
+    assert len(done) == 1 and done[0].renamed
+    final = tmp_path / "2026-03-04" / f"{UUID}.wav"
+    assert done[0].final_path == final and not part_path_for(final).exists()
+    with wave.open(str(final)) as w:
+        assert w.getnframes() == 16000
+    side = json.loads(final.with_suffix(".json").read_text())
+    assert side["close_reason"] == "recovered" and side["bytes"] == 32000 and side["duration_s"] == 2.0
+    assert recover_unfinished(tmp_path) == []
+
+
+def test_recover_keeps_a_part_whose_final_name_is_taken(tmp_path):
+    final = tmp_path / "x.wav"
+    WavWriter.create(final, 8000, 1).close()
+    WavWriter.create(final.with_name("y.wav"), 8000, 1).abandon()
+    Path(part_path_for(final.with_name("y.wav"))).rename(part_path_for(final))
+    (done,) = recover_unfinished(tmp_path)
+    assert not done.renamed and part_path_for(final).exists()

@@ -1,0 +1,498 @@
+"""The recorder through real sockets, fed exactly what mod_audio_stream sent in the captures.
+
+The client here is deliberately raw: it replays the captured upgrade request bytes (``Name:value`` without
+a space, as the module writes them) with only the path, Host and auth header rewritten, then sends masked
+frames as fast as the socket takes them.
+"""
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+import wave
+
+import pytest
+from gevent.queue import Queue
+
+from controller.recorder.server import RecorderServer, RecordingRegistry, StreamSpec
+
+UUID = "166eb301-3ca5-4fc5-9751-d8ca093577dd"
+OTHER = "0b0e5f4a-8c3d-4e8f-9a6b-1c2d3e4f5a6b"
+TOKEN = "t0k3n-for-the-test"
+TIMEOUT = 5.0
+
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 1, 2, 8, 9, 10
+
+
+# ---- a raw WebSocket client -------------------------------------------------------------------------------
+
+def upgrade_request(captured: bytes, path: str, port: int, headers: dict[str, str]) -> bytes:
+    """The captured request with its path, Host and auth replaced; every other byte as the module sent it."""
+    head, _, _ = captured.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    method, _old_path, version = lines[0].split(b" ")
+    out = [b" ".join([method, path.encode(), version])]
+    for line in lines[1:]:
+        name = line.split(b":", 1)[0].lower()
+        if name == b"host":
+            line = b"Host:127.0.0.1:%d" % port
+        elif name == b"authorization":
+            continue
+        out.append(line)
+    out += [f"{k}:{v}".encode() for k, v in headers.items()]  # how STREAM_EXTRA_HEADERS are appended
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
+    mask = os.urandom(4)
+    n = len(payload)
+    first = (0x80 if fin else 0) | rsv | opcode
+    if n < 126:
+        head = struct.pack("!BB", first, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 0x80 | 127, n)
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes((mask * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
+    return head + mask + masked
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    return frame(OP_CLOSE, struct.pack("!H", code) + reason.encode())
+
+
+class RawClient:
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.buf = b""
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed with {len(self.buf)} of {n} bytes read")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def handshake(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.sock.sendall(request)
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        body = b""
+        if status != 101:
+            body = self._read(int(headers.get("content-length", 0)))
+        return status, headers, body
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_frame(self) -> tuple[int, bytes]:
+        first, second = self._read(2)
+        n = second & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._read(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._read(8))[0]
+        assert not second & 0x80, "server frames are never masked"
+        return first & 0x0F, self._read(n)
+
+    def recv_close(self) -> tuple[int, str]:
+        """Skip to the server's close frame and decode it."""
+        while True:
+            opcode, payload = self.recv_frame()
+            if opcode == OP_CLOSE:
+                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+    def sync(self) -> None:
+        """Ping and wait for the pong: the server has processed every frame sent before it."""
+        self.send(frame(OP_PING, b"sync"))
+        while True:
+            opcode, payload = self.recv_frame()
+            if opcode == OP_PONG and payload == b"sync":
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def captured_frames(scenario_dir, conn: str = "conn1") -> list[tuple[int, bytes]]:
+    """(opcode, payload) for each frame the module sent, in order, payloads from connN.audio.raw."""
+    audio = (scenario_dir / f"{conn}.audio.raw").read_bytes()
+    frames, offset = [], 0
+    for line in (scenario_dir / f"{conn}.frames.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        opcode = entry.get("opcode")
+        if opcode == OP_BINARY:
+            frames.append((OP_BINARY, audio[offset:offset + entry["len"]]))
+            offset += entry["len"]
+        elif opcode == OP_TEXT:
+            frames.append((OP_TEXT, entry["text"].encode()))
+        elif opcode == OP_PING:
+            frames.append((OP_PING, entry["ping_payload"].encode()))
+        elif opcode == OP_CLOSE:
+            frames.append((OP_CLOSE, struct.pack("!H", entry["close_code"]) + entry["close_reason"].encode()))
+    assert offset == len(audio)
+    return frames
+
+
+# ---- fixtures ---------------------------------------------------------------------------------------------
+
+class Recorder:
+    """A started RecorderServer with its registry, directory and a queue of on_open/on_close calls."""
+
+    def __init__(self, tmp_path, **options):
+        self.directory = tmp_path / "recordings"
+        self.registry = RecordingRegistry()
+        self.events = Queue()
+        self.server = RecorderServer(self.registry, self.directory,
+                                     on_open=lambda uuid: self.events.put(("open", uuid)),
+                                     on_close=lambda uuid, reason: self.events.put(("close", uuid, reason)),
+                                     **options)
+        self.port = self.server.start("127.0.0.1", 0)
+
+    def expect(self, uuid=UUID, rate=8000, channels=1, token=TOKEN, **extra):
+        self.registry.expect(StreamSpec(uuid=uuid, token=token, rate=rate, channels=channels, **extra))
+
+    def connect(self, captures, path=f"/calls/{UUID}", headers=None, scenario="mono_8000", conn="conn1"):
+        client = RawClient(self.port)
+        request = (captures / "ws" / scenario / f"{conn}.request.bin").read_bytes()
+        if headers is None:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+        return client, client.handshake(upgrade_request(request, path, self.port, headers))
+
+    def next_event(self):
+        return self.events.get(timeout=TIMEOUT)
+
+    def wait_closed(self, uuid=UUID):
+        while True:
+            event = self.next_event()
+            if event[0] == "close" and event[1] == uuid:
+                return event[2]
+
+    def files(self):
+        return sorted(p.relative_to(self.directory).as_posix() for p in self.directory.rglob("*") if p.is_file())
+
+    def only_recording(self):
+        (wav_path,) = self.directory.rglob("*.wav")
+        return wav_path, json.loads(wav_path.with_suffix(".json").read_text())
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    started = []
+
+    def make(**options):
+        rec = Recorder(tmp_path, **options)
+        started.append(rec)
+        return rec
+
+    yield make
+    for rec in started:
+        rec.server.stop(timeout=2)
+
+
+def read_wav(path):
+    with wave.open(str(path), "rb") as w:
+        return w.getframerate(), w.getnchannels(), w.getsampwidth(), w.readframes(w.getnframes())
+
+
+# ---- the captured streams ---------------------------------------------------------------------------------
+
+SCENARIOS = [
+    ("mono_8000", "conn1", 8000, 1),
+    ("mono_16000", "conn1", 16000, 1),
+    ("stereo_8000", "conn1", 8000, 2),
+    ("stereo_16000", "conn1", 16000, 2),
+    ("mono_8000_buf100", "conn1", 8000, 1),
+    ("mono_16000_buf100", "conn1", 16000, 1),
+    ("stereo_8000_buf100", "conn1", 8000, 2),
+    ("main_plain", "conn2", 8000, 1),
+    ("mono_8000_heartbeat2", "conn1", 8000, 1),
+]
+
+
+@pytest.mark.parametrize("scenario, conn, rate, channels", SCENARIOS)
+def test_captured_stream_is_recorded_byte_for_byte(recorder, captures, scenario, conn, rate, channels):
+    rec = recorder()
+    rec.expect(rate=rate, channels=channels, caller="1000", destination="9999", rule_name="all")
+    client, (status, headers, _) = rec.connect(captures, scenario=scenario, conn=conn)
+    key = [line for line in (captures / "ws" / scenario / f"{conn}.request.bin").read_bytes().split(b"\r\n")
+           if line.startswith(b"Sec-WebSocket-Key:")][0].split(b":", 1)[1]
+    assert status == 101
+    assert headers["sec-websocket-accept"] == base64.b64encode(
+        hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
+    assert rec.next_event() == ("open", UUID)
+    assert rec.server.open_recordings() == [UUID]
+
+    frames = captured_frames(captures / "ws" / scenario, conn)
+    client.send(b"".join(frame(op, payload) for op, payload in frames))
+    pongs = []
+    while True:
+        opcode, payload = client.recv_frame()
+        if opcode == OP_CLOSE:
+            break
+        pongs.append((opcode, payload))
+    # The module's close is echoed with its code; its pings were answered with their payload.
+    assert struct.unpack("!H", payload[:2])[0] == 1000
+    assert pongs == [(OP_PONG, p) for op, p in frames if op == OP_PING]
+    assert rec.wait_closed() == "client_close"
+    assert rec.server.open_recordings() == []
+    client.close()
+
+    wav_path, side = rec.only_recording()
+    audio = (captures / "ws" / scenario / f"{conn}.audio.raw").read_bytes()
+    assert read_wav(wav_path) == (rate, channels, 2, audio)
+    raw = wav_path.read_bytes()
+    assert raw[:4] == b"RIFF" and struct.unpack_from("<I", raw, 4)[0] == 36 + len(audio)
+    assert struct.unpack_from("<I", raw, 40)[0] == len(audio) == len(raw) - 44
+    texts = [payload.decode() for op, payload in frames if op == OP_TEXT]
+    assert [t["text"] for t in side["text_frames"]] == texts
+    assert side["frames"] == sum(op == OP_BINARY for op, _ in frames)
+    assert side["bytes"] == len(audio) and side["duration_s"] == round(len(audio) / (2 * channels * rate), 3)
+    assert (side["close_reason"], side["close_code"], side["close_text"]) == ("client_close", 1000, "Normal closure")
+    assert (side["caller"], side["destination"], side["rule"]) == ("1000", "9999", "all")
+    assert wav_path.relative_to(rec.directory).parts[1] == f"{UUID}.wav"  # {date}/{uuid}.wav
+
+
+def test_upgrade_request_is_replayed_with_the_modules_header_format(captures):
+    request = upgrade_request((captures / "ws/mono_8000_extra_headers/conn1.request.bin").read_bytes(),
+                              f"/calls/{UUID}", 4321, {"Authorization": "Bearer x"})
+    lines = request.split(b"\r\n")
+    assert lines[:3] == [f"GET /calls/{UUID} HTTP/1.1".encode(), b"Host:127.0.0.1:4321", b"Upgrade:websocket"]
+    assert b"X-Call-Id:abc123" in lines and lines.count(b"Authorization:Bearer x") == 1
+    assert not any(b": " in line for line in lines[1:])
+
+
+def test_header_is_current_while_the_call_is_still_streaming(recorder, captures):
+    # What the lead's SIGKILL test relies on: mid-call, the .part on disk plays up to the last update.
+    rec = recorder()
+    rec.expect()
+    client, (status, _, _) = rec.connect(captures)
+    assert status == 101
+    audio = (captures / "ws/mono_8000/conn1.audio.raw").read_bytes()[:48000]  # 3 s
+    client.send(b"".join(frame(OP_BINARY, audio[i:i + 320]) for i in range(0, len(audio), 320)))
+    client.sync()
+    (part,) = rec.directory.rglob("*.wav.part")
+    assert read_wav(part)[3] == audio
+    assert not list(rec.directory.rglob("*.wav"))
+    client.send(close_frame(1000, "Normal closure"))
+    assert client.recv_close()[0] == 1000
+    assert rec.wait_closed() == "client_close"
+
+
+# ---- refusals ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, headers, status, why", [
+    (f"/calls/{OTHER}", None, 404, f"no stream is expected for call {OTHER}"),
+    (f"/calls/{UUID}", {"Authorization": "Bearer wrong"}, 403, "wrong token"),
+    (f"/calls/{UUID}", {}, 401, "missing 'Authorization: Bearer <token>'"),
+    (f"/calls/{UUID}", {"Authorization": f"Basic {TOKEN}"}, 401, "missing 'Authorization: Bearer"),
+    ("/calls/../../etc", None, 404, "unknown path"),
+    ("/calls/%2e%2e/%2e%2e/etc", None, 404, "unknown path"),
+    ("/calls/%2e%2e%2f%2e%2e%2fetc", None, 404, "unknown path"),
+    (f"/calls/{UUID}/../../x", None, 404, "unknown path"),
+    ("/calls/not-a-uuid", None, 404, "not a call uuid"),
+    (f"/calls/{UUID}x", None, 404, "not a call uuid"),
+    (f"/calls/{UUID[:-1]}", None, 404, "not a call uuid"),
+    ("/", None, 404, "unknown path"),
+    (f"/stream?call={UUID}", None, 404, "unknown path"),
+])
+def test_refused_requests_get_a_clear_status_and_nothing_is_written(recorder, captures, caplog, path, headers,
+                                                                    status, why):
+    rec = recorder()
+    rec.expect()
+    with caplog.at_level(logging.WARNING, logger="controller.recorder"):
+        client, (got, response_headers, body) = rec.connect(captures, path=path, headers=headers)
+    assert got == status
+    assert why in body.decode()
+    if status == 401:
+        assert response_headers["www-authenticate"].startswith("Bearer")
+    assert client.sock.recv(1) == b""  # and the connection is closed
+    assert rec.files() == []
+    assert any(str(status) in r.getMessage() and why in r.getMessage() for r in caplog.records)
+    assert TOKEN not in caplog.text
+
+
+def test_second_connection_for_a_call_being_recorded_is_refused(recorder, captures):
+    rec = recorder()
+    rec.expect()
+    first, (status, _, _) = rec.connect(captures)
+    assert status == 101
+    assert rec.next_event() == ("open", UUID)
+    second, (status, _, body) = rec.connect(captures)
+    assert status == 409 and b"already being recorded" in body
+    first.send(frame(OP_BINARY, b"\x01\x00" * 160) + close_frame(1000))
+    assert first.recv_close()[0] == 1000
+    assert rec.wait_closed() == "client_close"
+    assert len(list(rec.directory.rglob("*.wav"))) == 1
+
+
+def test_forgotten_call_is_refused_but_an_open_recording_carries_on(recorder, captures):
+    rec = recorder()
+    rec.expect()
+    client, (status, _, _) = rec.connect(captures)
+    assert status == 101
+    rec.registry.forget(UUID)  # hangup seen by the controller before the module closes
+    client.send(frame(OP_BINARY, b"\x02\x00" * 160) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    assert rec.wait_closed() == "client_close"
+    assert read_wav(rec.only_recording()[0])[3] == b"\x02\x00" * 160
+    _, (status, _, _) = rec.connect(captures)
+    assert status == 404
+
+
+def test_plain_http_request_with_the_right_token_is_told_to_upgrade(recorder):
+    rec = recorder()
+    rec.expect()
+    client = RawClient(rec.port)
+    status, _, body = client.handshake(
+        f"GET /calls/{UUID} HTTP/1.1\r\nHost:x\r\nAuthorization:Bearer {TOKEN}\r\n\r\n".encode())
+    assert status == 426 and b"WebSocket" in body
+    assert rec.files() == []
+
+
+def test_client_that_never_finishes_its_request_is_dropped(recorder):
+    rec = recorder(handshake_timeout_s=0.2)
+    client = RawClient(rec.port)
+    client.send(b"GET /calls/")
+    assert client.sock.recv(1) == b""  # within TIMEOUT, or recv raises socket.timeout
+
+
+# ---- endings -------------------------------------------------------------------------------------------
+
+def test_tcp_drop_mid_call_finalises_what_arrived(recorder, captures):
+    rec = recorder()
+    rec.expect()
+    client, _ = rec.connect(captures)
+    client.send(frame(OP_BINARY, b"\x03\x00" * 160) + frame(OP_BINARY, b"\x04\x00" * 160)[:100])
+    client.close()
+    assert rec.wait_closed() == "eof"
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == b"\x03\x00" * 160
+    assert side["close_reason"] == "eof" and side["close_code"] is None
+
+
+def test_max_bytes_closes_with_1000_and_keeps_exactly_the_limit(recorder, captures):
+    rec = recorder(max_bytes=1000)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    audio = (captures / "ws/mono_8000/conn1.audio.raw").read_bytes()
+    client.send(b"".join(frame(OP_BINARY, audio[i:i + 320]) for i in range(0, 3200, 320)))
+    assert client.recv_close() == (1000, "max_bytes")
+    assert rec.wait_closed() == "max_bytes"
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == audio[:1000]
+    assert (side["close_reason"], side["close_code"]) == ("max_bytes", 1000)
+
+
+def test_max_duration_closes_with_1000(recorder, captures):
+    rec = recorder(max_duration_s=1.0)
+    rec.expect(rate=16000)
+    client, _ = rec.connect(captures)
+    audio = (captures / "ws/mono_16000/conn1.audio.raw").read_bytes()
+    client.send(b"".join(frame(OP_BINARY, audio[i:i + 640]) for i in range(0, 64000, 640)))
+    assert client.recv_close() == (1000, "max_duration")
+    assert rec.wait_closed() == "max_duration"
+    assert read_wav(rec.only_recording()[0])[3] == audio[:32000]
+
+
+def test_max_duration_also_ends_a_silent_stream_on_wall_time(recorder, captures):
+    rec = recorder(max_duration_s=0.3, tick_interval_s=0.05)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    client.send(frame(OP_BINARY, b"\x05\x00" * 160))  # then nothing, as a leaked or paused stream
+    assert client.recv_close() == (1000, "max_duration")
+    assert rec.wait_closed() == "max_duration"
+    assert read_wav(rec.only_recording()[0])[3] == b"\x05\x00" * 160
+
+
+def test_stop_finalises_every_open_recording(recorder, captures):
+    rec = recorder()
+    clients = []
+    for uuid in (UUID, OTHER):
+        rec.expect(uuid=uuid)
+        client, (status, _, _) = rec.connect(captures, path=f"/calls/{uuid}")
+        assert status == 101
+        client.send(frame(OP_BINARY, b"\x06\x00" * 160))
+        client.sync()
+        clients.append(client)
+    assert sorted(rec.server.open_recordings()) == sorted([UUID, OTHER])
+    rec.server.stop(timeout=3)
+    for client in clients:
+        assert client.recv_close() == (1001, "recorder stopping")
+    reasons = {event[1]: event[2] for event in (rec.next_event() for _ in range(4)) if event[0] == "close"}
+    assert reasons == {UUID: "server_stop", OTHER: "server_stop"}
+    wavs = sorted(rec.directory.rglob("*.wav"))
+    assert len(wavs) == 2 and not list(rec.directory.rglob("*.part"))
+    assert all(read_wav(w)[3] == b"\x06\x00" * 160 for w in wavs)
+
+
+def test_one_bad_client_does_not_harm_another(recorder, captures):
+    rec = recorder(max_frame_bytes=64 * 1024)
+    rec.expect(uuid=UUID)
+    rec.expect(uuid=OTHER)
+    good, _ = rec.connect(captures, path=f"/calls/{UUID}")
+    bad, _ = rec.connect(captures, path=f"/calls/{OTHER}")
+    good.send(frame(OP_BINARY, b"\x07\x00" * 160))
+    # The bad one announces a 1 TiB frame: refused with 1009, never buffered.
+    bad.send(struct.pack("!BBQ", 0x82, 0xFF, 1 << 40) + b"mask")
+    assert bad.recv_close()[0] == 1009
+    assert rec.wait_closed(OTHER) == "protocol_error"
+    # ... and another sends reserved bits (no extension was negotiated): 1002.
+    rec.expect(uuid="aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+    worse, _ = rec.connect(captures, path="/calls/aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+    worse.send(frame(OP_BINARY, b"xx", rsv=0x40))
+    assert worse.recv_close()[0] == 1002
+    assert rec.wait_closed("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee") == "protocol_error"
+    good.send(frame(OP_BINARY, b"\x08\x00" * 160) + close_frame(1000))
+    assert good.recv_close()[0] == 1000
+    assert rec.wait_closed(UUID) == "client_close"
+    good_wav = next(rec.directory.rglob(f"{UUID}.wav"))
+    assert read_wav(good_wav)[3] == b"\x07\x00" * 160 + b"\x08\x00" * 160
+    side = json.loads(next(rec.directory.rglob(f"{OTHER}.json")).read_text())
+    assert "exceeds the 65536-byte limit" in side["error"]
+
+
+def test_failing_callback_does_not_break_the_recording(tmp_path, captures):
+    registry = RecordingRegistry()
+    registry.expect(StreamSpec(uuid=UUID, token=TOKEN, rate=8000, channels=1))
+    done = Queue()
+
+    def explode(uuid):
+        raise RuntimeError("callback bug")
+
+    server = RecorderServer(registry, tmp_path, on_open=explode, on_close=lambda u, r: done.put(r))
+    port = server.start()
+    try:
+        client = RawClient(port)
+        request = upgrade_request((captures / "ws/mono_8000/conn1.request.bin").read_bytes(), f"/calls/{UUID}",
+                                  port, {"Authorization": f"Bearer {TOKEN}"})
+        assert client.handshake(request)[0] == 101
+        client.send(frame(OP_BINARY, b"\x09\x00" * 160) + close_frame(1000))
+        assert client.recv_close()[0] == 1000
+        assert done.get(timeout=TIMEOUT) == "client_close"
+    finally:
+        server.stop(timeout=2)
+    (wav_path,) = tmp_path.rglob("*.wav")
+    assert read_wav(wav_path)[3] == b"\x09\x00" * 160
+
+
+def test_unwritable_directory_closes_with_1011(recorder, captures, tmp_path):
+    rec = recorder(filename_template="blocked/{uuid}.wav")
+    (rec.directory / "blocked").write_text("a file where a directory should be")
+    rec.expect()
+    client, (status, _, _) = rec.connect(captures)
+    assert status == 101
+    assert client.recv_close() == (1011, "recorder cannot write")
+    assert rec.files() == ["blocked"]
