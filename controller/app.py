@@ -78,6 +78,8 @@ class Controller:
         self._stopping = GeventEvent()
         self._timer: gevent.Greenlet | None = None
         self.recorder_port: int | None = None
+        # Where FreeSWITCH reaches the recorder; tests that bind port 0 set it once the port is known.
+        self.public_url = config.recorder.public_url
 
     def _token(self) -> str:
         return self.config.recorder.token or secrets.token_urlsafe(24)
@@ -182,7 +184,7 @@ class Controller:
             caller=info.caller_number, destination=info.destination, rule_name=rule.name,
             metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata else None,
         ))
-        url = audio_stream.stream_url(self.config.recorder.public_url, info.uuid)
+        url = audio_stream.stream_url(self.public_url, info.uuid)
         commands = audio_stream.setvar_commands(info.uuid, rule, call.token)
         commands.append(audio_stream.start_command(info.uuid, url, rule.mix, rule.rate, rule.metadata))
         detail = ""
