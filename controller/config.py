@@ -208,6 +208,7 @@ class _Reader:
         self.environ = environ
         self.resolver = Resolver()
         self.constructor = SafeConstructor()
+        self.metadata_nodes = 0
 
     def fail(self, node: Node | None, path: str, problem: str, allowed: str) -> None:
         raise ConfigError(self.source, None if node is None else _line(node), path, problem, allowed)
@@ -541,6 +542,7 @@ class _Reader:
                   "backslashes or control characters"
         if not isinstance(node, MappingNode):
             self.fail(node, path, f"expected a mapping (sent as a JSON object), got {_kind(node)}", allowed)
+        self.metadata_nodes = 0
         value = self.json_value(node, path, allowed)
         try:
             audio_stream.metadata_json(value)
@@ -548,9 +550,15 @@ class _Reader:
             self.fail(node, path, str(exc).split("; ")[0], allowed)
         return value
 
-    def json_value(self, node: Node, path: str, allowed: str) -> Any:
+    def json_value(self, node: Node, path: str, allowed: str, depth: int = 0) -> Any:
+        # YAML aliases can nest a node inside itself or multiply it: bound what one metadata mapping expands to.
+        if depth > _MAX_METADATA_DEPTH:
+            self.fail(node, path, f"is nested more than {_MAX_METADATA_DEPTH} levels deep", allowed)
         if isinstance(node, MappingNode):
             result: dict[str, Any] = {}
+            self.metadata_nodes += len(node.value)
+            if self.metadata_nodes > _MAX_METADATA_NODES:
+                self.fail(node, path, f"holds more than {_MAX_METADATA_NODES} values", allowed)
             for key_node, value_node in node.value:
                 if not isinstance(key_node, ScalarNode) or key_node.tag not in (STR, INT):
                     self.fail(key_node, path, f"a key is {_kind(key_node)}", "use text keys")
@@ -561,10 +569,13 @@ class _Reader:
                 problem = audio_stream.metadata_text_problem(key)
                 if problem:
                     self.fail(key_node, key_path, f"the key {problem}", allowed)
-                result[key] = self.json_value(value_node, key_path, allowed)
+                result[key] = self.json_value(value_node, key_path, allowed, depth + 1)
             return result
         if isinstance(node, SequenceNode):
-            return [self.json_value(item, f"{path}[{i}]", allowed) for i, item in enumerate(node.value)]
+            self.metadata_nodes += len(node.value)
+            if self.metadata_nodes > _MAX_METADATA_NODES:
+                self.fail(node, path, f"holds more than {_MAX_METADATA_NODES} values", allowed)
+            return [self.json_value(item, f"{path}[{i}]", allowed, depth + 1) for i, item in enumerate(node.value)]
         text, tag = self.scalar(node, path, "a value", allowed)
         if tag == STR:
             problem = audio_stream.metadata_text_problem(text)
@@ -610,3 +621,6 @@ _RULE_KEYS = ("name", "match", "mix", "rate", "buffer_ms", "start_delay_s", "max
 # Rule names end up in file names ({rule}) and log lines: keep them plain.
 _RULE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _RATE_WORDS = {"8k": 8000, "16k": 16000}
+# Far beyond any useful metadata (which must fit in 8000 bytes of JSON), far below trouble.
+_MAX_METADATA_DEPTH = 16
+_MAX_METADATA_NODES = 2000

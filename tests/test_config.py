@@ -347,3 +347,29 @@ def test_logging_level_any_case_and_checked():
 def test_metrics_section_defaults():
     config = parse(MINIMAL + "metrics: {}\n")
     assert (config.metrics.listen_host, config.metrics.listen_port) == ("127.0.0.1", 9464)
+
+
+def test_metadata_aliases_cannot_expand_without_bound():
+    looped = MINIMAL + "    metadata: &m\n      self: *m\n"
+    assert "is nested more than 16 levels deep" in error_of(looped)
+    lines = ["    metadata:", "      a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcde", "bcdef"):
+        lines.append(f"      {name}: &{name} [{', '.join(['*' + prev] * 10)}]")
+    message = error_of(MINIMAL + "\n".join(lines) + "\n")
+    assert message.startswith("test.yaml:")
+    assert "holds more than 2000 values" in message
+
+
+def test_every_rule_is_checked_even_when_disabled():
+    assert error_of(MINIMAL + "    enabled: false\n    mix: quad\n").startswith("test.yaml:7: rules[0].mix: 'quad' ")
+
+
+def test_pure_modules_import_no_gevent_and_no_sockets():
+    import subprocess
+    import sys
+
+    code = ("import sys, controller.config, controller.rules, controller.audio_stream; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gevent', 'socket', 'greenswitch')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
