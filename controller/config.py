@@ -245,13 +245,12 @@ class _Reader:
     def typed(self, text: str, tag: str) -> Any:
         return self.constructor.construct_object(ScalarNode(tag, text))
 
-    def text(self, node: Node, path: str, *, allowed: str = "write it as text", secret: bool = False,
-             empty_ok: bool = False) -> str:
+    def text(self, node: Node, path: str, *, allowed: str = "write it as text", secret: bool = False) -> str:
         text, tag = self.scalar(node, path, "text", allowed)
         if tag not in (STR, INT, FLOAT):
             # Numbers are read as written (extension 0123 stays "0123"); true/false would lose what was meant.
             self.fail(node, path, f"expected text, got {_kind(node, tag)}", f"{allowed} (quote it)")
-        if not text and not empty_ok:
+        if not text:
             self.fail(node, path, "is empty", allowed)
         if "\n" in text or "\r" in text:
             shown = "" if secret else f"{text!r} "
