@@ -74,6 +74,8 @@ class Controller:
         self.esl.register_handle("mod_audio_stream::error", self._on_stream_error)
         self.esl.register_handle("mod_audio_stream::disconnect", self._on_stream_disconnect)
         self.esl.register_handle("mod_audio_stream::json", self._on_stream_json)
+        # Called with (uuid, reason) for each finalised recording: the demo and tests watch here.
+        self.recording_listeners: list = []
         self._wakeup = GeventEvent()
         self._stopping = GeventEvent()
         self._timer: gevent.Greenlet | None = None
@@ -135,6 +137,8 @@ class Controller:
         metrics.ESL_DISCONNECTS.inc()
 
     def _on_recording_closed(self, uuid: str, reason: str) -> None:
+        for listener in self.recording_listeners:
+            listener(uuid, reason)
         metrics.RECORDINGS_OPEN.dec()
         metrics.RECORDINGS_FINISHED.labels(reason).inc()
 

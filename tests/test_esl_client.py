@@ -1,0 +1,202 @@
+"""The Event Socket client against the simulator, through real sockets: each greenswitch defect the controller
+cannot live with is shown not to affect it, and the connection comes back after the switch restarts."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import gevent
+import pytest
+from gevent.event import Event as GeventEvent
+from gevent.queue import Queue
+
+from controller.esl.backoff import Backoff
+from controller.esl.client import (
+    AccessDenied,
+    AuthenticationError,
+    CommandTimeout,
+    ConnectError,
+    ConnectionLost,
+    EventSocketClient,
+)
+from controller.simulator import Simulator
+
+SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM "
+                "mod_audio_stream::connect mod_audio_stream::disconnect mod_audio_stream::error "
+                "mod_audio_stream::json")
+
+
+@pytest.fixture
+def sim():
+    simulator = Simulator(host="127.0.0.1", esl_port=0, password="ClueCon")
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+def make_client(sim, password="ClueCon", **kwargs) -> EventSocketClient:
+    kwargs.setdefault("connect_timeout", 2.0)
+    kwargs.setdefault("command_timeout", 2.0)
+    kwargs.setdefault("backoff", Backoff(initial_s=0.05, max_s=0.2, jitter=0.0))
+    return EventSocketClient("127.0.0.1", sim.esl_port, password, **kwargs)
+
+
+def connected(sim, **kwargs) -> EventSocketClient:
+    client = make_client(sim, **kwargs)
+    client.connect()
+    client.subscribe()
+    return client
+
+
+def test_authenticates_and_subscribes_narrowly(sim):
+    client = connected(sim)
+    try:
+        assert sim.received_commands[:2] == ["auth ClueCon", SUBSCRIPTION]
+        assert client.api("uuid_exists 00000000-0000-0000-0000-000000000000") == "false"
+    finally:
+        client.close()
+
+
+def test_wrong_password_is_a_clear_error(sim):
+    client = make_client(sim, password="nope")
+    with pytest.raises(AuthenticationError, match="refused the Event Socket password"):
+        client.connect()
+    assert not client.connected
+
+
+def test_acl_rejection_is_a_clear_error(sim):
+    sim.reject_acl = True
+    with pytest.raises(AccessDenied, match="Access Denied, go away"):
+        make_client(sim).connect()
+
+
+def test_refused_connection_is_a_clear_error():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    client = EventSocketClient("127.0.0.1", port, "ClueCon", connect_timeout=2.0)
+    with pytest.raises(ConnectError, match="connection refused"):
+        client.connect()
+
+
+def test_connect_gives_up_when_server_never_sends_auth_request(sim):
+    sim.silent_accept = True
+    client = make_client(sim, connect_timeout=0.3)
+    with gevent.Timeout(5):  # greenswitch waits here forever
+        with pytest.raises(ConnectError, match="sent no auth/request"):
+            client.connect()
+
+
+def test_command_in_flight_fails_when_socket_drops(sim):
+    client = connected(sim, command_timeout=30.0)
+    sim.delay_replies(30.0)
+    pending = gevent.spawn(client.api, "status")
+    sim.wait_for_command(lambda c: c == "api status", timeout=5)
+    sim.drop_esl_connections()
+    with gevent.Timeout(5):  # greenswitch's send() never returns here
+        with pytest.raises(ConnectionLost):
+            pending.get()
+
+
+def test_every_command_has_a_deadline(sim):
+    client = connected(sim, command_timeout=0.3)
+    sim.delay_replies(5.0)
+    with gevent.Timeout(5):
+        with pytest.raises(CommandTimeout, match="no reply"):
+            client.api("status")
+    client.close()
+
+
+def test_eof_in_the_middle_of_an_event_body_ends_the_session(sim):
+    client = connected(sim)
+    sim.cut_next_event(after_bytes=200)
+    sim.place_call("9999", duration_s=5.0)
+    with gevent.Timeout(5):  # greenswitch spins at 100% CPU here instead
+        client._receive_events_greenlet.join()
+    assert not client.connected
+    assert client.last_error == "connection closed in the middle of a message"
+
+
+def test_same_object_connects_again_after_a_disconnect(sim):
+    client = connected(sim)
+    sim.drop_esl_connections()
+    client._receive_events_greenlet.join(timeout=5)
+    assert not client.connected
+    client.connect()
+    client.subscribe()
+    assert client.api("uuid_exists 00000000-0000-0000-0000-000000000000") == "false"
+    client.close()
+
+
+def test_events_arrive_with_exact_headers_and_bodies(sim):
+    client = connected(sim)
+    answers: Queue = Queue()
+    client.register_handle("CHANNEL_ANSWER", answers.put)
+    # On the wire the newline is %0A; greenswitch decodes the whole block and turns it into a fake header.
+    call = sim.place_call("9999", caller_id_name="Line\nInjected: yes", caller_id_number="100%25",
+                          duration_s=5.0)
+    event = answers.get(timeout=5)
+    assert event.uuid == call.uuid
+    assert event.headers["Caller-Caller-ID-Name"] == "Line\nInjected: yes"
+    assert "Injected" not in event.headers
+    assert event.headers["Caller-Caller-ID-Number"] == "100%25"
+    assert event.headers["Caller-Destination-Number"] == "9999"
+    # A background job's result is an event body: it comes back whole.
+    assert client.bgapi(f"uuid_audio_stream {call.uuid} stop") == "-ERR Operation Failed\n"
+    client.close()
+
+
+def test_blank_header_values_and_module_json_bodies(sim):
+    client = connected(sim)
+    errors: Queue = Queue()
+    client.register_handle("mod_audio_stream::error", errors.put)
+    call = sim.place_call("9999", caller_id_name="", duration_s=5.0)
+    call.answered.wait(5)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    assert client.api(f"uuid_audio_stream {call.uuid} start ws://127.0.0.1:{port}/x mono 8000") == "+OK Success\n"
+    event = errors.get(timeout=5)
+    assert event.body == '{"status":"error","message":{"code":6,"error":"Connection refused (system error 111)"}}'
+    assert event.headers["Caller-Caller-ID-Name"] == ""
+    client.close()
+
+
+def test_a_slow_handler_does_not_delay_other_calls(sim):
+    client = connected(sim)
+    release = GeventEvent()
+    seen: Queue = Queue()
+    first = sim.place_call("9999", caller_id_number="slow", duration_s=10.0, answer=False)
+
+    def handler(event):
+        if event.headers["Caller-Caller-ID-Number"] == "slow":
+            release.wait(10)  # a handler stuck on one call (e.g. a slow command)
+        seen.put(event.headers["Caller-Caller-ID-Number"])
+
+    client.register_handle("CHANNEL_ANSWER", handler)
+    first.answer()
+    sim.place_call("9999", caller_id_number="fast", duration_s=10.0)
+    assert seen.get(timeout=5) == "fast"
+    release.set()
+    assert seen.get(timeout=5) == "slow"
+    client.close()
+
+
+def test_reconnects_after_restart_and_events_flow_again(sim):
+    connects: Queue = Queue()
+    answers: Queue = Queue()
+    client = make_client(sim, on_connect=lambda c: connects.put(time.monotonic()))
+    client.register_handle("CHANNEL_ANSWER", answers.put)
+    client.start()
+    try:
+        connects.get(timeout=5)
+        sim.restart()
+        connects.get(timeout=10)
+        call = sim.place_call("9999", duration_s=5.0)
+        assert answers.get(timeout=5).uuid == call.uuid
+        assert sim.received_commands.count(SUBSCRIPTION) == 2
+    finally:
+        client.close()
