@@ -25,7 +25,7 @@ import gevent
 from gevent.event import Event as GeventEvent
 
 from . import audio_stream, metrics
-from .calls import CallBook, ForgetCall, StartStream, StopStream
+from .calls import CallBook, ForgetCall, NotStreamed, StartStream, StopStream
 from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
 from .esl.client import CommandError, CommandTimeout, EventSocketClient
@@ -38,6 +38,9 @@ from greenswitch.esl import NotConnectedError
 log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
+# How a recording ended, as the recorder reports it: lost (restart the stream) or ended on purpose (don't).
+LOST_REASONS = ("eof", "protocol_error", "internal_error")
+DELIBERATE_REASONS = ("max_duration", "max_bytes", "write_error")
 
 
 class Controller:
@@ -55,7 +58,8 @@ class Controller:
             on_open=lambda uuid: metrics.RECORDINGS_OPEN.inc(),
             on_close=self._on_recording_closed,
         )
-        self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token)
+        self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token,
+                              max_streams=config.limits.max_streams)
         esl = config.esl
         self.esl = EventSocketClient(
             esl.host,
@@ -131,23 +135,40 @@ class Controller:
 
     def _on_esl_connect(self, client) -> None:
         metrics.ESL_CONNECTED.set(1)
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """After any (re)connect: events may have been missed, so ask FreeSWITCH what is live."""
+        try:
+            listing = self.esl.api("show channels as json")
+            rows = json.loads(listing).get("rows", [])
+        except (CommandError, CommandTimeout, NotConnectedError, ValueError, AttributeError) as exc:
+            log.error("reconcile: cannot list channels: %s", exc)
+            return
+        answered = [CallInfo.from_channel_row(row) for row in rows
+                    if row.get("callstate") in ("ACTIVE", "HELD") and row.get("uuid")]
+        actions = self.calls.reconcile(answered, set(self.recorder.open_recordings()), time.monotonic())
+        log.info("reconcile: %d answered channels live, %d actions", len(answered), len(actions))
+        self._apply(actions)
 
     def _on_esl_disconnect(self, reason: str) -> None:
         metrics.ESL_CONNECTED.set(0)
         metrics.ESL_DISCONNECTS.inc()
 
     def _on_recording_closed(self, uuid: str, reason: str) -> None:
-        for listener in self.recording_listeners:
-            listener(uuid, reason)
         metrics.RECORDINGS_OPEN.dec()
         metrics.RECORDINGS_FINISHED.labels(reason).inc()
+        if reason in LOST_REASONS:
+            # The recorder often sees a dead connection before the module's ::error reaches us.
+            self._apply(self.calls.on_stream_lost(uuid, f"recorder: {reason}", time.monotonic()))
+        elif reason in DELIBERATE_REASONS:
+            self.calls.on_recording_finished(uuid, reason)
+        for listener in self.recording_listeners:
+            listener(uuid, reason)
 
     def _on_answer(self, event: Event) -> None:
         metrics.CALLS_ANSWERED.inc()
-        info = CallInfo.from_headers(event.headers)
-        self._apply(self.calls.on_answer(info, time.monotonic()))
-        if info.uuid not in self.calls.calls:
-            metrics.CALLS_NOT_STREAMED.labels("no_rule").inc()
+        self._apply(self.calls.on_answer(CallInfo.from_headers(event.headers), time.monotonic()))
 
     def _on_hangup(self, event: Event) -> None:
         self._apply(self.calls.on_hangup(event.uuid))
@@ -159,12 +180,12 @@ class Controller:
     def _on_stream_error(self, event: Event) -> None:
         log.error("call %s: mod_audio_stream error %s", event.uuid, event.body)
         metrics.STREAM_ERRORS.labels(_error_code(event.body)).inc()
-        self._apply(self.calls.on_stream_lost(event.uuid, f"module error {event.body}"))
+        self._apply(self.calls.on_stream_lost(event.uuid, f"module error {event.body}", time.monotonic()))
 
     def _on_stream_disconnect(self, event: Event) -> None:
         log.warning("call %s: WebSocket closed by the server side %s", event.uuid, event.body)
         metrics.STREAM_DISCONNECTS.inc()
-        self._apply(self.calls.on_stream_lost(event.uuid, f"disconnected {event.body}"))
+        self._apply(self.calls.on_stream_lost(event.uuid, f"disconnected {event.body}", time.monotonic()))
 
     def _on_stream_json(self, event: Event) -> None:
         log.info("call %s: module relayed text %s", event.uuid, event.body)
@@ -174,14 +195,18 @@ class Controller:
     def _apply(self, actions) -> None:
         for action in actions:
             if isinstance(action, StartStream):
-                gevent.spawn(self._start_stream, action.call)
+                gevent.spawn(self._start_stream, action.call, action.restart)
             elif isinstance(action, StopStream):
                 gevent.spawn(self._stop_stream, action.call, action.reason)
             elif isinstance(action, ForgetCall):
                 self.registry.forget(action.uuid)
+            elif isinstance(action, NotStreamed):
+                metrics.CALLS_NOT_STREAMED.labels(action.reason).inc()
+                level = logging.WARNING if action.reason == "limit" else logging.INFO
+                log.log(level, "call %s not streamed (%s): %s", action.uuid, action.reason, action.detail)
         self._wakeup.set()
 
-    def _start_stream(self, call) -> None:
+    def _start_stream(self, call, restart: bool = False) -> None:
         rule, info = call.rule, call.info
         self.registry.expect(StreamSpec(
             uuid=info.uuid, token=call.token, rate=rule.rate, channels=CHANNELS[rule.mix],
@@ -190,6 +215,10 @@ class Controller:
         ))
         url = audio_stream.stream_url(self.public_url, info.uuid)
         commands = audio_stream.setvar_commands(info.uuid, rule, call.token)
+        if restart:
+            # After a server-side close the module keeps the dead stream attached and refuses a new start
+            # until stop; after ::error it has detached already and stop just answers -ERR. Either way: stop.
+            self._send_quietly(audio_stream.stop_command(info.uuid))
         commands.append(audio_stream.start_command(info.uuid, url, rule.mix, rule.rate, rule.metadata))
         detail = ""
         try:
@@ -205,15 +234,18 @@ class Controller:
             metrics.STREAM_START_FAILURES.inc()
         else:
             log.info("call %s: stream start accepted (%s %s Hz) -> %s", info.uuid, rule.mix, rule.rate, url)
-        self._apply(self.calls.on_start_result(info.uuid, ok, detail))
+        self._apply(self.calls.on_start_result(info.uuid, ok, detail, time.monotonic()))
+
+    def _send_quietly(self, command: str) -> str:
+        try:
+            return self.esl.bgapi(command).strip()
+        except (CommandError, CommandTimeout, NotConnectedError) as exc:
+            return str(exc)
 
     def _stop_stream(self, call, reason: str) -> None:
         log.info("call %s: stopping stream: %s", call.uuid, reason)
         metrics.STREAM_STOPS.inc()
-        try:
-            reply = self.esl.bgapi(audio_stream.stop_command(call.uuid)).strip()
-        except (CommandError, CommandTimeout, NotConnectedError) as exc:
-            reply = str(exc)
+        reply = self._send_quietly(audio_stream.stop_command(call.uuid))
         if not reply.startswith("+OK"):
             log.warning("call %s: stop answered %r", call.uuid, reply)
 

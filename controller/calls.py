@@ -19,13 +19,20 @@ class Phase(enum.Enum):
     WAITING = "waiting"  # answered and matched; the rule's start delay has not passed yet
     STARTING = "starting"  # start command sent or accepted; no ::connect yet
     STREAMING = "streaming"  # the module confirmed the WebSocket
+    RETRYING = "retrying"  # the stream was lost mid-call; a restart (stop, then start) is scheduled
     STOPPING = "stopping"  # stop sent after the rule's time limit
-    FAILED = "failed"  # the module refused or lost the stream; nothing more is tried for this call
+    FINISHED = "finished"  # the recorder ended the recording on purpose (its limits, a write error)
+    FAILED = "failed"  # gave up: nothing more is tried for this call
+
+
+# Phases in which a call holds (or is about to hold) one of the module's streams.
+HOLDS_STREAM = (Phase.WAITING, Phase.STARTING, Phase.STREAMING, Phase.RETRYING)
 
 
 @dataclass(frozen=True)
 class StartStream:
     call: "Call"
+    restart: bool = False  # send `stop` first: after a server-side close the module refuses a new start
 
 
 @dataclass(frozen=True)
@@ -42,18 +49,41 @@ class ForgetCall:
     reason: str
 
 
-Action = StartStream | StopStream | ForgetCall
+@dataclass(frozen=True)
+class NotStreamed:
+    """An answered call the controller chose not to stream, and why (for the log and the counters)."""
+
+    uuid: str
+    reason: str  # "no_rule" or "limit"
+    detail: str
+
+
+Action = StartStream | StopStream | ForgetCall | NotStreamed
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Restarts after a lost stream wait longer each time, up to a cap, for a bounded number of tries."""
+
+    initial_s: float = 0.5
+    max_s: float = 8.0
+    max_attempts: int = 8
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_s, self.initial_s * 2 ** max(0, attempt - 1))
 
 
 @dataclass
 class Call:
     info: Any  # rules.CallInfo
-    rule: Any  # config rule: name, start_delay_s, max_duration_s, ...
+    rule: Any  # config rule: name, start_delay_s, max_duration_s, max_streams, ...
     token: str
     answered_at: float
     phase: Phase = Phase.WAITING
     start_at: float = 0.0
     stop_at: float | None = None
+    retry_at: float = 0.0
+    restarts: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -64,27 +94,50 @@ class Call:
 class CallBook:
     """All calls the controller streams, keyed by channel uuid."""
 
-    def __init__(self, match: Callable[[Any], Any], make_token: Callable[[], str]) -> None:
+    def __init__(self, match: Callable[[Any], Any], make_token: Callable[[], str], *,
+                 max_streams: int | None = None, retry: RetryPolicy = RetryPolicy()) -> None:
         self.match = match
         self.make_token = make_token
+        self.max_streams = max_streams
+        self.retry = retry
         self.calls: dict[str, Call] = {}
+        # Calls refused for a limit stay refused for their whole life: a later reconcile must not start
+        # half a call that the operator's limit kept out.
+        self.refused: set[str] = set()
+
+    # ---- answer, and the decisions it needs ----------------------------------------------------------
 
     def on_answer(self, info, now: float) -> list[Action]:
-        if info.uuid in self.calls:
+        if info.uuid in self.calls or info.uuid in self.refused:
             # FreeSWITCH may repeat an answer (re-INVITE, reconnect replays): one stream per call, ever.
             return []
         rule = self.match(info)
         if rule is None:
-            log.info("call %s to %r (%s) matches no rule: not streamed", info.uuid, info.destination,
-                     info.direction)
-            return []
+            return [NotStreamed(info.uuid, "no_rule",
+                                f"destination {info.destination!r} ({info.direction}) matches no rule")]
+        over = self._over_limit(rule)
+        if over:
+            self.refused.add(info.uuid)
+            return [NotStreamed(info.uuid, "limit", over)]
         call = Call(info, rule, self.make_token(), answered_at=now, start_at=now + rule.start_delay_s)
         self.calls[info.uuid] = call
         log.info("call %s to %r matches rule %r", info.uuid, info.destination, rule.name)
         return self.due(now)
 
+    def _over_limit(self, rule) -> str:
+        holding = [c for c in self.calls.values() if c.phase in HOLDS_STREAM]
+        if self.max_streams is not None and len(holding) >= self.max_streams:
+            return f"{len(holding)} streams already, the limit is {self.max_streams}"
+        rule_cap = getattr(rule, "max_streams", None)
+        same_rule = [c for c in holding if c.rule.name == rule.name]
+        if rule_cap is not None and len(same_rule) >= rule_cap:
+            return f"rule {rule.name!r} has {len(same_rule)} streams already, its limit is {rule_cap}"
+        return ""
+
+    # ---- time --------------------------------------------------------------------------------------
+
     def due(self, now: float) -> list[Action]:
-        """Actions whose time has come: delayed starts, and stops at the rule's time limit."""
+        """Actions whose time has come: delayed starts, restarts, and stops at the rule's time limit."""
         actions: list[Action] = []
         for call in self.calls.values():
             if call.phase is Phase.WAITING and call.start_at <= now:
@@ -92,6 +145,9 @@ class CallBook:
                 if call.rule.max_duration_s is not None:
                     call.stop_at = now + call.rule.max_duration_s
                 actions.append(StartStream(call))
+            elif call.phase is Phase.RETRYING and call.retry_at <= now:
+                call.phase = Phase.STARTING
+                actions.append(StartStream(call, restart=True))
             elif (call.phase in (Phase.STARTING, Phase.STREAMING) and call.stop_at is not None
                   and call.stop_at <= now):
                 call.phase = Phase.STOPPING
@@ -100,36 +156,82 @@ class CallBook:
 
     def next_deadline(self) -> float | None:
         times = [c.start_at for c in self.calls.values() if c.phase is Phase.WAITING]
+        times += [c.retry_at for c in self.calls.values() if c.phase is Phase.RETRYING]
         times += [c.stop_at for c in self.calls.values()
                   if c.phase in (Phase.STARTING, Phase.STREAMING) and c.stop_at is not None]
         return min(times, default=None)
 
-    def on_start_result(self, uuid: str, ok: bool, detail: str) -> list[Action]:
+    # ---- what the module and the recorder report ---------------------------------------------------
+
+    def on_start_result(self, uuid: str, ok: bool, detail: str, now: float) -> list[Action]:
         call = self.calls.get(uuid)
-        if call is None or ok:
+        if call is None or ok or call.phase is not Phase.STARTING:
             return []
-        return self._fail(call, f"start refused: {detail}")
+        return self._lost(call, f"start refused: {detail}", now)
 
     def on_stream_connected(self, uuid: str) -> None:
         call = self.calls.get(uuid)
         if call is not None and call.phase is Phase.STARTING:
             call.phase = Phase.STREAMING
 
-    def on_stream_lost(self, uuid: str, detail: str) -> list[Action]:
-        """::error or ::disconnect from the module: the recording of this call has ended early."""
+    def on_stream_lost(self, uuid: str, detail: str, now: float) -> list[Action]:
+        """The WebSocket went away while the call goes on (::error, ::disconnect, or the recorder saw it)."""
         call = self.calls.get(uuid)
-        if call is None or call.phase is Phase.STOPPING:
+        if call is None or call.phase not in (Phase.STARTING, Phase.STREAMING):
+            # Already restarting, stopping on purpose, finished or failed: one loss, one restart.
             return []
-        return self._fail(call, detail)
+        return self._lost(call, detail, now)
+
+    def on_recording_finished(self, uuid: str, reason: str) -> None:
+        """The recorder closed the stream on purpose (its limits, a write error): do not restart it."""
+        call = self.calls.get(uuid)
+        if call is not None and call.phase in HOLDS_STREAM:
+            call.phase = Phase.FINISHED
+            call.errors.append(f"recording ended: {reason}")
 
     def on_hangup(self, uuid: str) -> list[Action]:
         # The module stops the stream itself on hangup; nothing to send, only to forget.
+        self.refused.discard(uuid)
         if self.calls.pop(uuid, None) is None:
             return []
         return [ForgetCall(uuid, "hangup")]
 
-    def _fail(self, call: Call, detail: str) -> list[Action]:
+    # ---- after an Event Socket (re)connect ---------------------------------------------------------
+
+    def reconcile(self, answered: list, live_recordings: set[str], now: float) -> list[Action]:
+        """Bring the book in line with what FreeSWITCH says is live (`show channels`), after any gap in events.
+
+        Answered channels a rule matches whose recording is not live get their stream (re)started; calls
+        the book holds that FreeSWITCH no longer has are forgotten. A call whose recording is live is left
+        alone, so a reconnect never starts a second stream.
+        """
+        actions: list[Action] = []
+        present = {info.uuid for info in answered}
+        for uuid in [u for u in self.calls if u not in present]:
+            del self.calls[uuid]
+            actions.append(ForgetCall(uuid, "gone after reconnect"))
+        for info in answered:
+            call = self.calls.get(info.uuid)
+            if call is None:
+                actions += self.on_answer(info, now)
+            elif info.uuid in live_recordings:
+                if call.phase is Phase.STARTING:
+                    call.phase = Phase.STREAMING
+            elif call.phase in (Phase.STARTING, Phase.STREAMING):
+                actions += self._lost(call, "no live recording after reconnect", now, at_once=True)
+                actions += self.due(now)
+        return actions
+
+    def _lost(self, call: Call, detail: str, now: float, at_once: bool = False) -> list[Action]:
         call.errors.append(detail)
-        call.phase = Phase.FAILED
-        log.error("call %s: stream failed: %s", call.uuid, detail)
+        call.restarts += 1
+        if call.restarts > self.retry.max_attempts:
+            call.phase = Phase.FAILED
+            log.error("call %s: stream lost (%s); gave up after %d restarts", call.uuid, detail,
+                      self.retry.max_attempts)
+            return []
+        delay = 0.0 if at_once else self.retry.delay(call.restarts)
+        call.phase = Phase.RETRYING
+        call.retry_at = now + delay
+        log.warning("call %s: stream lost (%s); restart %d in %.1fs", call.uuid, detail, call.restarts, delay)
         return []

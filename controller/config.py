@@ -102,6 +102,12 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    # The module's free build streams at most 10 channels at once; beyond the cap calls are not streamed.
+    max_streams: int = 10
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
 
@@ -114,6 +120,7 @@ class Config:
     metrics: MetricsConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<config>"
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -313,7 +320,8 @@ class _Reader:
         if root is None:
             raise ConfigError(self.source, 1, "", "the file is empty",
                               "write a mapping with esl, recorder and rules sections")
-        top = _Section(self, root, "", ("esl", "recorder", "rules", "metrics", "logging"), "the configuration")
+        top = _Section(self, root, "", ("esl", "recorder", "rules", "metrics", "logging", "limits"),
+                       "the configuration")
         esl = self.esl(top.require("esl", "add an esl: section with at least password"), "esl")
         recorder_node = top.get("recorder")
         recorder = self.recorder(recorder_node, "recorder") if recorder_node is not None \
@@ -321,7 +329,13 @@ class _Reader:
         rules = self.rules(top.require("rules", "add a rules: list with at least one rule"), "rules")
         metrics = top.read("metrics", self.metrics, None)
         logging_config = top.read("logging", self.logging, LoggingConfig())
-        return Config(esl, recorder, rules, metrics, logging_config, self.source)
+        limits = top.read("limits", self.limits, LimitsConfig())
+        return Config(esl, recorder, rules, metrics, logging_config, self.source, limits)
+
+    def limits(self, node: Node, path: str) -> LimitsConfig:
+        s = _Section(self, node, path, ("max_streams",), "the limits")
+        return LimitsConfig(max_streams=s.read("max_streams", lambda n, p: self.whole(
+            n, p, 1, 10000, "a whole number of concurrent streams from 1 to 10000"), 10))
 
     def esl(self, node: Node, path: str) -> EslConfig:
         s = _Section(self, node, path, ("host", "port", "password", "connect_timeout_s", "command_timeout_s",
@@ -490,6 +504,9 @@ class _Reader:
                 f"whole seconds between pings from 0 (off) to {audio_stream.MAX_HEARTBEAT_S}"), 0),
             deflate=s.read("deflate", self.boolean, False),
             enabled=s.read("enabled", self.boolean, True),
+            max_streams=s.read("max_streams", lambda n, p: self.whole(
+                n, p, 1, 10000, "a whole number of concurrent streams from 1 to 10000 (leave it out for no cap)"),
+                None),
             line=_line(node),
         )
 
@@ -615,7 +632,7 @@ class _Reader:
         return LoggingConfig(level=s.read("level", level, "INFO"))
 
 
-_RULE_KEYS = ("name", "match", "mix", "rate", "buffer_ms", "start_delay_s", "max_duration_s", "metadata",
+_RULE_KEYS = ("name", "match", "mix", "rate", "buffer_ms", "start_delay_s", "max_duration_s", "metadata", "max_streams",
               "heartbeat_s", "deflate", "enabled")
 # Rule names end up in file names ({rule}) and log lines: keep them plain.
 _RULE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")

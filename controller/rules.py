@@ -67,6 +67,7 @@ class Rule:
     heartbeat_s: int = 0
     deflate: bool = False
     enabled: bool = True
+    max_streams: int | None = None  # at most this many calls of this rule stream at once (None: no cap)
     line: int = 0  # where the rule starts in its file, for log messages
 
 

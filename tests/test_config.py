@@ -305,7 +305,7 @@ def test_filename_template_rules(template: str, problem: str):
      "backslashes or control characters"),
     ("    name2: x\n",
      "test.yaml:6: rules[0].name2: unknown key; allowed keys: name, match, mix, rate, buffer_ms, start_delay_s, "
-     "max_duration_s, metadata, heartbeat_s, deflate, enabled"),
+     "max_duration_s, metadata, max_streams, heartbeat_s, deflate, enabled"),
 ])
 def test_rule_field_errors(snippet: str, expected: str):
     assert error_of(MINIMAL + snippet) == expected
@@ -327,7 +327,7 @@ def test_text_field_refuses_true_false_and_lists():
 
 def test_unknown_top_level_section():
     assert error_of(MINIMAL + "recordr: {}\n") == (
-        "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging")
+        "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging, limits")
 
 
 def test_metadata_too_large_for_the_module():
