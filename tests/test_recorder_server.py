@@ -14,6 +14,7 @@ import socket
 import struct
 import wave
 
+import gevent
 import pytest
 from gevent.queue import Queue
 
@@ -496,3 +497,81 @@ def test_unwritable_directory_closes_with_1011(recorder, captures, tmp_path):
     assert status == 101
     assert client.recv_close() == (1011, "recorder cannot write")
     assert rec.files() == ["blocked"]
+
+
+def test_capture_with_its_own_auth_header_is_accepted_as_sent(recorder, captures):
+    # mono_8000_extra_headers carries STREAM_EXTRA_HEADERS exactly as the module appended them:
+    # "Authorization:Bearer t0k3n" and "X-Call-Id:abc123", no spaces. Only the path is changed here.
+    rec = recorder()
+    rec.expect(token="t0k3n")
+    captured = (captures / "ws/mono_8000_extra_headers/conn1.request.bin").read_bytes()
+    request = captured.replace(b"GET /mono_8000_extra_headers ", f"GET /calls/{UUID} ".encode(), 1)
+    assert b"\r\nAuthorization:Bearer t0k3n\r\n" in request and b"Host:127.0.0.1:8080" in request
+    client = RawClient(rec.port)
+    assert client.handshake(request)[0] == 101
+    frames = captured_frames(captures / "ws/mono_8000_extra_headers")
+    client.send(b"".join(frame(op, payload) for op, payload in frames))
+    assert client.recv_close()[0] == 1000
+    assert rec.wait_closed() == "client_close"
+    assert read_wav(rec.only_recording()[0])[3] == (captures / "ws/mono_8000_extra_headers/conn1.audio.raw").read_bytes()
+
+
+def test_concurrent_calls_of_different_formats_stay_separate(recorder, captures):
+    rec = recorder()
+    streams = {
+        "11111111-1111-4111-8111-111111111111": ("mono_8000", 8000, 1),
+        "22222222-2222-4222-8222-222222222222": ("stereo_16000", 16000, 2),
+        "33333333-3333-4333-8333-333333333333": ("mono_16000_buf100", 16000, 1),
+        "44444444-4444-4444-8444-444444444444": ("stereo_8000", 8000, 2),
+    }
+    for uuid, (_, rate, channels) in streams.items():
+        rec.expect(uuid=uuid, rate=rate, channels=channels)
+
+    def stream(uuid, scenario):
+        client, (status, _, _) = rec.connect(captures, path=f"/calls/{uuid}", scenario=scenario)
+        assert status == 101
+        for op, payload in captured_frames(captures / "ws" / scenario):
+            client.send(frame(op, payload))
+            gevent.sleep(0)  # a yield, not a wait: the four calls' frames reach the recorder interleaved
+        code = client.recv_close()[0]
+        client.close()
+        return code
+
+    jobs = [gevent.spawn(stream, uuid, scenario) for uuid, (scenario, _, _) in streams.items()]
+    gevent.joinall(jobs, timeout=TIMEOUT, raise_error=True)
+    assert [job.value for job in jobs] == [1000] * 4
+    for uuid, (scenario, rate, channels) in streams.items():
+        wav_path = next(rec.directory.rglob(f"{uuid}.wav"))
+        assert read_wav(wav_path) == (rate, channels, 2, (captures / "ws" / scenario / "conn1.audio.raw").read_bytes())
+
+
+def test_path_prefix_from_the_public_url(recorder, captures):
+    rec = recorder(path_prefix="/rec")
+    rec.expect()
+    client, (status, _, _) = rec.connect(captures, path=f"/rec/calls/{UUID}")
+    assert status == 101
+    client.send(close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    _, (status, _, body) = rec.connect(captures, path=f"/calls/{UUID}")
+    assert status == 404 and b"streams go to /rec/calls/<uuid>" in body
+    with pytest.raises(ValueError, match="path_prefix must be empty or like '/recorder'"):
+        RecorderServer(RecordingRegistry(), "x", path_prefix="rec/")
+
+
+def test_invalid_utf8_text_frame_is_a_protocol_error(recorder, captures):
+    rec = recorder()
+    rec.expect()
+    client, _ = rec.connect(captures)
+    client.send(frame(OP_BINARY, b"\x01\x00" * 4) + frame(OP_TEXT, b"\xff\xfe bad"))
+    assert client.recv_close()[0] == 1007
+    assert rec.wait_closed() == "protocol_error"
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == b"\x01\x00" * 4 and side["close_code"] == 1007
+
+
+def test_other_methods_are_refused(recorder):
+    rec = recorder()
+    rec.expect()
+    client = RawClient(rec.port)
+    status, _, body = client.handshake(f"POST /calls/{UUID} HTTP/1.1\r\nHost:x\r\nContent-Length:0\r\n\r\n".encode())
+    assert status == 405 and b"WebSocket upgrades" in body

@@ -17,6 +17,7 @@ import hmac
 import logging
 import os
 import re
+import socket
 import struct
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,6 @@ __all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
 
 log = logging.getLogger("controller.recorder")
 
-_CALL_PATH = re.compile(r"/calls/([^/]*)")
 _SESSION_KEY = "controller.recorder.session"
 
 # mod_audio_stream sends one frame per STREAM_BUFFER_SIZE ms: kilobytes. Anything near this is not audio.
@@ -50,14 +50,6 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
-
-
-class _StopRecording(Exception):
-    """Thrown into a connection's greenlet to end its recording (a limit, or the server stopping)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -80,10 +72,10 @@ class _Session:
 
     spec: StreamSpec
     peer: str
-    greenlet: object
+    socket: socket.socket
     recording: Recording | None = None
-    stop_reason: str | None = None
-    ending: bool = False  # finalising: no more _StopRecording may be thrown in
+    stop_reason: str | None = None  # set from outside (a limit on wall time, the server stopping)
+    ending: bool = False  # finalising: nothing left to interrupt
     done: GeventEvent = field(default_factory=GeventEvent)
 
 
@@ -98,10 +90,12 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
 
 
 class _RecorderWebSocket(WebSocket):
-    """geventwebsocket's WebSocket (it still answers pings and close frames) with four changes:
-    a frame or message larger than ``max_message`` is refused with 1009 instead of being buffered whatever
-    its announced size; unmasking is fast; the peer's close code and our own are remembered, because
-    ``receive()`` reports every ending as ``None``. And its close frames carry the status code.
+    """geventwebsocket's WebSocket (it still parses frames and answers pings and close frames) with these
+    changes: a frame or message larger than ``max_message`` is refused with 1009 instead of being buffered
+    whatever its announced size; unmasking is fast; the peer's close code and our own are remembered,
+    because ``receive()`` reports every ending as ``None``; close frames carry their status code; and a
+    read that ends in a socket error (EOF, or the recorder shutting the read side to end a recording) does
+    not send a close frame by itself, so the recorder can send the one that says why.
     """
 
     __slots__ = ("max_message", "message_bytes", "peer_close", "local_close_code", "failure")
@@ -143,23 +137,34 @@ class _RecorderWebSocket(WebSocket):
             self.peer_close = (1005, "")  # RFC 6455: close frame without a status code
         super().handle_close(header, payload)
 
+    def receive(self):
+        if self.closed:
+            return None
+        try:
+            return self.read_message()
+        except UnicodeError:
+            self.close(1007, "invalid UTF-8 in a text frame")
+        except ProtocolError:
+            if not self.closed:
+                self.close(1002, "protocol error")
+        except OSError:  # socket errors, WebSocketError for EOF mid-frame, gevent's cancel on shutdown
+            pass
+        return None
+
     def close(self, code=CLOSE_NORMAL, message=b""):
         # geventwebsocket 0.10.1 leaves the status code out of its close frame and writes a bytes reason as
         # its repr ("b'Normal closure'"), so the module would read garbage as the code. Send it right.
         if self.closed:
             return
+        self.closed = True
         self.local_close_code = code
         if isinstance(message, (bytes, bytearray)):
             message = bytes(message).decode("utf-8", "replace")
         payload = struct.pack("!H", code) + (message or "").encode("utf-8")[:123]
         try:
-            self.send_frame(payload, self.OPCODE_CLOSE)
-        except WebSocketError:
+            self.raw_write(bytes(Header.encode_header(True, self.OPCODE_CLOSE, b"", len(payload), 0)) + payload)
+        except OSError:
             self.logger.debug("could not write the close frame; the peer is gone")
-        finally:
-            self.closed = True
-            self.stream = self.raw_write = self.raw_read = None
-            self.environ = None
 
 
 class _RecorderHandler(WebSocketHandler):
@@ -177,7 +182,7 @@ class _RecorderHandler(WebSocketHandler):
 
     def run_application(self):
         recorder: RecorderServer = self.server.recorder
-        admitted = recorder._admit(self.environ)
+        admitted = recorder._admit(self.environ, self.socket)
         if isinstance(admitted, _Refusal):
             status, headers, body = admitted.response()
             self.close_connection = True
@@ -215,12 +220,20 @@ class RecorderServer:
                  on_close: Callable[[str, str], None] | None = None,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  handshake_timeout_s: float = 10.0,
+                 path_prefix: str = "",
                  tick_interval_s: float = 0.25,
                  max_connections: int = 1000) -> None:
         if max_duration_s is not None and max_duration_s <= 0:
             raise ValueError(f"max_duration_s must be > 0 seconds or None (no limit), got {max_duration_s!r}")
         if max_bytes is not None and max_bytes <= 0:
             raise ValueError(f"max_bytes must be > 0 or None (no limit), got {max_bytes!r}")
+        if path_prefix and (not path_prefix.startswith("/") or path_prefix.endswith("/")
+                            or not re.fullmatch(r"[A-Za-z0-9._~/-]*", path_prefix)):
+            raise ValueError(f"path_prefix must be empty or like '/recorder' (a leading '/', no trailing '/', "
+                             f"letters, digits, '.', '_', '~', '-'), got {path_prefix!r}")
+        # public_url may carry a path (ws://host:8080/rec); streams then arrive at <that path>/calls/<uuid>.
+        self.path_prefix = path_prefix
+        self._call_path = re.compile(re.escape(path_prefix) + r"/calls/([^/]*)")
         self.registry = registry
         self.directory = Path(directory)
         self.template = FilenameTemplate(filename_template)
@@ -283,7 +296,7 @@ class RecorderServer:
 
     # ---- admission (before the 101) ----------------------------------------------------------------------
 
-    def _admit(self, environ: dict) -> _Session | _Refusal:
+    def _admit(self, environ: dict, sock: socket.socket) -> _Session | _Refusal:
         peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
         path = environ.get("PATH_INFO", "")
         refusal = self._check(environ, path)
@@ -291,7 +304,7 @@ class RecorderServer:
             log.warning("refused stream from %s for %r: %s %s", peer, path[:200], refusal.status, refusal.reason)
             return refusal
         spec = refusal
-        session = _Session(spec=spec, peer=peer, greenlet=gevent.getcurrent())
+        session = _Session(spec=spec, peer=peer, socket=sock)
         self._sessions[spec.uuid] = session
         return session
 
@@ -299,10 +312,11 @@ class RecorderServer:
         if self._stopping:
             return _Refusal("503 Service Unavailable", "the recorder is shutting down")
         if environ.get("REQUEST_METHOD") != "GET":
-            return _Refusal("405 Method Not Allowed", "streams are WebSocket upgrades (GET /calls/<uuid>)")
-        match = _CALL_PATH.fullmatch(path)
+            return _Refusal("405 Method Not Allowed",
+                            f"streams are WebSocket upgrades (GET {self.path_prefix}/calls/<uuid>)")
+        match = self._call_path.fullmatch(path)
         if not match:
-            return _Refusal("404 Not Found", "unknown path; streams go to /calls/<uuid>")
+            return _Refusal("404 Not Found", f"unknown path; streams go to {self.path_prefix}/calls/<uuid>")
         uuid = normalise_uuid(match.group(1))
         if uuid is None:
             return _Refusal("404 Not Found", "not a call uuid; expected 8-4-4-4-12 hex digits")
@@ -324,12 +338,20 @@ class RecorderServer:
         session.done.set()
 
     def _end(self, session: _Session, reason: str) -> None:
-        """Ask a connection to end its recording; safe from any greenlet, at any stage."""
+        """Ask a connection to end its recording; safe from any greenlet, at any stage.
+
+        Shutting the socket's read side wakes the connection's greenlet from the read it waits in (gevent
+        cancels the wait); it sees ``stop_reason``, finalises the file, then sends its close frame. No
+        exception is thrown into it, so it is never interrupted halfway through anything.
+        """
         if session.ending or session.stop_reason is not None:
             return
         session.stop_reason = reason
-        if session.recording is not None:  # pumping frames: interrupt the read it is blocked in
-            gevent.kill(session.greenlet, _StopRecording(reason))
+        if session.recording is not None:
+            try:
+                session.socket.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already gone: the reader is on its way out anyway
 
     # ---- the stream (after the 101) -----------------------------------------------------------------------
 
@@ -351,6 +373,9 @@ class RecorderServer:
 
     def _record(self, session: _Session, ws: _RecorderWebSocket) -> None:
         spec = session.spec
+        if session.stop_reason is not None:  # the server began stopping during the handshake
+            self._send_close(ws, CLOSE_GOING_AWAY, "recorder stopping")
+            return
         try:
             recording = Recording.open(spec, self.directory, self.template, max_duration_s=self.max_duration_s,
                                        max_bytes=self.max_bytes)
@@ -361,17 +386,16 @@ class RecorderServer:
         session.recording = recording
         log.info("call %s: recording %s from %s (%d Hz, %d ch)", spec.uuid, recording.path, session.peer,
                  spec.rate, spec.channels)
-        self._notify(self.on_open, spec.uuid)
+        # Killed by the server's pool (stop() past its timeout): still finalise, as a server stop.
         reason, close_code, close_text, error = SERVER_STOP, None, None, None
         try:
+            self._notify(self.on_open, spec.uuid)
             reason, close_code, close_text, error = self._pump(session, ws, recording)
-        except _StopRecording as stop:
-            reason = stop.reason
         except Exception as exc:
             log.exception("call %s: unexpected failure while recording", spec.uuid)
             reason, error = INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
         finally:
-            # Every way out (including the greenlet being killed) finalises the file first.
+            # Every way out finalises the file first, then tells the module why (if it is still there).
             session.ending = True
             reply = None
             if reason not in (CLIENT_CLOSE, EOF, PROTOCOL_ERROR):
@@ -386,18 +410,15 @@ class RecorderServer:
             self._log_finished(recording, reason, close_code)
             if reply is not None:
                 self._send_close(ws, *reply)
-        self._notify(self.on_close, spec.uuid, reason)
+            self._notify(self.on_close, spec.uuid, reason)
 
     def _pump(self, session: _Session, ws: _RecorderWebSocket, recording: Recording):
         """Frames -> recording until the stream ends; returns (reason, close code, close text, error)."""
         uuid = session.spec.uuid
-        if session.stop_reason is not None:  # asked to end before the first frame
-            raise _StopRecording(session.stop_reason)
-        while True:
-            try:
-                message = ws.receive()
-            except WebSocketError:  # receive() turns socket errors into None; this is belt and braces
-                return EOF, None, None, None
+        while session.stop_reason is None:
+            message = ws.receive()
+            if session.stop_reason is not None:
+                break
             if message is None:  # the library reports every ending so; tell them apart
                 if ws.peer_close is not None:
                     return CLIENT_CLOSE, ws.peer_close[0], ws.peer_close[1], None
@@ -418,6 +439,7 @@ class RecorderServer:
             if limit is not None:
                 log.warning("call %s: %s reached, ending the recording", uuid, limit)
                 return limit, None, None, None
+        return session.stop_reason, None, None, None
 
     def _log_finished(self, recording: Recording, reason: str, close_code: int | None) -> None:
         sidecar = recording.sidecar
@@ -431,7 +453,7 @@ class RecorderServer:
         try:
             if not ws.closed:
                 ws.close(code, text)
-        except (Exception, _StopRecording):  # the peer may be gone already; the file is safe by now
+        except Exception:  # the peer may be gone already; the file is safe by now
             log.debug("could not send close %s", code, exc_info=True)
 
     @staticmethod
