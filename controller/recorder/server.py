@@ -8,7 +8,8 @@ finalised on every one of those paths.
 
 Built on gevent.pywsgi + geventwebsocket. Two small overrides, each explained where it is made:
 ``_RecorderHandler`` (admission before the upgrade, a handshake timeout) and ``_RecorderWebSocket``
-(bounded frame size, fast unmasking, remembering the close code).
+(bounded frame size, fast unmasking, close frames that carry their code, telling endings apart).
+mod_audio_stream's ``Name:value`` headers need no override: the tests replay the captured bytes.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
 from .recording import (CLIENT_CLOSE, EOF, INTERNAL_ERROR, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR,
-                        FilenameTemplate,
-                        Recording, RecordingRegistry, StreamSpec, normalise_uuid)
+                        FilenameTemplate, Recording, RecordingRegistry, StreamSpec, normalise_uuid)
 from .wav import RecordingError
 
 __all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
