@@ -1,0 +1,179 @@
+"""One simulated channel (call leg): its state, variables, audio, and how it answers and hangs up."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuid_module
+
+import gevent
+from gevent.event import Event
+
+from . import channel_events as ce
+from .media import CallMedia, ticks
+
+log = logging.getLogger("controller.simulator.calls")
+
+
+class SimCall:
+    """A channel in the simulated switch; `place_call` returns the A-leg (`b_leg` when bridged).
+
+    Public: uuid, call_uuid, direction, destination, caller_id_number, caller_id_name, context,
+    b_leg / a_leg, answered / hung_up (gevent Events), hangup_cause, streams (every stream the
+    module opened on it), answer(), hangup(cause), set_variables(**values), get_variable(name),
+    variables (a copy, in FreeSWITCH's order).
+    """
+
+    def __init__(
+        self,
+        switch,
+        *,
+        destination: str,
+        caller_id_number: str,
+        caller_id_name: str,
+        context: str,
+        media: CallMedia,
+        direction: str = "inbound",
+        a_leg: SimCall | None = None,
+        dial_target: str = "",
+        frame_sizes: list[int] | None = None,
+        odd_frames: bool = False,
+    ):
+        self.switch = switch
+        self.uuid = str(uuid_module.uuid4())
+        self.a_leg = a_leg
+        self.b_leg: SimCall | None = None
+        self.call_uuid = a_leg.uuid if a_leg else self.uuid
+        self.direction = direction
+        self.destination = destination
+        self.caller_id_number = caller_id_number
+        self.caller_id_name = caller_id_name
+        self.context = context
+        self.media = media
+        self.dial_target = dial_target
+        # Faults for the streams the module opens on this channel (see FrameChunker).
+        self.frame_sizes = frame_sizes
+        self.odd_frames = odd_frames
+        self.created_us = ce.now_us()
+        self.answered_us = 0
+        self.answered_at = 0.0  # time.monotonic() of the answer: the audio clock starts here
+        self.bridged_us = 0
+        self.hangup_us = 0
+        self.hangup_cause = ""
+        self.answered = Event()
+        self.hung_up = Event()
+        self.attached_stream = None  # the stream mod_audio_stream considers attached, if any
+        self.streams: list = []
+        self.application, self.application_data = "", ""
+        self.hold_ms = 0  # what the dialplan's sleep waits for (shown as the current application's data)
+        self._variables: dict[str, str] = dict(ce.created_variables(self.facts()))
+
+    def __repr__(self) -> str:
+        state = "hung up" if self.hung_up.is_set() else "answered" if self.answered.is_set() else "ringing"
+        return f"<SimCall {self.uuid} {self.direction} {self.caller_id_number}->{self.destination} {state}>"
+
+    # ---- variables ----
+
+    @property
+    def variables(self) -> list[tuple[str, str]]:
+        return list(self._variables.items())
+
+    def get_variable(self, name: str) -> str | None:
+        return self._variables.get(name)
+
+    def set_variable(self, name: str, value: str | None) -> None:
+        # FreeSWITCH deletes and re-adds a variable it sets, so the latest ones come last.
+        self._variables.pop(name, None)
+        if value is not None:
+            self._variables[name] = str(value)
+
+    def set_variables(self, **values: str) -> None:
+        for name, value in values.items():
+            self.set_variable(name, value)
+
+    def _apply(self, pairs: list[tuple[str, str]]) -> None:
+        for name, value in pairs:
+            self.set_variable(name, value)
+
+    # ---- what events and api answers are made of ----
+
+    @property
+    def other_leg(self) -> SimCall | None:
+        return self.b_leg or self.a_leg
+
+    def facts(self) -> ce.ChannelFacts:
+        return ce.ChannelFacts(
+            uuid=self.uuid,
+            call_uuid=self.call_uuid,
+            direction=self.direction,
+            caller_id_name=self.caller_id_name,
+            caller_id_number=self.caller_id_number,
+            destination=self.destination,
+            context=self.context,
+            codec_rate=self.media.codec_rate,
+            created_us=self.created_us,
+            answered_us=self.answered_us,
+            hangup_us=self.hangup_us,
+            bridged_us=self.bridged_us,
+            hangup_cause=self.hangup_cause,
+            other_leg_uuid=self.other_leg.uuid if self.other_leg else "",
+            dial_target=self.dial_target,
+        )
+
+    @property
+    def phase(self) -> str:
+        if self.hangup_us:
+            return "hangup"
+        return "answered" if self.answered.is_set() else "ringing"
+
+    # ---- life of the call ----
+
+    def answer(self) -> None:
+        if self.answered.is_set() or self.hangup_us:
+            return
+        self.answered_us = ce.now_us()
+        self.answered_at = time.monotonic()
+        if self.other_leg and self.other_leg.answered.is_set():
+            self.bridged_us = self.other_leg.bridged_us = self.answered_us
+        self._apply(ce.answered_variables(self.facts()))
+        self.switch.fire_channel_event(self, "CHANNEL_ANSWER", "answering")
+        self.application = "sleep" if self.direction == "inbound" else ""
+        self.application_data = str(self.hold_ms) if self.direction == "inbound" else ""
+        self._apply(ce.confirmed_variables(self.facts(), self.application or "bridge", self.application_data))
+        self.answered.set()
+        log.info("%s answered", self)
+
+    def hangup(self, cause: str = "NORMAL_CLEARING", by_dialplan: bool = False) -> None:
+        if self.hangup_us:
+            return
+        self.hangup_us = ce.now_us()
+        self.hangup_cause = cause
+        last_app, last_arg = (self.application or "hangup", self.application_data or None)
+        if by_dialplan:
+            self.set_variable("current_application_data", None)
+            last_app, last_arg = "hangup", None
+            self.set_variable("current_application", "hangup")
+        self.switch.fire_channel_event(self, "CHANNEL_HANGUP", "hangup")
+        self.switch.audio_stream.on_hangup(self)
+        answered_ticks = ticks((self.hangup_us - self.answered_us) / 1e6) if self.answered_us else 0
+        played = sum(max(0, min(p.end_tick, answered_ticks) - p.first_tick) for p in self.media.playbacks)
+        self._apply(ce.hangup_complete_variables(self.facts(), last_app, last_arg, answered_ticks, played))
+        self.switch.fire_channel_event(self, "CHANNEL_HANGUP_COMPLETE", "reporting")
+        self.hung_up.set()
+        self.switch.forget_call(self)
+        log.info("%s hung up: %s", self, cause)
+        other = self.other_leg
+        if other is not None and not other.hangup_us:
+            other.hangup(cause)
+
+    def run(self, answer: bool, duration_s: float, auto_hangup: bool) -> None:
+        """The dialplan: answer (B-leg first when bridged), hold the call, hang up."""
+        if answer:
+            if self.b_leg is not None:
+                self.b_leg.answer()
+            self.answer()
+        gevent.wait([self.answered, self.hung_up], count=1)
+        if self.hung_up.is_set() or not auto_hangup:
+            return
+        if not self.hung_up.wait(duration_s):
+            self.hangup("NORMAL_CLEARING", by_dialplan=True)

@@ -1,0 +1,131 @@
+"""A call's audio on FreeSWITCH's 20 ms packet clock, and the bytes mod_audio_stream makes of it.
+
+Tick n is the packet covering [n*20 ms, (n+1)*20 ms) after the answer. Per tick the caller always
+says something (speech, then silence); the switch writes audio to the caller only inside playback
+windows. A stream's media bug sees the caller every tick (mono) but the written direction only
+while something plays (mixed, stereo): between playbacks those streams send nothing at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import cycle
+
+from . import signals
+
+PTIME_S = 0.020
+MIX_TYPES = ("mono", "mixed", "stereo")
+
+
+def ticks(seconds: float) -> int:
+    return int(round(seconds / PTIME_S))
+
+
+@dataclass(frozen=True)
+class Playback:
+    """Audio the switch writes to the caller from start_s to end_s after the answer (codec rate)."""
+
+    start_s: float
+    end_s: float
+    audio: bytes
+
+    @property
+    def first_tick(self) -> int:
+        return ticks(self.start_s)
+
+    @property
+    def end_tick(self) -> int:
+        return ticks(self.end_s)
+
+
+@dataclass(frozen=True)
+class CallMedia:
+    codec_rate: int
+    speech: bytes
+    playbacks: tuple[Playback, ...] = ()
+
+    def playback_at(self, tick: int) -> Playback | None:
+        for playback in self.playbacks:
+            if playback.first_tick <= tick < playback.end_tick:
+                return playback
+        return None
+
+
+def _window(pcm: bytes, offset: int, length: int) -> bytes:
+    """length bytes of pcm from offset, padded with silence past its end."""
+    piece = pcm[offset : offset + length] if offset >= 0 else b""
+    return piece + bytes(length - len(piece))
+
+
+class StreamAudio:
+    """What one stream (mix type, rate) puts into its buffer per tick; None means nothing that tick."""
+
+    def __init__(self, media: CallMedia, mix: str, rate: int):
+        if mix not in MIX_TYPES:
+            raise ValueError(f"mix must be one of {', '.join(MIX_TYPES)}; got {mix!r}")
+        self.media = media
+        self.mix = mix
+        self.rate = rate
+        self.tick_bytes = rate * 20 // 1000 * signals.SAMPLE_BYTES
+        # Converted once per stream: a call is seconds long, and every tick is then a slice.
+        self._speech = signals.resample(media.speech, media.codec_rate, rate)
+        self._played = {id(p): signals.resample(p.audio, media.codec_rate, rate) for p in media.playbacks}
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.mix == "stereo" else 1
+
+    def chunk(self, tick: int) -> bytes | None:
+        speech = _window(self._speech, tick * self.tick_bytes, self.tick_bytes)
+        if self.mix == "mono":
+            return speech
+        playback = self.media.playback_at(tick)
+        if playback is None:
+            return None
+        offset = (tick - playback.first_tick) * self.tick_bytes
+        played = _window(self._played[id(playback)], offset, self.tick_bytes)
+        if self.mix == "mixed":
+            return signals.mix(speech, played)
+        return signals.interleave(speech, played)
+
+
+class FrameChunker:
+    """Cuts the stream's bytes into WebSocket payloads.
+
+    The module sends one payload per full buffer (STREAM_BUFFER_SIZE ms) and drops a partial buffer
+    at the end. A fault can re-cut those same bytes into other sizes (odd lengths split samples
+    across frames); `flush` then hands over the rest so the total audio stays the same.
+    """
+
+    def __init__(self, buffer_bytes: int, sizes: list[int] | None = None):
+        if buffer_bytes <= 0:
+            raise ValueError(f"buffer size must be positive; got {buffer_bytes} bytes")
+        if sizes is not None and (not sizes or any(size <= 0 for size in sizes)):
+            raise ValueError(f"frame sizes must be a non-empty list of positive byte counts; got {sizes!r}")
+        self.buffer_bytes = buffer_bytes
+        self._buffer = bytearray()
+        self._sizes = cycle(sizes) if sizes else None
+        self._next_size = next(self._sizes) if self._sizes else 0
+        self._recut = bytearray()
+
+    def push(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        full = []
+        while len(self._buffer) >= self.buffer_bytes:
+            full.append(bytes(self._buffer[: self.buffer_bytes]))
+            del self._buffer[: self.buffer_bytes]
+        if self._sizes is None:
+            return full
+        for payload in full:
+            self._recut += payload
+        out = []
+        while len(self._recut) >= self._next_size:
+            out.append(bytes(self._recut[: self._next_size]))
+            del self._recut[: self._next_size]
+            self._next_size = next(self._sizes)
+        return out
+
+    def flush(self) -> list[bytes]:
+        rest = bytes(self._recut)
+        self._recut.clear()
+        return [rest] if rest else []

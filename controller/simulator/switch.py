@@ -1,0 +1,455 @@
+"""The simulated switch: live channels, api commands, event firing, and the fault knobs.
+
+See the package docstring (controller/simulator/__init__.py) for how to use it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid as uuid_module
+from collections import deque
+from typing import Callable, Iterable
+
+import gevent
+from gevent.event import Event
+
+from . import audio_stream_rules as rules
+from . import channel_events as ce
+from . import signals
+from .audio_stream import AudioStreamModule
+from .channels import SimCall
+from .esl_server import EslConnection, EslServer, SwitchEvent
+from .media import CallMedia, Playback
+from .ws_client import CLOSE_WAIT_S, SimStream
+
+log = logging.getLogger("controller.simulator")
+
+DEFAULT_DURATION_S = 5.0
+PROMPT_S = 2.0
+TONE_HZ = 800
+DEFAULT_PLAYS = "like-9999"  # answer, 0.5 s silence, 0.5 s tone, then a prompt
+SHOW_USAGE = (
+    "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|name "
+    "<match string>]|calls|detailed_calls|bridged_calls|detailed_bridged_calls|aliases|complete|chat|"
+    "management|modules|nat_map|say|interfaces|interface_types|tasks|limits|status\n"
+)
+KNOWN_MODULES = frozenset({"mod_audio_stream", "mod_event_socket", "mod_sofia", "mod_commands", "mod_dptools"})
+NO_SUCH_CHANNEL = "-ERR No such channel!\n"
+FIRED_EVENTS_KEPT = 10_000
+
+
+class Simulator:
+    """A FreeSWITCH 1.10.12 + mod_audio_stream stand-in on real sockets (see the package docstring)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        esl_port: int = 0,
+        password: str = "ClueCon",
+        *,
+        hostname: str = "freeswitch-sim",
+        reject_acl: bool = False,
+        silent_accept: bool = False,
+    ):
+        self.host = host
+        self.password = password
+        self.identity = ce.SwitchIdentity(core_uuid=self.new_uuid(), hostname=hostname)
+        self.audio_stream = AudioStreamModule(self)
+        self.calls: dict[str, SimCall] = {}  # live channels by uuid
+        self.all_calls: list[SimCall] = []
+        self.all_connections: list[EslConnection] = []
+        self.received_commands: list[str] = []
+        self.fired_events: deque[SwitchEvent] = deque(maxlen=FIRED_EVENTS_KEPT)
+        self._port = esl_port
+        self._reject_acl = reject_acl
+        self._silent_accept = silent_accept
+        self._reply_delay_s = 0.0
+        self._esl: EslServer | None = None
+        self._command_arrived = Event()
+        self._sequence = 500
+        self._started_us = ce.now_us()
+        self._sessions = 0
+        self._peak = 0
+
+    # ---- running ----
+
+    def start(self) -> Simulator:
+        if self._esl is not None:
+            raise RuntimeError("the simulator is already running")
+        self._esl = EslServer(self, self.host, self._port, self.password)
+        self._esl.reject_acl = self._reject_acl
+        self._esl.silent_accept = self._silent_accept
+        self._esl.reply_delay_s = self._reply_delay_s
+        self._esl.start()
+        self._port = self._esl.port
+        self._started_us = ce.now_us()
+        log.info("event socket listening on %s:%d", self.host, self._port)
+        return self
+
+    @property
+    def esl_port(self) -> int:
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._esl is not None
+
+    def stop(self) -> None:
+        """Shut down like FreeSWITCH: hang up every call, SHUTDOWN and MODULE_UNLOAD events, then
+        `The system is being shut down.` to every connection, and close everything."""
+        if self._esl is None:
+            return
+        self._hang_up_all("SYSTEM_SHUTDOWN")
+        self.audio_stream.shutdown()
+        self.fire(ce.event_headers(self.identity, "SHUTDOWN", self._next_sequence(), ce.now_us())
+                  + [("Event-Info", "System Shutting Down")])
+        self.fire(ce.event_headers(self.identity, "MODULE_UNLOAD", self._next_sequence(), ce.now_us())
+                  + ce.module_unload_headers())
+        esl, self._esl = self._esl, None
+        esl.stop()
+        gevent.wait([s.ended for s in self.audio_stream.streams], timeout=CLOSE_WAIT_S + 0.5)
+        log.info("stopped")
+
+    def restart(self, keep_calls: bool = False) -> None:
+        """Go away and come back on the same port. keep_calls=False: a real restart (calls end, new
+        Core-UUID); keep_calls=True: only the event socket restarts, calls and streams go on."""
+        if keep_calls and self._esl is not None:
+            esl, self._esl = self._esl, None
+            esl.stop()
+        else:
+            self.stop()
+            self.identity = ce.SwitchIdentity(core_uuid=self.new_uuid(), hostname=self.identity.hostname)
+        self.start()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # ---- calls ----
+
+    def place_call(
+        self,
+        destination: str,
+        caller_id_number: str = "1000",
+        caller_id_name: str | None = None,
+        context: str = "default",
+        *,
+        speech: bytes | str | os.PathLike | None = None,
+        duration_s: float | None = None,
+        plays: Iterable | str = DEFAULT_PLAYS,
+        bridge_to: str | None = None,
+        answer: bool = True,
+        auto_hangup: bool = True,
+        codec_rate: int = 8000,
+        variables: dict[str, str] | None = None,
+        frame_sizes: list[int] | None = None,
+        odd_frames: bool = False,
+    ) -> SimCall:
+        """An inbound call to `destination`; returns its A-leg at once (CHANNEL_CREATE already fired).
+
+        speech: the caller's audio from the answer on: s16le mono PCM at codec_rate, a WAV path, or
+            None for a generated voice-like signal. After it ends the caller is silent.
+        duration_s: from answer to hangup (default: the speech's length, else 5 s).
+        plays: windows where the switch writes audio to the caller, (start_s, end_s) or
+            (start_s, end_s, pcm); the default is extension 9999's: an 800 Hz tone from 0.5 to 1.0 s,
+            then a 2 s prompt. Mixed and stereo streams carry audio only inside these windows.
+        bridge_to: also create an outbound B-leg (dialled as this), which answers before the A-leg.
+        answer / auto_hangup: False leaves answering / hanging up to call.answer() / call.hangup().
+        variables: channel variables set before the call is answered (e.g. STREAM_BUFFER_SIZE).
+        frame_sizes / odd_frames: streams on this call re-cut their audio into frames of these sizes
+            (cycled) / of one byte more, then one byte less than the buffer: the same total audio.
+        """
+        if codec_rate not in ce.CODECS:
+            raise ValueError(f"codec_rate must be one of {sorted(ce.CODECS)}; got {codec_rate}")
+        if not destination:
+            raise ValueError("destination must not be empty")
+        speech_pcm = self._speech(speech, codec_rate, duration_s)
+        if duration_s is None:
+            duration_s = len(speech_pcm) / (codec_rate * signals.SAMPLE_BYTES) if speech is not None else DEFAULT_DURATION_S
+        if duration_s <= 0:
+            raise ValueError(f"duration_s must be positive; got {duration_s}")
+        media = CallMedia(codec_rate, speech_pcm, self._playbacks(plays, codec_rate))
+        call = SimCall(
+            self,
+            destination=destination,
+            caller_id_number=caller_id_number,
+            caller_id_name=caller_id_name if caller_id_name is not None else caller_id_number,
+            context=context,
+            media=media,
+            frame_sizes=frame_sizes,
+            odd_frames=odd_frames,
+        )
+        call.hold_ms = int(duration_s * 1000)
+        call.set_variables(**(variables or {}))
+        self._add_call(call)
+        if bridge_to is not None:
+            callee_speech = signals.speech_like(duration_s, codec_rate, seed=2)
+            b_leg = SimCall(
+                self,
+                destination=destination,
+                caller_id_number=caller_id_number,
+                caller_id_name=call.caller_id_name,
+                context=context,
+                media=CallMedia(codec_rate, callee_speech),
+                direction="outbound",
+                a_leg=call,
+                dial_target=bridge_to,
+            )
+            call.b_leg = b_leg
+            self._add_call(b_leg)
+        gevent.spawn(call.run, answer, duration_s, auto_hangup)
+        return call
+
+    def _add_call(self, call: SimCall) -> None:
+        self.calls[call.uuid] = call
+        self.all_calls.append(call)
+        self._sessions += 1
+        self._peak = max(self._peak, len(self.calls))
+        log.info("new channel %s", call)
+        self.fire_channel_event(call, "CHANNEL_CREATE", "created")
+
+    @staticmethod
+    def _speech(speech, codec_rate: int, duration_s: float | None) -> bytes:
+        if speech is None:
+            return signals.speech_like(duration_s or DEFAULT_DURATION_S, codec_rate)
+        if isinstance(speech, (bytes, bytearray, memoryview)):
+            pcm = bytes(speech)
+            if len(pcm) % signals.SAMPLE_BYTES:
+                raise ValueError(f"speech must be 16-bit PCM (an even number of bytes); got {len(pcm)} bytes")
+            return pcm
+        pcm, rate = signals.read_wav(speech)
+        return signals.resample(pcm, rate, codec_rate)
+
+    @staticmethod
+    def _playbacks(plays, codec_rate: int) -> tuple[Playback, ...]:
+        if plays == DEFAULT_PLAYS:
+            return (
+                Playback(0.5, 1.0, signals.tone(TONE_HZ, 0.5, codec_rate)),
+                Playback(1.0, 1.0 + PROMPT_S, signals.speech_like(PROMPT_S, codec_rate, seed=7)),
+            )
+        if plays is None:
+            return ()
+        result = []
+        for window in plays:
+            if len(window) not in (2, 3):
+                raise ValueError(f"a play window is (start_s, end_s) or (start_s, end_s, pcm); got {window!r}")
+            start, end = window[0], window[1]
+            if not 0 <= start < end:
+                raise ValueError(f"a play window needs 0 <= start_s < end_s; got ({start}, {end})")
+            audio = window[2] if len(window) == 3 else signals.tone(TONE_HZ, end - start, codec_rate)
+            result.append(Playback(start, end, bytes(audio)))
+        return tuple(result)
+
+    def live_call(self, uuid: str) -> SimCall | None:
+        return self.calls.get(uuid)
+
+    def forget_call(self, call: SimCall) -> None:
+        self.calls.pop(call.uuid, None)
+
+    def _hang_up_all(self, cause: str) -> None:
+        for call in list(self.calls.values()):
+            call.hangup(cause)
+
+    # ---- streams ----
+
+    @property
+    def streams(self) -> list[SimStream]:
+        return list(self.audio_stream.streams)
+
+    @property
+    def leaked_streams(self) -> list[SimStream]:
+        return [s for s in self.audio_stream.streams if s.leaked]
+
+    def streams_for(self, uuid: str) -> list[SimStream]:
+        return [s for s in self.audio_stream.streams if s.uuid == uuid]
+
+    # ---- events ----
+
+    def new_uuid(self) -> str:
+        return str(uuid_module.uuid4())
+
+    def _next_sequence(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    def fire(self, headers: list[tuple[str, str]], body: str = "") -> SwitchEvent:
+        event = SwitchEvent(headers, body)
+        self.fired_events.append(event)
+        if self._esl is not None:
+            self._esl.deliver(event)
+        return event
+
+    def fire_channel_event(self, call: SimCall, name: str, phase: str, subclass: str | None = None,
+                           body: str = "") -> SwitchEvent:
+        headers = ce.channel_event(self.identity, name, self._next_sequence(), ce.now_us(), call.facts(),
+                                   phase, call.variables, subclass)
+        return self.fire(headers, body)
+
+    def fire_stream_event(self, call: SimCall, kind: str, body: str) -> SwitchEvent:
+        log.info("%s: mod_audio_stream::%s %s", call.uuid, kind, body)
+        return self.fire_channel_event(call, "CUSTOM", call.phase, f"mod_audio_stream::{kind}", body)
+
+    # ---- api ----
+
+    def run_api(self, command: str, args: str | None) -> str | None:
+        """The text an api command answers; None when there is no such command."""
+        api_event = ce.event_headers(self.identity, "API", self._next_sequence(), ce.now_us())
+        api_event.append(("API-Command", command))
+        if args:
+            api_event.append(("API-Command-Argument", args))
+        self.fire(api_event)
+        handler = self._api_commands().get(command.lower())
+        return handler(args or "") if handler else None
+
+    def run_background_job(self, job_uuid: str, command: str, args: str | None) -> None:
+        result = self.run_api(command, args)
+        if result is None:
+            result = f"-ERR {command} Command not found!\n"
+        headers = ce.event_headers(self.identity, "BACKGROUND_JOB", self._next_sequence(), ce.now_us())
+        headers += [("Job-UUID", job_uuid), ("Job-Command", command)]
+        if args:
+            headers.append(("Job-Command-Arg", args))
+        self.fire(headers, result)
+
+    def _api_commands(self) -> dict[str, Callable[[str], str]]:
+        return {
+            "status": self._api_status,
+            "version": lambda args: f"FreeSWITCH Version {ce.FREESWITCH_VERSION} ( 64bit)\n",
+            "hostname": lambda args: self.identity.hostname,
+            "module_exists": lambda args: "true" if args.strip() in KNOWN_MODULES else "false",
+            "show": self._api_show,
+            "uuid_exists": lambda args: "true" if args.strip() in self.calls else "false",
+            "uuid_kill": self._api_uuid_kill,
+            "uuid_setvar": self._api_uuid_setvar,
+            "uuid_getvar": self._api_uuid_getvar,
+            "uuid_audio_stream": self.audio_stream.api,
+        }
+
+    def _api_status(self, args: str) -> str:
+        return ce.status_text(ce.now_us() - self._started_us, self._sessions, len(self.calls), self._peak)
+
+    def _api_show(self, args: str) -> str:
+        words = args.split()
+        if not words or words[0].lower() != "channels":
+            return SHOW_USAGE
+        rows = [
+            ce.show_channels_row(call.facts(), self.identity.hostname, call.application, call.application_data,
+                                 call.answered.is_set())
+            for call in self.calls.values()
+        ]
+        if [w.lower() for w in words[1:]] == ["as", "json"]:
+            if not rows:
+                return '{"row_count": 0}\n'
+            return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"), ensure_ascii=False)
+        if not rows:
+            return "\n0 total.\n"
+        lines = [",".join(ce.SHOW_CHANNELS_COLUMNS)] + [",".join(row.values()) for row in rows]
+        return "\n".join(lines) + f"\n\n{len(rows)} total.\n"
+
+    def _api_uuid_kill(self, args: str) -> str:
+        words = args.split()
+        if not words:
+            return "-USAGE: <uuid> [cause]\n"
+        call = self.calls.get(words[0])
+        if call is None:
+            return NO_SUCH_CHANNEL
+        call.hangup(words[1] if len(words) > 1 else "NORMAL_CLEARING")
+        return "+OK\n"
+
+    def _api_uuid_setvar(self, args: str) -> str:
+        words = rules.separate_words(args, 3)
+        if len(words) < 2:
+            return "-USAGE: <uuid> <var> [value]\n"
+        call = self.calls.get(words[0])
+        if call is None:
+            return NO_SUCH_CHANNEL
+        call.set_variable(words[1], words[2] if len(words) > 2 else None)
+        return "+OK\n"
+
+    def _api_uuid_getvar(self, args: str) -> str:
+        words = args.split()
+        if len(words) < 2:
+            return "-USAGE: <uuid> <var>\n"
+        call = self.calls.get(words[0])
+        if call is None:
+            return NO_SUCH_CHANNEL
+        value = call.get_variable(words[1])
+        return "_undef_" if value is None else value
+
+    # ---- commands received (for tests) ----
+
+    def record_command(self, connection: EslConnection, command: str) -> None:
+        self.received_commands.append(command)
+        arrived, self._command_arrived = self._command_arrived, Event()
+        arrived.set()
+
+    def wait_for_command(self, predicate: Callable[[str], bool] | str, timeout: float = 5.0, start: int = 0) -> str:
+        """The first command (from index `start` of received_commands on) that matches; a str
+        predicate matches commands starting with it. Raises TimeoutError naming what did arrive."""
+        matches = predicate if callable(predicate) else (lambda command: command.startswith(predicate))
+        deadline = time.monotonic() + timeout
+        index = start
+        while True:
+            while index < len(self.received_commands):
+                command = self.received_commands[index]
+                index += 1
+                if matches(command):
+                    return command
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no command matching {predicate!r} within {timeout} s; received since #{start}: "
+                    f"{self.received_commands[start:]!r}"
+                )
+            self._command_arrived.wait(remaining)
+
+    # ---- fault knobs ----
+
+    @property
+    def connections(self) -> list[EslConnection]:
+        """Event socket connections open now."""
+        return list(self._esl.connections) if self._esl else []
+
+    @property
+    def reject_acl(self) -> bool:
+        return self._reject_acl
+
+    @reject_acl.setter
+    def reject_acl(self, value: bool) -> None:
+        self._reject_acl = value
+        if self._esl:
+            self._esl.reject_acl = value
+
+    @property
+    def silent_accept(self) -> bool:
+        return self._silent_accept
+
+    @silent_accept.setter
+    def silent_accept(self, value: bool) -> None:
+        self._silent_accept = value
+        if self._esl:
+            self._esl.silent_accept = value
+
+    def delay_replies(self, seconds: float) -> None:
+        """Hold every api reply (and the events behind it) for this long; 0 ends the delay."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be 0 or more; got {seconds}")
+        self._reply_delay_s = seconds
+        if self._esl:
+            self._esl.reply_delay_s = seconds
+
+    def drop_esl_connections(self, reset: bool = False) -> None:
+        """Close every event socket connection at once, without a notice (reset=True: with RST)."""
+        if self._esl:
+            self._esl.drop_all(reset=reset)
+
+    def cut_next_event(self, after_bytes: int) -> None:
+        """The next event any connection sends stops after this many bytes, and that connection closes."""
+        if self._esl is None:
+            raise RuntimeError("the simulator is not running")
+        self._esl.cut_next_event(after_bytes)
