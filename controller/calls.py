@@ -217,7 +217,9 @@ class CallBook:
             elif info.uuid in live_recordings:
                 if call.phase is Phase.STARTING:
                     call.phase = Phase.STREAMING
-            elif call.phase in (Phase.STARTING, Phase.STREAMING):
+            elif call.phase is Phase.STREAMING:
+                # A start still in flight (STARTING) settles by itself: its reply, or its failure when the
+                # connection it went out on dropped. Only a confirmed stream with no recording is dead.
                 actions += self._lost(call, "no live recording after reconnect", now, at_once=True)
                 actions += self.due(now)
         return actions

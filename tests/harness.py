@@ -1,0 +1,93 @@
+"""A controller and a simulated FreeSWITCH wired together on loopback, for end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import textwrap
+import wave
+from dataclasses import dataclass
+
+from gevent.queue import Empty, Queue
+
+from controller.app import Controller
+from controller.config import parse_config
+
+
+def first_line(command: str) -> str:
+    """bgapi commands carry a Job-UUID header line; tests compare the command itself."""
+    return command.split("\n", 1)[0]
+
+
+@dataclass
+class Recording:
+    path: pathlib.Path
+    rate: int
+    channels: int
+    pcm: bytes
+    sidecar: dict
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / (2 * self.channels * self.rate)
+
+
+class Harness:
+    """Starts a Controller against a running Simulator; records which recordings were finalised."""
+
+    def __init__(self, sim, directory: pathlib.Path, rules: str, extra: str = "") -> None:
+        text = textwrap.dedent(f"""\
+            esl:
+              host: 127.0.0.1
+              port: {sim.esl_port}
+              password: ClueCon
+              connect_timeout_s: 2
+              command_timeout_s: 3
+              reconnect: {{initial_s: 0.05, max_s: 0.5, jitter: 0}}
+            recorder:
+              listen_host: 127.0.0.1
+              listen_port: 0
+              public_url: ws://127.0.0.1:1
+              directory: {directory}
+            rules:
+            """) + textwrap.indent(textwrap.dedent(rules), "  ") + textwrap.dedent(extra)
+        self.sim = sim
+        self.directory = directory
+        self.config = parse_config(text, "test.yaml")
+        self.controller = Controller(self.config)
+        self.closed: Queue = Queue()
+        self.controller.recording_listeners.append(lambda uuid, reason: self.closed.put((uuid, reason)))
+
+    def start(self) -> "Harness":
+        self.controller.start()
+        self.controller.public_url = f"ws://127.0.0.1:{self.controller.recorder_port}"
+        if not self.controller.esl.connected_event.wait(5):
+            raise TimeoutError(f"controller did not connect: {self.controller.esl.last_error}")
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop(timeout=5)
+
+    def wait_closed(self, uuid: str, timeout: float = 10.0) -> str:
+        """The reason the recording of `uuid` was finalised."""
+        while True:
+            try:
+                closed_uuid, reason = self.closed.get(timeout=timeout)
+            except Empty:
+                raise TimeoutError(f"recording of {uuid} not finalised within {timeout} s") from None
+            if closed_uuid == uuid:
+                return reason
+
+    def commands_for(self, uuid: str) -> list[str]:
+        return [first_line(c) for c in self.sim.received_commands if uuid in c]
+
+    def recordings_for(self, uuid: str) -> list[pathlib.Path]:
+        return sorted(self.directory.rglob(f"*{uuid}*.wav"))
+
+    def recording(self, uuid: str) -> Recording:
+        [path] = self.recordings_for(uuid)
+        with wave.open(str(path), "rb") as wav:
+            rate, channels = wav.getframerate(), wav.getnchannels()
+            pcm = wav.readframes(wav.getnframes())
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        return Recording(path, rate, channels, pcm, sidecar)
