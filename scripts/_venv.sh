@@ -8,4 +8,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 spec="."
 if [ -n "${1:-}" ]; then spec=".[$1]"; fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
+# Quiet unless it fails: setuptools warns on every editable install, which is noise to the user.
+if ! .venv/bin/python -m pip install --disable-pip-version-check -e "$spec" > .venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    echo "installing the project into .venv failed (log above, also in .venv/install.log)" >&2
+    exit 1
+fi

@@ -1,0 +1,105 @@
+"""The demo behind scripts/demo: a simulated FreeSWITCH (this process) and the controller (a child process,
+exactly as a user runs it) record one call to 9999; then the WAV is checked against what the switch sent.
+
+Exit status 0 only if the WAV holds, byte for byte, the audio the simulated mod_audio_stream sent.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import pathlib  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import wave  # noqa: E402
+from importlib import resources  # noqa: E402
+
+from controller.config import ConfigError, load_config  # noqa: E402
+from controller.simulator import Simulator  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def fail(message: str, controller: subprocess.Popen | None = None) -> int:
+    print(f"demo FAILED: {message}", file=sys.stderr)
+    if controller is not None and controller.poll() is None:
+        controller.kill()
+    return 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", default=str(ROOT / "config" / "demo.yaml"))
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds from answer to hangup")
+    args = parser.parse_args()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    sim = Simulator(host=config.esl.host, esl_port=config.esl.port, password=config.esl.password)
+    try:
+        sim.start()
+    except OSError as exc:
+        return fail(f"cannot listen on {config.esl.host}:{config.esl.port} for the simulator ({exc}); "
+                    f"is something else using it?")
+    print(f"simulated FreeSWITCH listening on {config.esl.host}:{sim.esl_port}")
+    controller = subprocess.Popen([sys.executable, "-m", "controller", "-c", args.config], cwd=ROOT,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        try:
+            sim.wait_for_command("event ", timeout=20)  # the controller has connected and subscribed
+        except TimeoutError:
+            return fail("the controller did not connect to the simulator within 20 s", controller)
+        speech = resources.files("controller.simulator") / "data" / "demo_speech_8k.wav"
+        with resources.as_file(speech) as speech_path:
+            call = sim.place_call("9999", caller_id_number="1000", caller_id_name="Demo Caller",
+                                  speech=str(speech_path), duration_s=args.duration)
+        print(f"placed call {call.uuid} to 9999 ({args.duration:g} s)")
+        if not call.hung_up.wait(args.duration + 15):
+            return fail("the call did not end", controller)
+        streams = sim.streams_for(call.uuid)
+        if not streams:
+            return fail("the controller never started a stream for the call", controller)
+        for stream in streams:
+            stream.ended.wait(10)
+    finally:
+        if controller.poll() is None:
+            controller.send_signal(signal.SIGTERM)
+        try:
+            status = controller.wait(15)
+        except subprocess.TimeoutExpired:
+            controller.kill()
+            status = "killed after 15 s"
+        sim.stop()
+    if status != 0:
+        return fail(f"the controller exited with {status}")
+
+    directory = (ROOT / config.recorder.directory).resolve()
+    found = sorted(directory.rglob(f"*{call.uuid}*.wav"))
+    if len(found) != 1:
+        return fail(f"expected one WAV for {call.uuid} under {directory}, found {len(found)}")
+    path = found[0]
+    with wave.open(str(path), "rb") as wav:
+        rate, channels, frames = wav.getframerate(), wav.getnchannels(), wav.getnframes()
+        pcm = wav.readframes(frames)
+    sent = b"".join(stream.sent_pcm for stream in streams)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    print(f"\nWAV:       {path}")
+    print(f"duration:  {frames / rate:.2f} s")
+    print(f"rate:      {rate} Hz")
+    print(f"channels:  {channels}")
+    print(f"sidecar:   {path.with_suffix('.json')} (closed: {sidecar.get('close_reason')})")
+    if pcm != sent:
+        return fail(f"the WAV's audio ({len(pcm)} bytes) differs from what the switch sent ({len(sent)} bytes)")
+    print(f"check:     the WAV's {len(pcm)} bytes of PCM equal what the simulated switch sent, byte for byte")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
