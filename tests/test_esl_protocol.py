@@ -188,11 +188,6 @@ def test_unterminated_header_block_over_the_limit_is_refused() -> None:
             reader.feed(block[start : start + 4096])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MessageReader checks MAX_HEADER_BLOCK only while no blank line has arrived: an oversized block "
-    "that arrives whole in one recv() is accepted, so the limit depends on how TCP cut the bytes",
-)
 def test_terminated_header_block_over_the_limit_is_refused_in_one_feed() -> None:
     block = b"Content-Type: command/reply\n" + b"X-Pad: " + b"a" * MAX_HEADER_BLOCK + b"\n\n"
     with pytest.raises(ProtocolError, match="header block longer than"):
@@ -425,11 +420,6 @@ def test_command_reader_accepts_crlf_in_one_chunk() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CommandReader replaces \\r\\n per chunk: a \\r\\n split across two recv() calls leaves a stray \\r "
-    "in the command, or (cut after the second \\r) never ends the command at all",
-)
 @pytest.mark.parametrize("cut", [len(b"auth ClueCon\r"), len(b"auth ClueCon\r\n\r")])
 def test_command_reader_crlf_split_across_chunks(cut: int) -> None:
     data = b"auth ClueCon\r\n\r\n"

@@ -94,11 +94,11 @@ def _content_length(headers: dict[str, str]) -> int:
     raw = headers.get("Content-Length")
     if raw is None:
         return 0
-    try:
-        length = int(raw)
-    except ValueError:
-        raise ProtocolError(f"Content-Length is not a number: {raw!r}") from None
-    if length < 0 or length > MAX_BODY:
+    # int() would also take "1_2", "+12" or non-ASCII digits; FreeSWITCH only ever writes plain digits.
+    if not (raw.isascii() and raw.isdigit()):
+        raise ProtocolError(f"Content-Length is not a number: {raw!r}")
+    length = int(raw)
+    if length > MAX_BODY:
         raise ProtocolError(f"Content-Length out of range: {length}")
     return length
 
@@ -131,9 +131,10 @@ class MessageReader:
             while self._buffer[:1] in (b"\n", b"\r"):
                 del self._buffer[:1]
             end = self._buffer.find(b"\n\n")
+            # Checked whether or not the block has ended, so the limit does not depend on how recv() cut it.
+            if (end < 0 and len(self._buffer) > MAX_HEADER_BLOCK) or end > MAX_HEADER_BLOCK:
+                raise ProtocolError(f"header block longer than {MAX_HEADER_BLOCK} bytes")
             if end < 0:
-                if len(self._buffer) > MAX_HEADER_BLOCK:
-                    raise ProtocolError(f"header block longer than {MAX_HEADER_BLOCK} bytes")
                 return None
             block = bytes(self._buffer[:end])
             del self._buffer[: end + 2]
@@ -281,7 +282,11 @@ class CommandReader:
     _buffer: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> list[str]:
-        self._buffer += data.replace(b"\r\n", b"\n")
+        # Normalise line ends on the whole buffer: a \r\n may be split across two recv() chunks.
+        self._buffer += data
+        normalised = self._buffer.replace(b"\r\n", b"\n")
+        if len(normalised) != len(self._buffer):
+            self._buffer[:] = normalised
         commands = []
         while True:
             end = self._buffer.find(b"\n\n")
