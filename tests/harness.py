@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import pathlib
 import textwrap
+import time
 import wave
 from dataclasses import dataclass
 
-from gevent.queue import Empty, Queue
+from gevent.event import Event
 
 from controller.app import Controller
 from controller.config import parse_config
@@ -55,8 +56,13 @@ class Harness:
         self.directory = directory
         self.config = parse_config(text, "test.yaml")
         self.controller = Controller(self.config)
-        self.closed: Queue = Queue()
-        self.controller.recording_listeners.append(lambda uuid, reason: self.closed.put((uuid, reason)))
+        self.closed: dict[str, str] = {}  # uuid -> why its recording was finalised
+        self._closed_changed = Event()
+        self.controller.recording_listeners.append(self._on_closed)
+
+    def _on_closed(self, uuid: str, reason: str) -> None:
+        self.closed[uuid] = reason
+        self._closed_changed.set()
 
     def start(self) -> "Harness":
         self.controller.start()
@@ -70,13 +76,12 @@ class Harness:
 
     def wait_closed(self, uuid: str, timeout: float = 10.0) -> str:
         """The reason the recording of `uuid` was finalised."""
-        while True:
-            try:
-                closed_uuid, reason = self.closed.get(timeout=timeout)
-            except Empty:
-                raise TimeoutError(f"recording of {uuid} not finalised within {timeout} s") from None
-            if closed_uuid == uuid:
-                return reason
+        deadline = time.monotonic() + timeout
+        while uuid not in self.closed:
+            self._closed_changed.clear()
+            if not self._closed_changed.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"recording of {uuid} not finalised within {timeout} s")
+        return self.closed[uuid]
 
     def commands_for(self, uuid: str) -> list[str]:
         return [first_line(c) for c in self.sim.received_commands if uuid in c]
