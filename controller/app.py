@@ -208,32 +208,36 @@ class Controller:
 
     def _start_stream(self, call, restart: bool = False) -> None:
         rule, info = call.rule, call.info
-        self.registry.expect(StreamSpec(
-            uuid=info.uuid, token=call.token, rate=rule.rate, channels=CHANNELS[rule.mix],
-            caller=info.caller_number, destination=info.destination, rule_name=rule.name,
-            metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata else None,
-        ))
-        url = audio_stream.stream_url(self.public_url, info.uuid)
-        commands = audio_stream.setvar_commands(info.uuid, rule, call.token)
+        try:
+            spec = StreamSpec(
+                uuid=info.uuid, token=call.token, rate=rule.rate, channels=CHANNELS[rule.mix],
+                caller=info.caller_number, destination=info.destination, rule_name=rule.name,
+                metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata is not None else None,
+            )
+            url = audio_stream.stream_url(self.public_url, info.uuid)
+            commands = audio_stream.setvar_commands(info.uuid, rule, call.token)
+            commands.append(audio_stream.start_command(info.uuid, url, rule.mix, rule.rate, rule.metadata))
+        except ValueError as exc:
+            # Nothing is sent for a call whose arguments would be refused (or worse, leak a WebSocket).
+            log.error("call %s: not streamed, invalid stream arguments: %s", info.uuid, exc)
+            self.calls.on_start_result(info.uuid, False, str(exc), time.monotonic(), permanent=True)
+            return
+        self.registry.expect(spec)
         if restart:
             # After a server-side close the module keeps the dead stream attached and refuses a new start
             # until stop; after ::error it has detached already and stop just answers -ERR. Either way: stop.
             self._send_quietly(audio_stream.stop_command(info.uuid))
-        commands.append(audio_stream.start_command(info.uuid, url, rule.mix, rule.rate, rule.metadata))
         detail = ""
-        try:
-            for command in commands:
-                detail = self.esl.bgapi(command).strip()
-                if not detail.startswith("+OK"):
-                    break
-        except (CommandError, CommandTimeout, NotConnectedError) as exc:
-            detail = str(exc)
+        for command in commands:
+            detail = self._send_quietly(command)
+            if not detail.startswith("+OK"):
+                break
         ok = detail.startswith("+OK")
         metrics.STREAM_STARTS.labels(rule.name).inc()
-        if not ok:
-            metrics.STREAM_START_FAILURES.inc()
-        else:
+        if ok:
             log.info("call %s: stream start accepted (%s %s Hz) -> %s", info.uuid, rule.mix, rule.rate, url)
+        else:
+            metrics.STREAM_START_FAILURES.inc()
         self._apply(self.calls.on_start_result(info.uuid, ok, detail, time.monotonic()))
 
     def _send_quietly(self, command: str) -> str:

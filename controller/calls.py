@@ -163,9 +163,14 @@ class CallBook:
 
     # ---- what the module and the recorder report ---------------------------------------------------
 
-    def on_start_result(self, uuid: str, ok: bool, detail: str, now: float) -> list[Action]:
+    def on_start_result(self, uuid: str, ok: bool, detail: str, now: float, permanent: bool = False) -> list[Action]:
+        """`permanent`: retrying cannot help (the arguments themselves are invalid)."""
         call = self.calls.get(uuid)
         if call is None or ok or call.phase is not Phase.STARTING:
+            return []
+        if permanent:
+            call.errors.append(detail)
+            call.phase = Phase.FAILED
             return []
         return self._lost(call, f"start refused: {detail}", now)
 
