@@ -173,7 +173,27 @@ class SimCall:
                 self.b_leg.answer()
             self.answer()
         gevent.wait([self.answered, self.hung_up], count=1)
-        if self.hung_up.is_set() or not auto_hangup:
+        if self.hung_up.is_set():
             return
-        if not self.hung_up.wait(duration_s):
+        if self.media.playbacks:
+            gevent.spawn(self._note_playbacks)
+        if auto_hangup and not self.hung_up.wait(duration_s):
             self.hangup("NORMAL_CLEARING", by_dialplan=True)
+
+    def _note_playbacks(self) -> None:
+        """FreeSWITCH records each finished playback in channel variables, then the dialplan's
+        current application is set again (so it comes after them)."""
+        for playback in sorted(self.media.playbacks, key=lambda p: p.end_s):
+            remaining = self.answered_at + playback.end_s - time.monotonic()
+            if self.hung_up.wait(max(0.0, remaining)) or self.hangup_us:
+                return
+            milliseconds = int(round((playback.end_s - playback.start_s) * 1000))
+            samples = str(len(playback.audio) // 2)
+            self._apply([
+                ("playback_last_offset_pos", samples),
+                ("playback_seconds", str(milliseconds // 1000)),
+                ("playback_ms", str(milliseconds)),
+                ("playback_samples", samples),
+                ("current_application_data", self.application_data),
+                ("current_application", self.application),
+            ])

@@ -51,12 +51,6 @@ class CallMedia:
         return None
 
 
-def _window(pcm: bytes, offset: int, length: int) -> bytes:
-    """length bytes of pcm from offset, padded with silence past its end."""
-    piece = pcm[offset : offset + length] if offset >= 0 else b""
-    return piece + bytes(length - len(piece))
-
-
 class StreamAudio:
     """What one stream (mix type, rate) puts into its buffer per tick; None means nothing that tick."""
 
@@ -66,24 +60,26 @@ class StreamAudio:
         self.media = media
         self.mix = mix
         self.rate = rate
-        self.tick_bytes = rate * 20 // 1000 * signals.SAMPLE_BYTES
-        # Converted once per stream: a call is seconds long, and every tick is then a slice.
-        self._speech = signals.resample(media.speech, media.codec_rate, rate)
-        self._played = {id(p): signals.resample(p.audio, media.codec_rate, rate) for p in media.playbacks}
+        self.tick_samples = rate * 20 // 1000
+        self.tick_bytes = self.tick_samples * signals.SAMPLE_BYTES
 
     @property
     def channels(self) -> int:
         return 2 if self.mix == "stereo" else 1
 
+    def _slice(self, pcm: bytes, tick: int) -> bytes:
+        """Tick `tick` of pcm (codec rate) at the stream's rate; silence past its end."""
+        piece = signals.resample(pcm, self.media.codec_rate, self.rate, tick * self.tick_samples, self.tick_samples)
+        return piece + bytes(self.tick_bytes - len(piece))
+
     def chunk(self, tick: int) -> bytes | None:
-        speech = _window(self._speech, tick * self.tick_bytes, self.tick_bytes)
+        speech = self._slice(self.media.speech, tick)
         if self.mix == "mono":
             return speech
         playback = self.media.playback_at(tick)
         if playback is None:
             return None
-        offset = (tick - playback.first_tick) * self.tick_bytes
-        played = _window(self._played[id(playback)], offset, self.tick_bytes)
+        played = self._slice(playback.audio, tick - playback.first_tick)
         if self.mix == "mixed":
             return signals.mix(speech, played)
         return signals.interleave(speech, played)

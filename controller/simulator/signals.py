@@ -10,6 +10,7 @@ import math
 import sys
 import wave
 from array import array
+from functools import lru_cache
 
 SAMPLE_BYTES = 2
 TONE_AMPLITUDE = 9800  # about what tone_stream://%(500,0,800) peaks at in the captures
@@ -42,12 +43,24 @@ def tone(frequency: float, seconds: float, rate: int, amplitude: int = TONE_AMPL
     return _to_bytes(array("h", (int(amplitude * math.sin(step * i)) for i in range(count))))
 
 
+PHRASE_S = 4.0  # speech_like repeats a phrase of this length
+
+
 def speech_like(seconds: float, rate: int, seed: int = 1) -> bytes:
     """A voice-like test signal: syllables of a few harmonics, with short pauses between words.
 
     Recognisable in a recording (not silence, not a pure tone) and the same for the same seed.
+    A 4 s phrase, repeated: long calls cost no more to make than short ones.
     """
     count = int(round(seconds * rate))
+    phrase = _phrase(rate, seed)
+    repeats = count * SAMPLE_BYTES // len(phrase) + 1
+    return (phrase * repeats)[: count * SAMPLE_BYTES]
+
+
+@lru_cache(maxsize=16)
+def _phrase(rate: int, seed: int) -> bytes:
+    count = int(PHRASE_S * rate)
     syllables_per_second = 4.0
     state = seed * 2654435761 % 2**32 or 1
     pitches: list[float] = []
@@ -85,21 +98,31 @@ def read_wav(path: str) -> tuple[bytes, int]:
     return frames, rate
 
 
-def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
-    """Linear-interpolation rate change (FreeSWITCH uses speex; any fixed, smooth method will do)."""
-    if from_rate == to_rate or not pcm:
-        return pcm
-    source = _to_samples(pcm)
-    count = len(source) * to_rate // from_rate
-    last = len(source) - 1
+def resample(pcm: bytes, from_rate: int, to_rate: int, first: int = 0, count: int | None = None) -> bytes:
+    """Linear-interpolation rate change (FreeSWITCH uses speex; any fixed, smooth method will do).
+
+    Gives output samples [first, first + count) of the whole converted signal (all of it by
+    default), computed in integers so any slice equals the same slice of the whole.
+    """
+    if len(pcm) % SAMPLE_BYTES:
+        raise ValueError(f"PCM must be whole 16-bit samples; got {len(pcm)} bytes (an odd count)")
+    if from_rate == to_rate:
+        return pcm[first * SAMPLE_BYTES :][: None if count is None else count * SAMPLE_BYTES]
+    available = len(pcm) // SAMPLE_BYTES
+    total = available * to_rate // from_rate
+    count = max(0, min(total - first, total if count is None else count))
+    if not count:
+        return b""
+    # Only the source samples this slice interpolates between.
+    low = first * from_rate // to_rate
+    high = min(available - 1, (first + count - 1) * from_rate // to_rate + 1)
+    source = _to_samples(pcm[low * SAMPLE_BYTES : (high + 1) * SAMPLE_BYTES])
     out = array("h", bytes(count * SAMPLE_BYTES))
     for j in range(count):
-        position = j * from_rate / to_rate
-        i = int(position)
-        frac = position - i
-        a = source[i]
-        b = source[i + 1] if i < last else a
-        out[j] = int(round(a + (b - a) * frac))
+        i, remainder = divmod((first + j) * from_rate, to_rate)
+        a = source[i - low]
+        b = source[i - low + 1] if i < available - 1 else a
+        out[j] = a + ((b - a) * remainder * 2 + to_rate) // (2 * to_rate)  # rounded
     return _to_bytes(out)
 
 
