@@ -54,6 +54,19 @@ def _event_name(token: str) -> str | None:
     return name if name in EVENT_NAMES else None
 
 
+def _event_words(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """(event names, CUSTOM subclasses) as mod_event_socket reads them: words that name no event
+    are skipped, and every word after CUSTOM is a subclass."""
+    names: list[str] = []
+    subclasses: list[str] = []
+    for token in tokens:
+        if "CUSTOM" in names:
+            subclasses.append(token)
+        elif (name := _event_name(token)) is not None:
+            names.append(name)
+    return names, subclasses
+
+
 def _regex_matches(expression: str, value: str) -> bool:
     """switch_regex_perform on "/pattern/flags": the i flag ignores case."""
     body, slash, flags = expression[1:].rpartition("/")
@@ -247,52 +260,34 @@ class EslConnection:
         gevent.spawn(self.server.switch.run_background_job, job_uuid, command, args or None)
 
     def _event(self, line: str) -> str:
-        tokens = line.split(" ")[1:]
+        tokens = [t for t in line.split(" ")[1:] if t]
         sub = self.subscription
-        known = 0
-        custom = False
-        for position, token in enumerate(t for t in tokens if t):
-            if position == 0 and token.lower() in ("plain", "json", "xml"):
-                if token.lower() == "xml":
-                    return "-ERR xml events are not supported by the simulator; use plain or json"
-                sub.event_format = token.lower()
-                continue
-            if custom:
-                sub.subclasses.add(token)
-                continue
-            name = _event_name(token)
-            if name is None:
-                continue
-            known += 1
-            sub.names.add(name)
-            custom = custom or name == "CUSTOM"
-        if not known:
+        if tokens and tokens[0].lower() in ("plain", "json", "xml"):
+            event_format = tokens.pop(0).lower()
+            if event_format == "xml":
+                return "-ERR xml events are not supported by the simulator; use plain or json"
+            sub.event_format = event_format
+        names, subclasses = _event_words(tokens)
+        if not names:
             return "-ERR no keywords supplied"
+        sub.names.update(names)
+        sub.subclasses.update(subclasses)
         sub.enabled = True
         return f"+OK event listener enabled {sub.event_format}"
 
     def _nixevent(self, line: str) -> str:
         sub = self.subscription
-        known = 0
-        custom = False
-        for token in (t for t in line.split(" ")[1:] if t):
-            if custom:
-                sub.subclasses.discard(token)
-                continue
-            name = _event_name(token)
-            if name is None:
-                continue
-            known += 1
-            if name == "CUSTOM":
-                custom = True
-            elif name == "ALL":
+        names, subclasses = _event_words([t for t in line.split(" ")[1:] if t])
+        if not names:
+            return "-ERR no keywords supplied"
+        for name in names:
+            if name == "ALL":
                 sub.names.clear()
-            else:
-                if "ALL" in sub.names:
+            elif name != "CUSTOM":
+                if "ALL" in sub.names:  # nixing one name out of ALL leaves all the others
                     sub.names = set(EVENT_NAMES) - {"ALL"}
                 sub.names.discard(name)
-        if not known:
-            return "-ERR no keywords supplied"
+        sub.subclasses.difference_update(subclasses)
         sub.enabled = True
         return "+OK events nixed"
 
