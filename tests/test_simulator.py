@@ -546,6 +546,17 @@ def test_pause_sends_nothing_until_resume(sim, esl, ws):
     call.hangup()
 
 
+def test_a_stream_started_before_the_answer_sends_audio_from_the_answer_on(sim, esl, ws):
+    call = sim.place_call("9999", answer=False, auto_hangup=False)
+    assert start_stream(esl, call, ws.url("/early")) == "+OK Success\n"
+    peer = ws.next_peer()
+    with pytest.raises(Empty):
+        peer.next_frame(wsf.BINARY, timeout=0.2)
+    call.answer()
+    assert len(peer.next_frame(wsf.BINARY)[1]) == 320
+    call.hangup()
+
+
 def test_heartbeat_pings_with_payload_ping(sim, esl, ws):
     call = held_call(sim, variables={"STREAM_HEART_BEAT": "1"})
     start_stream(esl, call, ws.url("/hb"))
@@ -696,6 +707,10 @@ def test_frame_size_faults_recut_the_same_audio(sim, esl, ws, option, sizes):
 def test_drop_esl_connections_closes_without_a_notice(sim, esl):
     sim.drop_esl_connections()
     assert esl.read_until_eof() == b""
+    other = EslClient(sim.esl_port).login()
+    sim.drop_esl_connections(reset=True)
+    with pytest.raises(ConnectionResetError):
+        other.read_until_eof()
 
 
 def test_cut_next_event_sends_part_of_it_then_closes(sim, esl):

@@ -90,7 +90,9 @@ class ChannelFacts:
     @property
     def channel_name(self) -> str:
         if self.direction == "outbound":
-            return f"sofia/internal/{self.dial_target or self.destination}@127.0.0.1:5080"
+            # A dial string such as user/1001 names the endpoint by its last part.
+            endpoint = (self.dial_target or self.destination).rsplit("/", 1)[-1]
+            return f"sofia/internal/{endpoint}@127.0.0.1:5080"
         return f"sofia/internal/{self.caller_id_number}@127.0.0.1:5070"
 
     @property

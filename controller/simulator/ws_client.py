@@ -219,9 +219,10 @@ class SimStream:
         except gevent.Timeout:
             raise HandshakeFailed(10, "Timeout") from None
         except OSError as exc:
-            if exc.errno:
-                raise HandshakeFailed(6, f"{os.strerror(exc.errno)} (system error {exc.errno})") from None
-            raise HandshakeFailed(6, str(exc) or "Connection failed") from None
+            if exc.errno:  # e.g. "Connection refused (system error 111)", as the module words it
+                reason = exc.strerror or os.strerror(exc.errno)
+                raise HandshakeFailed(6, f"{reason} (system error {exc.errno})") from None
+            raise HandshakeFailed(6, "WebSocket upgrade failed") from None
         self.response_bytes = head
         try:
             response = wsf.parse_upgrade_response(head)
@@ -263,9 +264,9 @@ class SimStream:
         sizes = [buffer_bytes + 1, buffer_bytes - 1] if self.odd_frames else self.frame_sizes
         self._chunker = FrameChunker(buffer_bytes, sizes)
         # A stream started before the answer (the module pre-answers) gets audio from the answer on.
-        while not call.answered.wait(0.05):
-            if self._state != "open":
-                return
+        gevent.wait([call.answered, self._wake], count=1)
+        if self._state != "open":
+            return
         tick = max(0, int((time.monotonic() - call.answered_at) / PTIME_S) + 1)
         while self._state == "open":
             due = call.answered_at + (tick + 1) * PTIME_S
