@@ -15,6 +15,9 @@ module's quirks and bugs) but never needs them: header templates are Python data
     sim.wait_for_command("api uuid_audio_stream", timeout=5); sim.received_commands
     sim.stop()
 
+History for assertions: sim.received_commands (every command, in order), sim.all_connections
+(each with .commands), sim.all_calls, sim.streams / sim.leaked_streams, sim.fired_events.
+
 What lives where:
     switch.py             Simulator: channels, api commands, events, fault knobs
     esl_server.py         the inbound Event Socket (auth, subscriptions, filters, api/bgapi)

@@ -123,10 +123,6 @@ class SimStream:
     def sent_pcm(self) -> bytes:
         return b"".join(payload for _, payload in self.binary_frames)
 
-    @property
-    def is_open(self) -> bool:
-        return self._state == "open"
-
     def __repr__(self) -> str:
         return f"<SimStream {self.uuid} {self.url} {self.mix}/{self.rate} {self._state} {self.end_reason!r}>"
 
@@ -144,9 +140,7 @@ class SimStream:
         if self._state == "connecting":
             self._finish(reason)
             return
-        if self._state != "open":
-            if not self.ended.is_set():
-                self._finish(reason)
+        if self._state != "open":  # already closing, or ended by the server or an error
             return
         self._state = "closing"
         self._wake.set()
