@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from controller.esl import protocol
 from controller.esl.protocol import (
     MAX_HEADER_BLOCK,
     CommandReader,
@@ -432,3 +433,8 @@ def test_command_reader_refuses_an_endless_command() -> None:
     with pytest.raises(ProtocolError, match="command longer than allowed"):
         for _ in range(MAX_HEADER_BLOCK // 1024 + 2):
             reader.feed(b"x" * 1024)
+
+
+def test_json_array_headers_read_as_in_plain_events() -> None:
+    event = protocol.parse_json_event(b'{"Event-Name":"CHANNEL_ANSWER","variable_DP_MATCH":["hold6000","6000"]}')
+    assert event.headers["variable_DP_MATCH"] == "ARRAY::hold6000|:6000"

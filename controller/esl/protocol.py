@@ -169,6 +169,13 @@ def parse_plain_event(data: bytes) -> Event:
     return Event(headers, rest[:length].decode("utf-8", "replace"))
 
 
+def _header_from_json(value) -> str:
+    # FreeSWITCH writes array variables as JSON arrays here but as "ARRAY::a|:b" in plain: keep one form.
+    if isinstance(value, list):
+        return "ARRAY::" + "|:".join(str(item) for item in value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def parse_json_event(data: bytes) -> Event:
     try:
         document = json.loads(data)
@@ -177,7 +184,7 @@ def parse_json_event(data: bytes) -> Event:
     if not isinstance(document, dict):
         raise ProtocolError("event-json body is not a JSON object")
     body = document.pop("_body", "")
-    headers = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in document.items()}
+    headers = {str(k): _header_from_json(v) for k, v in document.items()}
     return Event(headers, body if isinstance(body, str) else json.dumps(body))
 
 
