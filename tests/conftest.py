@@ -17,3 +17,31 @@ def captures() -> pathlib.Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"captures not found at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture
+def sim():
+    """A simulated FreeSWITCH on an ephemeral loopback port, shut down after the test."""
+    from controller.simulator import Simulator
+
+    simulator = Simulator(host="127.0.0.1", esl_port=0, password="ClueCon")
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def harness(sim, tmp_path):
+    """make(rules_yaml, extra_yaml="") -> a started Harness (controller in this process) against `sim`."""
+    from harness import RULE_9999, Harness
+
+    made = []
+
+    def make(rules: str = RULE_9999, extra: str = ""):
+        h = Harness(sim, tmp_path / "rec", rules, extra).start()
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.stop()

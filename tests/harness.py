@@ -4,15 +4,42 @@ from __future__ import annotations
 
 import json
 import pathlib
+import socket
+import subprocess
+import sys
 import textwrap
 import time
 import wave
 from dataclasses import dataclass
 
+import gevent
 from gevent.event import Event
 
 from controller.app import Controller
 from controller.config import parse_config
+
+
+# The rule most tests use: extension 9999, mono 8000 (the defaults).
+RULE_9999 = """\
+- name: ext9999
+  match: {destination: "9999"}
+"""
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (for a child process that must be told its port)."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    """Poll a condition that has no event to wait on (e.g. audio sent so far), bounded in time."""
+    with gevent.Timeout(timeout, TimeoutError(f"timed out waiting for {what}")):
+        while not condition():
+            gevent.sleep(0.02)
 
 
 def first_line(command: str) -> str:
@@ -96,3 +123,20 @@ class Harness:
             pcm = wav.readframes(wav.getnframes())
         sidecar = json.loads(path.with_suffix(".json").read_text())
         return Recording(path, rate, channels, pcm, sidecar)
+
+
+def controller_process(sim, tmp_path: pathlib.Path, rules: str = RULE_9999) -> subprocess.Popen:
+    """The controller as a user runs it (`python -m controller -c FILE`), against `sim`.
+
+    Its config is tmp_path/controller.yaml, its recordings go to tmp_path/rec, its log to
+    tmp_path/controller.log (a file, not a pipe: a pipe nobody reads would block a chatty process).
+    """
+    config = tmp_path / "controller.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        esl: {{host: 127.0.0.1, port: {sim.esl_port}, password: ClueCon}}
+        recorder: {{listen_host: 127.0.0.1, listen_port: {free_port()}, directory: {tmp_path / 'rec'}}}
+        rules:
+        """) + textwrap.indent(textwrap.dedent(rules), "  "))
+    with open(tmp_path / "controller.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "controller", "-c", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=log)

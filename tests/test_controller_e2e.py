@@ -6,32 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import Harness
-
-from controller.simulator import Simulator
 from controller.simulator import signals
-
-
-@pytest.fixture
-def sim():
-    simulator = Simulator(host="127.0.0.1", esl_port=0, password="ClueCon")
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def harness(sim, tmp_path):
-    made = []
-
-    def make(rules: str, extra: str = "") -> Harness:
-        h = Harness(sim, tmp_path / "rec", rules, extra).start()
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.stop()
 
 
 RULE_9999 = """\

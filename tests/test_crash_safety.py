@@ -4,63 +4,17 @@ the last second, and that audio is exactly what the switch sent."""
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
-import socket
-import subprocess
-import sys
-import textwrap
 import wave
 
-import gevent
-import pytest
-
-from controller.simulator import Simulator
+from harness import controller_process, wait_until
 
 BYTES_PER_SECOND = 8000 * 2
 
 
-def free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    with gevent.Timeout(timeout, TimeoutError(f"timed out waiting for {what}")):
-        while not condition():
-            gevent.sleep(0.02)
-
-
-@pytest.fixture
-def sim():
-    simulator = Simulator(host="127.0.0.1", esl_port=0, password="ClueCon")
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-def start_controller(sim, tmp_path) -> tuple[subprocess.Popen, pathlib.Path]:
-    port = free_port()
-    directory = tmp_path / "rec"
-    config = tmp_path / "controller.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        esl: {{host: 127.0.0.1, port: {sim.esl_port}, password: ClueCon}}
-        recorder: {{listen_host: 127.0.0.1, listen_port: {port}, directory: {directory}}}
-        rules:
-          - name: ext9999
-            match: {{destination: "9999"}}
-        """))
-    process = subprocess.Popen([sys.executable, "-m", "controller", "-c", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return process, directory
-
-
-
 def test_sigkill_mid_call_leaves_a_playable_wav(sim, tmp_path):
-    process, directory = start_controller(sim, tmp_path)
+    process = controller_process(sim, tmp_path)
+    directory = tmp_path / "rec"
     try:
         sim.wait_for_command("event ", timeout=20)
         call = sim.place_call("9999", duration_s=6.0)

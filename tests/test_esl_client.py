@@ -20,19 +20,10 @@ from controller.esl.client import (
     ConnectionLost,
     EventSocketClient,
 )
-from controller.simulator import Simulator
 
 SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM "
                 "mod_audio_stream::connect mod_audio_stream::disconnect mod_audio_stream::error "
                 "mod_audio_stream::json")
-
-
-@pytest.fixture
-def sim():
-    simulator = Simulator(host="127.0.0.1", esl_port=0, password="ClueCon")
-    simulator.start()
-    yield simulator
-    simulator.stop()
 
 
 def make_client(sim, password="ClueCon", **kwargs) -> EventSocketClient:

@@ -7,53 +7,14 @@ sidecar — and a call that did not suffer the fault is untouched by it.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 import wave
 
-import gevent
-import pytest
-from harness import Harness, first_line
-
-from controller.simulator import Simulator
+from harness import Harness, controller_process, first_line, wait_until
 
 TOLERANCE_S = 0.1
-RULE = """\
-- name: ext9999
-  match: {destination: "9999"}
-"""
-
-
-@pytest.fixture
-def sim():
-    simulator = Simulator(host="127.0.0.1", esl_port=0, password="ClueCon")
-    simulator.start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def harness(sim, tmp_path):
-    made = []
-
-    def make(rules: str = RULE, extra: str = "") -> Harness:
-        h = Harness(sim, tmp_path / "rec", rules, extra).start()
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.stop()
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    with gevent.Timeout(timeout, TimeoutError(f"timed out waiting for {what}")):
-        while not condition():
-            gevent.sleep(0.02)
 
 
 def streamed_for(sim, call, seconds: float) -> None:
@@ -145,26 +106,8 @@ def test_calls_beyond_the_stream_cap_are_not_streamed_and_counted(sim, harness):
 # ---- signals, on the real process --------------------------------------------------------------------
 
 
-def controller_process(sim, tmp_path, rules: str = RULE) -> tuple[subprocess.Popen, object]:
-    import socket
-
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    config = tmp_path / "controller.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        esl: {{host: 127.0.0.1, port: {sim.esl_port}, password: ClueCon}}
-        recorder: {{listen_host: 127.0.0.1, listen_port: {port}, directory: {tmp_path / 'rec'}}}
-        rules:
-        """) + textwrap.indent(textwrap.dedent(rules), "  "))
-    process = subprocess.Popen([sys.executable, "-m", "controller", "-c", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return process, config
-
-
 def test_sigterm_finalises_every_open_recording_and_exits_0(sim, tmp_path):
-    process, _ = controller_process(sim, tmp_path)
+    process = controller_process(sim, tmp_path)
     try:
         sim.wait_for_command("event ", timeout=20)
         calls = [sim.place_call("9999", duration_s=30.0) for _ in range(2)]
@@ -187,7 +130,8 @@ def test_sigterm_finalises_every_open_recording_and_exits_0(sim, tmp_path):
 
 
 def test_sighup_reloads_rules_and_refuses_a_broken_file(sim, tmp_path):
-    process, config = controller_process(sim, tmp_path)
+    process = controller_process(sim, tmp_path)
+    config, log = tmp_path / "controller.yaml", tmp_path / "controller.log"
     try:
         sim.wait_for_command("event ", timeout=20)
         live = sim.place_call("9999", duration_s=30.0)
@@ -195,12 +139,12 @@ def test_sighup_reloads_rules_and_refuses_a_broken_file(sim, tmp_path):
         good = config.read_text()
         config.write_text(good.replace('destination: "9999"', 'destination: "9999"\n    mix: quad'))
         process.send_signal(signal.SIGHUP)
-        wait_until(lambda: "reload refused" in read_stderr_line(process, "reload"), 10, "the reload to be refused")
+        wait_until(lambda: "reload refused" in log.read_text(), 10, "the reload to be refused")
         still = sim.place_call("9999", duration_s=1.0)
         sim.wait_for_command(lambda c: f"{still.uuid} start" in c, timeout=5)  # old rules in force
         config.write_text(good.replace('destination: "9999"', 'destination: "8888"'))
         process.send_signal(signal.SIGHUP)
-        wait_until(lambda: "reloaded" in read_stderr_line(process, "reload"), 10, "the reload")
+        wait_until(lambda: "reloaded" in log.read_text(), 10, "the reload")
         after = sim.place_call("8888", duration_s=1.0)
         sim.wait_for_command(lambda c: f"{after.uuid} start" in c, timeout=5)  # new rules in force
         assert after.hung_up.wait(10)
@@ -211,11 +155,3 @@ def test_sighup_reloads_rules_and_refuses_a_broken_file(sim, tmp_path):
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-def read_stderr_line(process: subprocess.Popen, word: str) -> str:
-    """The next stderr line of the controller that mentions `word` (blocking, bounded by the caller)."""
-    while True:
-        line = process.stderr.readline()
-        if not line or word in line:
-            return line
