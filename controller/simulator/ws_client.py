@@ -108,7 +108,7 @@ class SimStream:
 
         self._state = "connecting"  # connecting -> open -> closing -> closed
         self._sock: socket.socket | None = None
-        self._opened_at = time.monotonic()
+        self.opened_at = time.monotonic()  # when the TCP connection opened; frame times count from here
         self._send_lock = Semaphore()
         self._wake = Event()  # cuts the pacing sleep short when the stream stops
         self._peer_closed = Event()
@@ -204,7 +204,7 @@ class SimStream:
         try:
             with gevent.Timeout(HANDSHAKE_TIMEOUT_S):
                 sock = gsocket.create_connection((url.host, url.port))
-                self._opened_at = time.monotonic()
+                self.opened_at = time.monotonic()
                 if url.scheme == "wss":
                     sock = self._wrap_tls(sock, url.host)
                 self._sock = sock
@@ -373,7 +373,7 @@ class SimStream:
     # ---- plumbing ----
 
     def _now(self) -> float:
-        return time.monotonic() - self._opened_at
+        return time.monotonic() - self.opened_at
 
     def _send(self, opcode: int, payload: bytes, force: bool = False) -> None:
         with self._send_lock:
