@@ -38,7 +38,8 @@ from greenswitch.esl import NotConnectedError
 log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
-# How a recording ended, as the recorder reports it: lost (restart the stream) or ended on purpose (don't).
+# How a stream or recording ended, as the recorder reports it: lost (restart the stream) or ended on
+# purpose (don't). A clean close (client_close) is neither: the module's stop or the call's hangup.
 LOST_REASONS = ("eof", "protocol_error", "internal_error")
 DELIBERATE_REASONS = ("max_duration", "max_bytes", "write_error")
 
@@ -55,7 +56,7 @@ class Controller:
             filename_template=rec.filename_template,
             max_duration_s=rec.max_call_s,
             max_bytes=rec.max_call_bytes,
-            on_open=lambda uuid: metrics.RECORDINGS_OPEN.inc(),
+            on_detach=self._on_recording_detached,
             on_close=self._on_recording_closed,
         )
         self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token,
@@ -72,6 +73,7 @@ class Controller:
             on_connect=self._on_esl_connect,
             on_disconnect=self._on_esl_disconnect,
         )
+        metrics.RECORDINGS_OPEN.set_function(lambda: len(self.recorder.open_recordings()))
         self.esl.register_handle("CHANNEL_ANSWER", self._on_answer)
         self.esl.register_handle("CHANNEL_HANGUP_COMPLETE", self._on_hangup)
         self.esl.register_handle("mod_audio_stream::connect", self._on_stream_connect)
@@ -155,13 +157,14 @@ class Controller:
         metrics.ESL_CONNECTED.set(0)
         metrics.ESL_DISCONNECTS.inc()
 
-    def _on_recording_closed(self, uuid: str, reason: str) -> None:
-        metrics.RECORDINGS_OPEN.dec()
-        metrics.RECORDINGS_FINISHED.labels(reason).inc()
+    def _on_recording_detached(self, uuid: str, reason: str) -> None:
         if reason in LOST_REASONS:
             # The recorder often sees a dead connection before the module's ::error reaches us.
             self._apply(self.calls.on_stream_lost(uuid, f"recorder: {reason}", time.monotonic()))
-        elif reason in DELIBERATE_REASONS:
+
+    def _on_recording_closed(self, uuid: str, reason: str) -> None:
+        metrics.RECORDINGS_FINISHED.labels(reason).inc()
+        if reason in DELIBERATE_REASONS:
             self.calls.on_recording_finished(uuid, reason)
         for listener in self.recording_listeners:
             listener(uuid, reason)
@@ -200,6 +203,7 @@ class Controller:
                 gevent.spawn(self._stop_stream, action.call, action.reason)
             elif isinstance(action, ForgetCall):
                 self.registry.forget(action.uuid)
+                self.recorder.end_call(action.uuid, at=time.monotonic())
             elif isinstance(action, NotStreamed):
                 metrics.CALLS_NOT_STREAMED.labels(action.reason).inc()
                 level = logging.WARNING if action.reason == "limit" else logging.INFO
@@ -249,6 +253,8 @@ class Controller:
     def _stop_stream(self, call, reason: str) -> None:
         log.info("call %s: stopping stream: %s", call.uuid, reason)
         metrics.STREAM_STOPS.inc()
+        # Stopped on purpose: the recording ends when this connection closes, whatever the call does next.
+        self.recorder.end_call(call.uuid)
         reply = self._send_quietly(audio_stream.stop_command(call.uuid))
         if not reply.startswith("+OK"):
             log.warning("call %s: stop answered %r", call.uuid, reply)

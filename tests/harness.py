@@ -59,6 +59,19 @@ class Recording:
     def duration_s(self) -> float:
         return len(self.pcm) / (2 * self.channels * self.rate)
 
+    def audio_outside_gaps(self) -> bytes:
+        """The WAV's audio with every silence the recorder inserted (listed in the sidecar) cut out."""
+        frame = 2 * self.channels
+        kept, position = [], 0
+        for gap in self.sidecar["gaps"]:
+            kept.append(self.pcm[position:gap["start_frame"] * frame])
+            position = (gap["start_frame"] + gap["frames"]) * frame
+        kept.append(self.pcm[position:])
+        return b"".join(kept)
+
+    def gap_causes(self) -> list[str]:
+        return [gap["cause"] for gap in self.sidecar["gaps"]]
+
 
 class Harness:
     """Starts a Controller against a running Simulator; records which recordings were finalised."""

@@ -94,7 +94,8 @@ def test_registry_expect_lookup_forget():
 
 def test_sidecar_exists_from_the_start_and_tells_the_whole_story_at_the_end(tmp_path):
     clock = FakeClock()
-    recording = open_recording(tmp_path, clock)
+    # A threshold above the half second without audio below: this test is about the sidecar, not gaps.
+    recording = open_recording(tmp_path, clock, gap_threshold_s=1.0)
     side = tmp_path / "2026-03-04" / f"{UUID}.json"
     early = json.loads(side.read_text())
     assert early["close_reason"] is None and early["end_time"] is None

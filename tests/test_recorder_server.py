@@ -150,17 +150,28 @@ def captured_frames(scenario_dir, conn: str = "conn1") -> list[tuple[int, bytes]
 # ---- fixtures ---------------------------------------------------------------------------------------------
 
 class Recorder:
-    """A started RecorderServer with its registry, directory and a queue of on_open/on_close calls."""
+    """A started RecorderServer with its registry, directory and a queue of on_open/on_detach/on_close calls.
 
-    def __init__(self, tmp_path, **options):
+    Like the controller when a call hangs up right after its stream closes, it ends the call as soon as a
+    connection detaches (unless `end_on_detach=False`), so each stream here is one finalised recording.
+    """
+
+    def __init__(self, tmp_path, end_on_detach=True, **options):
         self.directory = tmp_path / "recordings"
         self.registry = RecordingRegistry()
         self.events = Queue()
+        self.end_on_detach = end_on_detach
         self.server = RecorderServer(self.registry, self.directory,
                                      on_open=lambda uuid: self.events.put(("open", uuid)),
                                      on_close=lambda uuid, reason: self.events.put(("close", uuid, reason)),
+                                     on_detach=self._detached,
                                      **options)
         self.port = self.server.start("127.0.0.1", 0)
+
+    def _detached(self, uuid, reason):
+        self.events.put(("detach", uuid, reason))
+        if self.end_on_detach:
+            self.server.end_call(uuid)
 
     def expect(self, uuid=UUID, rate=8000, channels=1, token=TOKEN, **extra):
         self.registry.expect(StreamSpec(uuid=uuid, token=token, rate=rate, channels=channels, **extra))
@@ -176,10 +187,14 @@ class Recorder:
         return self.events.get(timeout=TIMEOUT)
 
     def wait_closed(self, uuid=UUID):
+        """How the stream ended: the connection's reason when it detached first, else the recording's."""
+        detached = None
         while True:
             event = self.next_event()
+            if event[0] == "detach" and event[1] == uuid:
+                detached = event[2]
             if event[0] == "close" and event[1] == uuid:
-                return event[2]
+                return detached or event[2]
 
     def files(self):
         return sorted(p.relative_to(self.directory).as_posix() for p in self.directory.rglob("*") if p.is_file())
@@ -473,7 +488,8 @@ def test_failing_callback_does_not_break_the_recording(tmp_path, captures):
     def explode(uuid):
         raise RuntimeError("callback bug")
 
-    server = RecorderServer(registry, tmp_path, on_open=explode, on_close=lambda u, r: done.put(r))
+    server = RecorderServer(registry, tmp_path, on_open=explode, on_close=lambda u, r: done.put(r),
+                            on_detach=lambda u, r: server.end_call(u))
     port = server.start()
     try:
         client = RawClient(port)

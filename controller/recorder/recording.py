@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .sidecar import Sidecar, sidecar_path_for, write_json_atomically
+from .timeline import Gap, Timeline
 from .wav import PART_SUFFIX, RecordingError, RepairResult, WavWriter, final_path_for, part_path_for, repair
 
 log = logging.getLogger("controller.recorder")
@@ -167,10 +168,15 @@ def choose_path(directory: Path, relative: PurePosixPath) -> Path:
 # ---- one recording ----------------------------------------------------------------------------------
 
 class Recording:
-    """A call's WAV and sidecar while its stream is connected, with the recorder's limits applied."""
+    """A call's WAV and sidecar, from its first connection until the call is over, with the recorder's
+    limits applied. A stream that drops only detaches it: the next connection for the call continues the
+    same file, the time in between written as silence and listed as a gap.
+    """
 
     def __init__(self, spec: StreamSpec, writer: WavWriter, sidecar: Sidecar, *, max_duration_s: float | None,
-                 max_bytes: int | None, clock: Callable[[], float], now: Callable[[], datetime]) -> None:
+                 max_bytes: int | None, clock: Callable[[], float], now: Callable[[], datetime],
+                 gap_threshold_s: float = 0.3, origin: float | None = None,
+                 first_cause: str | None = None) -> None:
         self.spec = spec
         self.writer = writer
         self.sidecar = sidecar
@@ -179,6 +185,13 @@ class Recording:
         self._clock = clock
         self._now = now
         self.opened_at = clock()
+        self.timeline = Timeline(spec.rate, self.opened_at if origin is None else origin, gap_threshold_s)
+        # Why the next silence is there: after a detach the stream was lost; otherwise nothing was sent.
+        self._next_cause = first_cause
+        self.detached_at: float | None = None
+        self.detach_reason: str | None = None  # how the last connection ended, while detached
+        self._connection_errors: list[str] = []  # what went wrong on connections that ended before the call
+        self.silent_frames = sum(int(g.get("frames", 0)) for g in sidecar.gaps)
         self.limit_reason: str | None = None
         # Both limits become one byte budget in whole frames; the smaller one names the reason.
         self._budget: int | None = None
@@ -196,7 +209,8 @@ class Recording:
     def open(cls, spec: StreamSpec, directory: os.PathLike | str, template: FilenameTemplate, *,
              max_duration_s: float | None = None, max_bytes: int | None = None,
              header_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
-             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> "Recording":
+             now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+             gap_threshold_s: float = 0.3) -> "Recording":
         started = now()
         directory = Path(directory)
         relative = template.render(moment=started, uuid=spec.uuid, caller=spec.caller,
@@ -212,7 +226,8 @@ class Recording:
                           rate=spec.rate, channels=spec.channels, wav=final.name, started_at=started,
                           metadata=spec.metadata)
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now)
+                        now=now, gap_threshold_s=gap_threshold_s)
+        recording.attach()
         try:
             sidecar.write(recording.sidecar_path)
         except RecordingError:
@@ -221,9 +236,63 @@ class Recording:
             raise
         return recording
 
+    @classmethod
+    def resume(cls, spec: StreamSpec, final_path: Path, *, away_s: float, cause: str,
+               max_duration_s: float | None = None, max_bytes: int | None = None, header_interval_s: float = 1.0,
+               clock: Callable[[], float] = time.monotonic,
+               now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+               gap_threshold_s: float = 0.3) -> "Recording":
+        """Continue a recording an earlier process left (repaired at start-up), `away_s` seconds later."""
+        writer = WavWriter.resume(final_path, spec.rate, spec.channels, header_interval_s=header_interval_s,
+                                  clock=clock)
+        sidecar = Sidecar(uuid=spec.uuid, caller=spec.caller, destination=spec.destination, rule=spec.rule_name,
+                          rate=spec.rate, channels=spec.channels, wav=final_path.name, started_at=now(),
+                          metadata=spec.metadata)
+        try:
+            earlier = json.loads(sidecar_path_for(final_path).read_text(encoding="utf-8"))
+            sidecar.started_at = datetime.fromisoformat(earlier["start_time"].replace("Z", "+00:00"))
+            sidecar.frames = int(earlier.get("frames", 0))
+            sidecar.text_frames = list(earlier.get("text_frames", []))
+            sidecar.gaps = list(earlier.get("gaps", []))
+            sidecar.connections = int(earlier.get("connections", 1))
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("call %s: no usable sidecar beside %s; starting a new one", spec.uuid, final_path)
+        # The audio on disk ends where the earlier process stopped; `away_s` later is now.
+        origin = clock() - writer.sample_frames / spec.rate - away_s
+        recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
+                        now=now, gap_threshold_s=gap_threshold_s, origin=origin, first_cause=cause)
+        recording.attach()
+        return recording
+
     @property
     def path(self) -> Path:
         return self.writer.final_path
+
+    def attach(self) -> None:
+        """A new connection carries the call's audio again."""
+        self.detached_at = None
+        self.detach_reason = None
+        self.sidecar.connections += 1
+
+    def detach(self, reason: str, error: str | None = None) -> None:
+        """The connection ended but the call goes on: keep the file open, its header current."""
+        self.detached_at = self._clock()
+        self.detach_reason = reason
+        if error:
+            self._connection_errors.append(error)
+        self._next_cause = "stream_lost"
+        try:
+            self.writer.refresh_header(force=True)
+        except RecordingError as exc:
+            log.error("call %s: %s", self.spec.uuid, exc)
+
+    def _add_gap(self, frames: int, cause: str) -> None:
+        gap = Gap(self.writer.sample_frames, frames, cause, self.spec.rate)
+        self.writer.append_silence(frames)
+        self.silent_frames += frames
+        self.sidecar.gaps.append(gap.to_dict())
+        log.info("call %s: %.3f s of silence for %s at %.3f s", self.spec.uuid, frames / self.spec.rate, cause,
+                 gap.start_frame / self.spec.rate)
 
     def elapsed_s(self) -> float:
         return self._clock() - self.opened_at
@@ -232,6 +301,11 @@ class Recording:
         """Write one binary frame; returns the limit reason once a limit is reached (the rest is cut off)."""
         if self.limit_reason is not None:
             return self.limit_reason
+        frame_s = len(data) / (self.writer.frame_size * self.spec.rate)
+        silence = self.timeline.silence_before(self._clock(), frame_s, self.writer.sample_frames)
+        if silence:
+            self._add_gap(silence, self._next_cause or "no_audio")
+        self._next_cause = None
         self.sidecar.frames += 1
         if self._budget is not None:
             room = self._budget - self.writer.data_bytes - self.writer.pending_bytes
@@ -255,16 +329,30 @@ class Recording:
         return self.limit_reason
 
     def finish(self, reason: str, *, close_code: int | None = None, close_text: str | None = None,
-               error: str | None = None) -> Path:
-        """Finalise the WAV (rename to its final name) and the sidecar. Safe to call once only."""
+               error: str | None = None, end_at: float | None = None) -> Path:
+        """Finalise the WAV (rename to its final name) and the sidecar. Safe to call once only.
+
+        `end_at` (same clock as arrivals): when the call ended; silence up to it keeps the timeline true when
+        the stream was down at the end. Without it the recording ends when its last connection did.
+        """
         if self.finished:
             raise RecordingError(self.path, "the recording is already finished")
         self.finished = True
         sidecar = self.sidecar
         sidecar.close_reason = reason
-        sidecar.close_code = close_code
-        sidecar.close_text = close_text
-        errors = [error] if error else []
+        if close_code is not None or close_text is not None or sidecar.close_code is None:
+            sidecar.close_code = close_code
+            sidecar.close_text = close_text
+        errors = self._connection_errors + ([error] if error else [])
+        if reason not in (WRITE_ERROR, MAX_BYTES, MAX_DURATION):
+            moment = end_at if end_at is not None else self.detached_at if self.detached_at is not None \
+                else self._clock()
+            try:
+                tail = self.timeline.silence_until(moment, self.writer.sample_frames)
+                if tail:
+                    self._add_gap(tail, "tail")
+            except RecordingError as exc:
+                errors.append(str(exc))
         try:
             self.writer.close()
         except RecordingError as exc:
@@ -273,6 +361,7 @@ class Recording:
         sidecar.bytes = self.writer.data_bytes
         sidecar.duration_s = self.writer.duration_s
         sidecar.dropped_bytes = self.writer.dropped_bytes
+        sidecar.captured_s = max(0.0, (self.writer.sample_frames - self.silent_frames) / self.spec.rate)
         sidecar.error = "; ".join(errors) or None
         sidecar.write(self.sidecar_path)
         return self.path
@@ -292,6 +381,8 @@ class Recovered:
     final_path: Path
     repair: RepairResult
     renamed: bool  # False when a file with the final name already existed: the .part is kept as it is
+    last_write: float = 0.0  # wall-clock time the earlier process last wrote audio (the file's mtime)
+    uuid: str | None = None  # the call, from the sidecar (so a live call can continue the same file)
 
 
 def recover_unfinished(directory: os.PathLike | str) -> list[Recovered]:
@@ -301,6 +392,7 @@ def recover_unfinished(directory: os.PathLike | str) -> list[Recovered]:
     """
     results = []
     for part in sorted(Path(directory).rglob(f"*.wav{PART_SUFFIX}")):
+        last_write = part.stat().st_mtime
         fixed = repair(part)
         final = final_path_for(part)
         renamed = not final.exists()
@@ -309,22 +401,27 @@ def recover_unfinished(directory: os.PathLike | str) -> list[Recovered]:
                 os.replace(part, final)
             except OSError as exc:
                 raise RecordingError(part, "cannot rename the repaired recording", exc) from exc
-        _mark_sidecar_recovered(final, fixed)
-        results.append(Recovered(final, fixed, renamed))
+        uuid = _mark_sidecar_recovered(final, fixed)
+        results.append(Recovered(final, fixed, renamed, last_write, uuid))
         log.warning("recovered unfinished recording %s: %d bytes of audio, %d trailing bytes cut",
                     final if renamed else part, fixed.data_bytes, fixed.truncated_bytes)
     return results
 
 
-def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> None:
+def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> str | None:
+    """Mark the sidecar as recovered; returns the call uuid it names."""
     path = sidecar_path_for(final)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return  # no sidecar (or an unreadable one): the WAV is what matters
-    if not isinstance(data, dict) or data.get("close_reason"):
-        return
+        return None  # no sidecar (or an unreadable one): the WAV is what matters
+    if not isinstance(data, dict):
+        return None
+    uuid = normalise_uuid(str(data.get("uuid", "")))
+    if data.get("close_reason"):
+        return uuid
     data.update(close_reason="recovered", bytes=fixed.data_bytes,
                 duration_s=round(fixed.data_bytes / (2 * fixed.channels * fixed.rate), 3),
                 error="the recorder stopped without finalising this recording; repaired at start-up")
     write_json_atomically(path, data)
+    return uuid

@@ -33,8 +33,9 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
-from .recording import (CLIENT_CLOSE, EOF, INTERNAL_ERROR, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR,
-                        FilenameTemplate, Recording, RecordingRegistry, StreamSpec, normalise_uuid)
+from .recording import (CLIENT_CLOSE, EOF, INTERNAL_ERROR, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP,
+                        WRITE_ERROR, FilenameTemplate, Recording, RecordingRegistry, StreamSpec, normalise_uuid,
+                        recover_unfinished)
 from .wav import RecordingError
 
 __all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
@@ -218,6 +219,9 @@ class RecorderServer:
                  max_duration_s: float | None = None, max_bytes: int | None = None,
                  on_open: Callable[[str], None] | None = None,
                  on_close: Callable[[str, str], None] | None = None,
+                 on_detach: Callable[[str, str], None] | None = None,
+                 gap_threshold_s: float = 0.3,
+                 linger_s: float = 30.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  handshake_timeout_s: float = 10.0,
                  path_prefix: str = "",
@@ -240,12 +244,18 @@ class RecorderServer:
         self.max_duration_s = max_duration_s
         self.max_bytes = max_bytes
         self.on_open = on_open
-        self.on_close = on_close
+        self.on_close = on_close  # once per recording, when it is finalised
+        self.on_detach = on_detach  # a connection ended but the call's recording stays open
+        self.gap_threshold_s = gap_threshold_s
+        self.linger_s = linger_s
         self.max_frame_bytes = max_frame_bytes
         self.handshake_timeout_s = handshake_timeout_s
         self.tick_interval_s = tick_interval_s
         self.max_connections = max_connections
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, _Session] = {}  # calls with a connection attached
+        self._recordings: dict[str, Recording] = {}  # calls whose recording is open, attached or not
+        self._call_ended: dict[str, float | None] = {}  # calls over while still attached: finalise at close
+        self._resumable: dict[str, tuple[Path, float, float]] = {}  # recovered at start-up: path, last write, when
         self._server: WSGIServer | None = None
         self._ticker: gevent.Greenlet | None = None
         self._stopping = False
@@ -257,6 +267,11 @@ class RecorderServer:
         if self._server is not None:
             raise RuntimeError("the recorder is already started")
         self.directory.mkdir(parents=True, exist_ok=True)
+        # An earlier process may have died mid-call: make its files playable, and let a call that is still
+        # live continue in the same file once the controller announces it again.
+        for found in recover_unfinished(self.directory):
+            if found.uuid and found.renamed:
+                self._resumable[found.uuid] = (found.final_path, found.last_write, time.monotonic())
         http_log = logging.getLogger("controller.recorder.http")
         server = WSGIServer((host, port), self._application, handler_class=_RecorderHandler,
                             spawn=Pool(self.max_connections), log=http_log, error_log=http_log,
@@ -280,6 +295,8 @@ class RecorderServer:
             self._end(session, SERVER_STOP)
         for session in sessions:
             session.done.wait(max(0.0, deadline - time.monotonic()))
+        for uuid in list(self._recordings):
+            self._finalise(uuid, SERVER_STOP)
         self._server.stop(timeout=max(0.0, deadline - time.monotonic()))
         if self._ticker is not None:
             self._ticker.kill(block=False)
@@ -291,8 +308,34 @@ class RecorderServer:
         return self._server.server_port if self._server is not None else None
 
     def open_recordings(self) -> list[str]:
-        """The uuids of the calls being recorded right now."""
+        """The uuids of the calls whose audio is arriving on a connection right now."""
         return [uuid for uuid, s in self._sessions.items() if s.recording is not None and not s.recording.finished]
+
+    def end_call(self, uuid: str, at: float | None = None) -> None:
+        """The call is over (hangup, gone, or its stream stopped on purpose): finalise its recording now if no
+        connection is attached, else as soon as that connection ends. `at` (time.monotonic()): when the call
+        ended, so a stream that was down at the end still gives a WAV as long as the call."""
+        uuid = normalise_uuid(uuid) or uuid
+        recording = self._recordings.get(uuid)
+        if recording is None:
+            return
+        if recording.detached_at is None:
+            self._call_ended[uuid] = at
+        else:
+            # The recording ended with its last connection (plus silence to `at`): keep that connection's reason.
+            self._finalise(uuid, recording.detach_reason or "call_end", end_at=at)
+
+    def _finalise(self, uuid: str, reason: str, *, end_at: float | None = None, **close) -> None:
+        recording = self._recordings.pop(uuid, None)
+        self._call_ended.pop(uuid, None)
+        if recording is None or recording.finished:
+            return
+        try:
+            recording.finish(reason, end_at=end_at, **close)
+        except RecordingError as exc:
+            log.error("call %s: cannot finalise %s: %s", uuid, recording.path, exc)
+        self._log_finished(recording, reason, close.get("close_code"))
+        self._notify(self.on_close, uuid, reason)
 
     # ---- admission (before the 101) ----------------------------------------------------------------------
 
@@ -377,8 +420,7 @@ class RecorderServer:
             self._send_close(ws, CLOSE_GOING_AWAY, "recorder stopping")
             return
         try:
-            recording = Recording.open(spec, self.directory, self.template, max_duration_s=self.max_duration_s,
-                                       max_bytes=self.max_bytes)
+            recording = self._recording_for(spec)
         except (RecordingError, ValueError) as exc:
             log.error("call %s: cannot start the recording: %s", spec.uuid, exc)
             self._send_close(ws, CLOSE_INTERNAL_ERROR, "recorder cannot write")
@@ -395,7 +437,7 @@ class RecorderServer:
             log.exception("call %s: unexpected failure while recording", spec.uuid)
             reason, error = INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
         finally:
-            # Every way out finalises the file first, then tells the module why (if it is still there).
+            # Every way out settles the file first, then tells the module why (if it is still there).
             session.ending = True
             reply = None
             if reason not in (CLIENT_CLOSE, EOF, PROTOCOL_ERROR):
@@ -403,14 +445,38 @@ class RecorderServer:
                         (CLOSE_INTERNAL_ERROR, "recording failed") if reason in (WRITE_ERROR, INTERNAL_ERROR) else \
                         (CLOSE_NORMAL, reason)
                 close_code, close_text = reply
-            try:
-                recording.finish(reason, close_code=close_code, close_text=close_text, error=error)
-            except RecordingError as exc:
-                log.error("call %s: cannot finalise %s: %s", spec.uuid, recording.path, exc)
-            self._log_finished(recording, reason, close_code)
+            close = {"close_code": close_code, "close_text": close_text, "error": error}
+            if spec.uuid in self._call_ended:
+                self._finalise(spec.uuid, reason, end_at=self._call_ended[spec.uuid], **close)
+            elif reason in (MAX_DURATION, MAX_BYTES, WRITE_ERROR, INTERNAL_ERROR, SERVER_STOP):
+                self._finalise(spec.uuid, reason, **close)
+            else:
+                # The connection went, the call may not have: the next connection continues this file.
+                recording.sidecar.close_code, recording.sidecar.close_text = close_code, close_text
+                recording.detach(reason, error)
+                log.info("call %s: stream detached (%s%s); the recording stays open", spec.uuid, reason,
+                         f" {close_code}" if close_code is not None else "")
+                self._notify(self.on_detach, spec.uuid, reason)
             if reply is not None:
                 self._send_close(ws, *reply)
-            self._notify(self.on_close, spec.uuid, reason)
+
+    def _recording_for(self, spec: StreamSpec) -> Recording:
+        """The call's open recording (a reconnect), one an earlier process left (a restart), or a new one."""
+        recording = self._recordings.get(spec.uuid)
+        if recording is not None:
+            recording.attach()
+            return recording
+        limits = {"max_duration_s": self.max_duration_s, "max_bytes": self.max_bytes,
+                  "gap_threshold_s": self.gap_threshold_s}
+        resumable = self._resumable.pop(spec.uuid, None)
+        if resumable is not None:
+            path, last_write, _ = resumable
+            recording = Recording.resume(spec, path, away_s=max(0.0, time.time() - last_write),
+                                         cause="controller_restart", **limits)
+        else:
+            recording = Recording.open(spec, self.directory, self.template, **limits)
+        self._recordings[spec.uuid] = recording
+        return recording
 
     def _pump(self, session: _Session, ws: _RecorderWebSocket, recording: Recording):
         """Frames -> recording until the stream ends; returns (reason, close code, close text, error)."""
@@ -473,7 +539,16 @@ class RecorderServer:
             self._tick()
 
     def _tick(self) -> None:
-        """Keep headers current while frames pause, and end recordings past their wall-clock limit."""
+        """Keep headers current while frames pause, end recordings past their wall-clock limit, and finalise
+        recordings whose stream never came back (the controller normally ends them first)."""
+        now = time.monotonic()
+        for uuid, recording in list(self._recordings.items()):
+            if recording.detached_at is not None and now - recording.detached_at > self.linger_s:
+                log.warning("call %s: no stream for %.0f s, finalising its recording", uuid, self.linger_s)
+                self._finalise(uuid, "linger")
+        for uuid, (_, _, since) in list(self._resumable.items()):
+            if now - since > self.linger_s:
+                del self._resumable[uuid]
         for session in list(self._sessions.values()):
             recording = session.recording
             if recording is None or recording.finished or session.ending:

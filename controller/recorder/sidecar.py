@@ -55,6 +55,8 @@ class Sidecar:
     close_text: str | None = None
     error: str | None = None
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    connections: int = 0  # WebSocket connections that carried this call's audio
+    captured_s: float = 0.0  # audio actually received (the WAV's duration less its gaps)
 
     def add_text(self, offset_s: float, text: str) -> None:
         """Keep a text frame with its arrival time (seconds after the connection opened), within limits."""
@@ -90,6 +92,9 @@ class Sidecar:
             "close_text": self.close_text,
             "error": self.error,
             "gaps": self.gaps,
+            "connections": self.connections,
+            "captured_s": round(self.captured_s, 3),
+            "captured_ratio": round(self.captured_s / self.duration_s, 4) if self.duration_s else 0.0,
         }
 
     def write(self, path: os.PathLike | str) -> None:
