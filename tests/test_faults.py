@@ -7,12 +7,13 @@ sidecar — and a call that did not suffer the fault is untouched by it.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
 import wave
 
-from harness import Harness, controller_process, first_line, wait_until
+from harness import Harness, Recording, controller_process, first_line, wait_until
 
 TOLERANCE_S = 0.1
 
@@ -155,3 +156,87 @@ def test_sighup_reloads_rules_and_refuses_a_broken_file(sim, tmp_path):
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# ---- the stream itself fails ---------------------------------------------------------------------------
+
+
+def streamed_span_s(streams) -> float:
+    """From the first stream's connection to the last frame of the last stream: the time the call was streamed."""
+    last = streams[-1]
+    return last.opened_at + last.frames[-1][0] - streams[0].opened_at
+
+
+def test_websocket_lost_mid_call_restarts_into_the_same_file(sim, harness):
+    h = harness()
+    faulted = sim.place_call("9999", duration_s=3.0)
+    other = sim.place_call("9999", duration_s=3.0)
+    streamed_for(sim, faulted, 1.0)
+    sim.streams_for(faulted.uuid)[0].abort_ws_tcp()  # TCP gone without a close: the module fires ::error
+    assert faulted.hung_up.wait(10) and other.hung_up.wait(10)
+    h.wait_closed(faulted.uuid)
+    h.wait_closed(other.uuid)
+    streams = sim.streams_for(faulted.uuid)
+    assert len(streams) == 2
+    commands = h.commands_for(faulted.uuid)
+    stop = commands.index(f"bgapi uuid_audio_stream {faulted.uuid} stop")
+    assert [c for c in commands[stop:] if " start " in c]  # restarted: stop first, then start
+    assert len(h.recordings_for(faulted.uuid)) == 1
+    recording = h.recording(faulted.uuid)
+    assert recording.audio_outside_gaps() == b"".join(s.sent_pcm for s in streams)
+    assert recording.gap_causes() == ["stream_lost"]
+    gap = recording.sidecar["gaps"][0]
+    assert gap["start_frame"] * 2 == len(streams[0].sent_pcm)  # the silence sits exactly where audio stopped
+    assert abs(recording.duration_s - streamed_span_s(streams)) <= TOLERANCE_S
+    assert recording.sidecar["connections"] == 2
+    assert 0 < recording.sidecar["captured_ratio"] < 1
+    assert_untouched(h, sim, other)
+
+
+def test_stream_that_never_comes_back_still_gives_a_wav_as_long_as_the_call(sim, harness):
+    h = harness()
+    call = sim.place_call("9999", duration_s=2.5)
+    streamed_for(sim, call, 0.8)
+    h.controller.public_url = "ws://127.0.0.1:9"  # restarts now go nowhere: ::error code 6 each time
+    sim.streams_for(call.uuid)[0].abort_ws_tcp()
+    assert call.hung_up.wait(10)
+    h.wait_closed(call.uuid)
+    [stream] = [s for s in sim.streams_for(call.uuid) if s.frames]
+    recording = h.recording(call.uuid)
+    assert recording.audio_outside_gaps() == stream.sent_pcm
+    assert recording.gap_causes() == ["tail"]
+    call_s = 2.5 - (stream.opened_at - call.answered_at)  # from the stream's start to the hangup
+    assert abs(recording.duration_s - call_s) <= TOLERANCE_S
+
+
+def test_controller_killed_mid_call_continues_the_same_file_after_restart(sim, tmp_path):
+    process = controller_process(sim, tmp_path)
+    try:
+        sim.wait_for_command("event ", timeout=20)
+        call = sim.place_call("9999", duration_s=5.0)
+        other = sim.place_call("9999", duration_s=1.0)
+        streamed_for(sim, call, 1.5)
+        process.kill()  # SIGKILL: no chance to finalise anything
+        process.wait(5)
+        process = controller_process(sim, tmp_path)  # same config, same directory
+        assert call.hung_up.wait(15)
+        wait_until(lambda: len(sim.streams_for(call.uuid)) == 2 and sim.streams_for(call.uuid)[1].ended.is_set(),
+                   10, "the second stream to end")
+        wait_until(lambda: not list((tmp_path / "rec").rglob(f"*{call.uuid}*.part")), 10, "the WAV to be final")
+    finally:
+        process.terminate()
+        process.wait(10)
+    first, second = sim.streams_for(call.uuid)
+    [path] = (tmp_path / "rec").rglob(f"*{call.uuid}*.wav")
+    with wave.open(str(path), "rb") as wav:
+        pcm = wav.readframes(wav.getnframes())
+    recording = Recording(path, 8000, 1, pcm, json.loads(path.with_suffix(".json").read_text()))
+    audio = recording.audio_outside_gaps()
+    assert recording.gap_causes() == ["controller_restart"]
+    assert audio.endswith(second.sent_pcm)
+    before = audio[: len(audio) - len(second.sent_pcm)]
+    # What the first process had written out is all there: it writes at least once a second, so at most the
+    # last second before the kill (and frames in flight) fell into the outage, which the gap covers.
+    assert first.sent_pcm.startswith(before) and len(first.sent_pcm) - len(before) <= 1.2 * 16000
+    assert abs(recording.duration_s - streamed_span_s([first, second])) <= TOLERANCE_S
+    assert len(list((tmp_path / "rec").rglob(f"*{other.uuid}*.wav"))) == 1
