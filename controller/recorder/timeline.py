@@ -46,7 +46,3 @@ class Timeline:
         if lateness <= self.threshold_s:
             return 0
         return int(round(lateness * self.rate))
-
-    def continue_from(self, now: float, written_frames: int) -> None:
-        """Re-anchor after the writer caught up by other means (e.g. a gap measured on the wall clock)."""
-        self.origin = now - written_frames / self.rate
