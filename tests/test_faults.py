@@ -240,3 +240,35 @@ def test_controller_killed_mid_call_continues_the_same_file_after_restart(sim, t
     assert first.sent_pcm.startswith(before) and len(first.sent_pcm) - len(before) <= 1.2 * 16000
     assert abs(recording.duration_s - streamed_span_s([first, second])) <= TOLERANCE_S
     assert len(list((tmp_path / "rec").rglob(f"*{other.uuid}*.wav"))) == 1
+
+
+def test_disk_full_on_one_call_stops_only_that_recording(sim, harness, monkeypatch):
+    import errno
+    import os
+
+    from controller.recorder import wav as wav_module
+
+    h = harness()
+    faulted = sim.place_call("9999", duration_s=4.0)
+    other = sim.place_call("9999", duration_s=4.0)
+    streamed_for(sim, faulted, 1.2)
+    # The disk fills up under one call's file only (fault injection reaches into the recorder on purpose).
+    full_fd = h.controller.recorder._recordings[faulted.uuid].writer._fd
+    real_write = os.write
+
+    def write(fd, data):
+        if fd == full_fd:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(wav_module.os, "write", write)
+    assert h.wait_closed(faulted.uuid) == "write_error"
+    assert other.hung_up.wait(10) and faulted.hung_up.wait(10)
+    h.wait_closed(other.uuid)
+    recording = h.recording(faulted.uuid)
+    assert recording.sidecar["close_reason"] == "write_error"
+    assert "No space left on device" in recording.sidecar["error"]
+    sent = sim.streams_for(faulted.uuid)[0].sent_pcm
+    assert len(recording.pcm) >= 8000 and sent.startswith(recording.pcm)  # what reached the disk plays
+    assert len(sim.streams_for(faulted.uuid)) == 1  # not restarted into a full disk
+    assert_untouched(h, sim, other)
