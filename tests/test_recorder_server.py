@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import struct
+import time
 import wave
 
 import gevent
@@ -591,3 +592,44 @@ def test_other_methods_are_refused(recorder):
     client = RawClient(rec.port)
     status, _, body = client.handshake(f"POST /calls/{UUID} HTTP/1.1\r\nHost:x\r\nContent-Length:0\r\n\r\n".encode())
     assert status == 405 and b"WebSocket upgrades" in body
+
+
+def test_streams_beyond_the_limit_are_refused_with_503_and_the_rest_carry_on(recorder, captures):
+    rec = recorder(max_streams=1)
+    rec.expect(uuid=UUID)
+    rec.expect(uuid=OTHER)
+    first, (status, _, _) = rec.connect(captures, path=f"/calls/{UUID}")
+    assert status == 101
+    _, (status, _, body) = rec.connect(captures, path=f"/calls/{OTHER}")
+    assert status == 503 and b"limit is 1" in body
+    first.send(frame(OP_BINARY, b"\x03\x00" * 160) + close_frame(1000))
+    assert first.recv_close()[0] == 1000
+    assert rec.wait_closed(UUID) == "client_close"
+    assert [p.name for p in rec.directory.rglob("*.wav")] == [f"{UUID}.wav"]
+
+
+def test_a_dropped_stream_resumes_into_the_same_file_with_the_gap_as_silence(recorder, captures):
+    rec = recorder(end_on_detach=False, gap_threshold_s=0.05)
+    rec.expect()
+    first, _ = rec.connect(captures)
+    first.send(frame(OP_BINARY, b"\x01\x00" * 160))
+    assert rec.next_event() == ("open", UUID)
+    first.close()  # TCP gone mid-call
+    assert rec.next_event() == ("detach", UUID, "eof")
+    began = time.monotonic()
+    second, (status, _, _) = rec.connect(captures)
+    assert status == 101
+    assert rec.next_event() == ("open", UUID)
+    while time.monotonic() - began < 0.3:  # the outage lasts a while before audio flows again
+        gevent.sleep(0.01)
+    second.send(frame(OP_BINARY, b"\x02\x00" * 160) + close_frame(1000))
+    assert second.recv_close()[0] == 1000
+    assert rec.next_event() == ("detach", UUID, "client_close")
+    rec.server.end_call(UUID)
+    assert rec.next_event() == ("close", UUID, "client_close")
+    wav_path, side = rec.only_recording()
+    pcm = read_wav(wav_path)[3]
+    [gap] = side["gaps"]
+    assert gap["cause"] == "stream_lost" and gap["start_frame"] == 160 and 0.25 <= gap["length_s"] <= 1.0
+    assert pcm == b"\x01\x00" * 160 + b"\x00\x00" * gap["frames"] + b"\x02\x00" * 160
+    assert side["connections"] == 2

@@ -226,7 +226,8 @@ class RecorderServer:
                  handshake_timeout_s: float = 10.0,
                  path_prefix: str = "",
                  tick_interval_s: float = 0.25,
-                 max_connections: int = 1000) -> None:
+                 max_connections: int = 1000,
+                 max_streams: int = 500) -> None:
         if max_duration_s is not None and max_duration_s <= 0:
             raise ValueError(f"max_duration_s must be > 0 seconds or None (no limit), got {max_duration_s!r}")
         if max_bytes is not None and max_bytes <= 0:
@@ -252,6 +253,8 @@ class RecorderServer:
         self.handshake_timeout_s = handshake_timeout_s
         self.tick_interval_s = tick_interval_s
         self.max_connections = max_connections
+        # Streams at once; beyond it a new one is refused with 503 (the pool still has room to say so).
+        self.max_streams = min(max_streams, max(1, max_connections - 1))
         self._sessions: dict[str, _Session] = {}  # calls with a connection attached
         self._recordings: dict[str, Recording] = {}  # calls whose recording is open, attached or not
         self._call_ended: dict[str, float | None] = {}  # calls over while still attached: finalise at close
@@ -354,6 +357,9 @@ class RecorderServer:
     def _check(self, environ: dict, path: str) -> StreamSpec | _Refusal:
         if self._stopping:
             return _Refusal("503 Service Unavailable", "the recorder is shutting down")
+        if len(self._sessions) >= self.max_streams:
+            return _Refusal("503 Service Unavailable",
+                            f"{len(self._sessions)} streams already, the recorder's limit is {self.max_streams}")
         if environ.get("REQUEST_METHOD") != "GET":
             return _Refusal("405 Method Not Allowed",
                             f"streams are WebSocket upgrades (GET {self.path_prefix}/calls/<uuid>)")
