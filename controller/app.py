@@ -57,6 +57,8 @@ class Controller:
             max_duration_s=rec.max_call_s,
             max_bytes=rec.max_call_bytes,
             on_detach=self._on_recording_detached,
+            # Only a safety net (hangup normally ends a recording): longer than all restart attempts together.
+            linger_s=300.0,
             on_close=self._on_recording_closed,
         )
         self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token,

@@ -215,6 +215,7 @@ class CallBook:
         for uuid in [u for u in self.calls if u not in present]:
             del self.calls[uuid]
             actions.append(ForgetCall(uuid, "gone after reconnect"))
+        self.refused &= present  # refused calls whose hangup we missed must not pile up over months
         for info in answered:
             call = self.calls.get(info.uuid)
             if call is None:

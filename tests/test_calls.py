@@ -124,6 +124,9 @@ def test_limits_refuse_calls_beyond_the_global_and_per_rule_caps_for_their_whole
     calls.on_hangup("a")
     # b was refused while the cap was full: a reconcile later does not start half of it.
     assert calls.reconcile([Info("b"), Info("c", destination="1")], {"c"}, now=5.0) == []
+    # ...and once it is gone (its hangup missed), it is not remembered forever.
+    calls.reconcile([Info("c", destination="1")], {"c"}, now=6.0)
+    assert calls.refused == set()
 
 
 def test_reconcile_starts_missed_calls_restarts_dead_streams_and_forgets_gone_ones():
