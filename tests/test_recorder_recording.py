@@ -177,3 +177,66 @@ def test_recover_keeps_a_part_whose_final_name_is_taken(tmp_path):
     Path(part_path_for(final.with_name("y.wav"))).rename(part_path_for(final))
     (done,) = recover_unfinished(tmp_path)
     assert not done.renamed and part_path_for(final).exists()
+
+
+# ---- the call's timeline across connections (fake clock: every gap is exact) -----------------------------
+
+def pcm(value, frames=160):
+    return bytes([value, 0]) * frames
+
+
+def test_gaps_follow_arrival_times_with_the_cause_of_each_silence(tmp_path):
+    clock = FakeClock()  # 50.0: the first connection's upgrade, sample frame 0
+    recording = open_recording(tmp_path, clock)
+    clock.now = 50.02
+    recording.on_audio(pcm(1))  # on time
+    clock.now = 52.04
+    recording.on_audio(pcm(2))  # 2 s late: mixed audio while nothing played
+    clock.now = 53.04
+    recording.detach("eof")  # 1 s more with nothing, then the connection dropped
+    clock.now = 56.04
+    recording.attach()
+    recording.on_audio(pcm(3))  # 3 s after the drop
+    path = recording.finish("client_close", end_at=57.06)  # hung up 1 s after the last audio
+    data = json.loads(recording.sidecar_path.read_text())
+    assert [(g["start_frame"], g["frames"], g["cause"]) for g in data["gaps"]] == [
+        (160, 16000, "no_audio"), (16320, 8000, "no_audio"), (24320, 23840, "stream_lost"), (48320, 8160, "tail")]
+    with wave.open(str(path)) as w:
+        audio = w.readframes(w.getnframes())
+    assert audio == (pcm(1) + pcm(0, 16000) + pcm(2) + pcm(0, 8000 + 23840) + pcm(3) + pcm(0, 8160))
+    assert (data["duration_s"], data["captured_s"], data["connections"]) == (7.06, 0.06, 2)
+    assert data["captured_ratio"] == round(0.06 / 7.06, 4)
+
+
+def test_jitter_below_the_threshold_and_bursts_insert_nothing(tmp_path):
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock)
+    sent = []
+    for n in range(100):
+        # Up to 290 ms late, then a burst of 20 frames at once: nothing is inserted, nothing dropped.
+        clock.now = 50.0 + (n + 1) * 0.02 + (0.29 if n % 9 == 4 else 0.0) - (0.2 if 60 <= n < 80 else 0.0)
+        sent.append(pcm(n % 200 + 1))
+        recording.on_audio(sent[-1])
+    recording.finish("client_close", end_at=clock.now)
+    data = json.loads(recording.sidecar_path.read_text())
+    assert data["gaps"] == [] and data["captured_ratio"] == 1.0
+    with wave.open(str(recording.path)) as w:
+        assert w.readframes(w.getnframes()) == b"".join(sent)
+
+
+def test_a_killed_recording_keeps_its_gaps_and_captured_share(tmp_path):
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock)
+    clock.now = 51.0
+    recording.on_audio(pcm(1, 8000))  # 1 s of audio
+    clock.now = 53.02
+    recording.on_audio(pcm(2, 160))  # after 1 s with nothing
+    recording.writer._flush()
+    recording.writer.abandon()  # SIGKILL ...
+    with open(recording.writer.part_path, "r+b") as f:
+        f.truncate(44 + 2 * (8000 + 4000))  # ... before the second half of the silence reached the disk
+    (found,) = recover_unfinished(tmp_path)
+    data = json.loads(found.final_path.with_suffix(".json").read_text())
+    assert [(g["start_frame"], g["frames"], g["cause"]) for g in data["gaps"]] == [(8000, 4000, "no_audio")]
+    assert (data["close_reason"], data["duration_s"], data["captured_s"]) == ("recovered", 1.5, 1.0)
+    assert data["captured_ratio"] == round(1.0 / 1.5, 4)

@@ -32,6 +32,14 @@ SERVER_STOP = "server_stop"
 PROTOCOL_ERROR = "protocol_error"
 WRITE_ERROR = "write_error"
 INTERNAL_ERROR = "internal_error"
+IDLE_TIMEOUT = "idle_timeout"  # connected, but not even a ping for the recorder's idle timeout
+LINGER = "linger"  # detached longer than the recorder waits for the stream to come back
+
+# Why the recorder wrote silence, as listed in the sidecar's gaps.
+NO_AUDIO = "no_audio"  # connected, nothing arrived (mixed/stereo while nothing plays, pause)
+STREAM_LOST = "stream_lost"  # no connection between two connections of the call
+CONTROLLER_RESTART = "controller_restart"  # an earlier process stopped or died, this one continues the file
+TAIL = "tail"  # from the last audio to the end of the call
 
 
 def normalise_uuid(value: str) -> str | None:
@@ -189,6 +197,7 @@ class Recording:
         # Why the next silence is there: after a detach the stream was lost; otherwise nothing was sent.
         self._next_cause = first_cause
         self.detached_at: float | None = None
+        self._lost_at: float | None = None  # when the last connection ended, until audio flows again
         self.detach_reason: str | None = None  # how the last connection ended, while detached
         self._connection_errors: list[str] = []  # what went wrong on connections that ended before the call
         self.silent_frames = sum(int(g.get("frames", 0)) for g in sidecar.gaps)
@@ -262,6 +271,8 @@ class Recording:
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
                         now=now, gap_threshold_s=gap_threshold_s, origin=origin, first_cause=cause)
         recording.attach()
+        # Open again: the sidecar must say so, or a second crash would leave the first one's verdict on it.
+        recording._save_sidecar()
         return recording
 
     @property
@@ -276,23 +287,34 @@ class Recording:
 
     def detach(self, reason: str, error: str | None = None) -> None:
         """The connection ended but the call goes on: keep the file open, its header current."""
-        self.detached_at = self._clock()
+        self.detached_at = self._lost_at = self._clock()
         self.detach_reason = reason
         if error:
             self._connection_errors.append(error)
-        self._next_cause = "stream_lost"
+        self._next_cause = STREAM_LOST
         try:
             self.writer.refresh_header(force=True)
         except RecordingError as exc:
             log.error("call %s: %s", self.spec.uuid, exc)
 
-    def _add_gap(self, frames: int, cause: str) -> None:
+    def _add_gap(self, frames: int, cause: str, save: bool = True) -> None:
         gap = Gap(self.writer.sample_frames, frames, cause, self.spec.rate)
         self.writer.append_silence(frames)
         self.silent_frames += frames
         self.sidecar.gaps.append(gap.to_dict())
         log.info("call %s: %.3f s of silence for %s at %.3f s", self.spec.uuid, frames / self.spec.rate, cause,
                  gap.start_frame / self.spec.rate)
+        # Gaps are rare; saving each one means a crash later still leaves the list that explains the WAV.
+        if save:
+            self._save_sidecar()
+
+    def _save_sidecar(self) -> None:
+        self.sidecar.bytes = self.writer.header_data_bytes
+        self.sidecar.duration_s = self.sidecar.bytes / (self.writer.frame_size * self.spec.rate)
+        try:
+            self.sidecar.write(self.sidecar_path)
+        except RecordingError as exc:
+            log.error("call %s: %s", self.spec.uuid, exc)  # the WAV matters more; the final write retries
 
     def elapsed_s(self) -> float:
         return self._clock() - self.opened_at
@@ -302,10 +324,19 @@ class Recording:
         if self.limit_reason is not None:
             return self.limit_reason
         frame_s = len(data) / (self.writer.frame_size * self.spec.rate)
-        silence = self.timeline.silence_before(self._clock(), frame_s, self.writer.sample_frames)
-        if silence:
-            self._add_gap(silence, self._next_cause or "no_audio")
+        written = self.writer.sample_frames
+        silence = self.timeline.silence_before(self._clock(), frame_s, written)
+        if silence and self._lost_at is not None:
+            # Up to the drop the module was connected and sent nothing; from then on there was no stream.
+            quiet = min(silence, self.timeline.silence_until(self._lost_at, written))
+            if quiet:
+                self._add_gap(quiet, NO_AUDIO)
+            if silence > quiet:
+                self._add_gap(silence - quiet, STREAM_LOST)
+        elif silence:
+            self._add_gap(silence, self._next_cause or NO_AUDIO)
         self._next_cause = None
+        self._lost_at = None
         self.sidecar.frames += 1
         if self._budget is not None:
             room = self._budget - self.writer.data_bytes - self.writer.pending_bytes
@@ -350,7 +381,7 @@ class Recording:
             try:
                 tail = self.timeline.silence_until(moment, self.writer.sample_frames)
                 if tail:
-                    self._add_gap(tail, "tail")
+                    self._add_gap(tail, TAIL, save=False)  # the sidecar is written once, below
             except RecordingError as exc:
                 errors.append(str(exc))
         try:
@@ -420,8 +451,20 @@ def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> str | None:
     uuid = normalise_uuid(str(data.get("uuid", "")))
     if data.get("close_reason"):
         return uuid
-    data.update(close_reason="recovered", bytes=fixed.data_bytes,
-                duration_s=round(fixed.data_bytes / (2 * fixed.channels * fixed.rate), 3),
+    total = fixed.data_bytes // (2 * fixed.channels)
+    # A gap is saved before its silence reaches the disk: keep only what the repaired file really holds.
+    gaps = []
+    for gap in data.get("gaps") or []:
+        try:
+            start, frames = int(gap["start_frame"]), min(int(gap["frames"]), total - int(gap["start_frame"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if frames > 0:
+            gaps.append(dict(gap, frames=frames, length_s=round(frames / fixed.rate, 3)))
+    captured = (total - sum(g["frames"] for g in gaps)) / fixed.rate
+    duration = total / fixed.rate
+    data.update(close_reason="recovered", bytes=fixed.data_bytes, duration_s=round(duration, 3), gaps=gaps,
+                captured_s=round(captured, 3), captured_ratio=round(captured / duration, 4) if duration else 0.0,
                 error="the recorder stopped without finalising this recording; repaired at start-up")
     write_json_atomically(path, data)
     return uuid
