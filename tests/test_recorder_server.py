@@ -224,6 +224,19 @@ def read_wav(path):
         return w.getframerate(), w.getnchannels(), w.getsampwidth(), w.readframes(w.getnframes())
 
 
+class FakeClock:
+    """The recorder's clock, moved only by the test: arrival times and therefore gaps are exact."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
 # ---- the captured streams ---------------------------------------------------------------------------------
 
 SCENARIOS = [
@@ -633,3 +646,262 @@ def test_a_dropped_stream_resumes_into_the_same_file_with_the_gap_as_silence(rec
     assert gap["cause"] == "stream_lost" and gap["start_frame"] == 160 and 0.25 <= gap["length_s"] <= 1.0
     assert pcm == b"\x01\x00" * 160 + b"\x00\x00" * gap["frames"] + b"\x02\x00" * 160
     assert side["connections"] == 2
+
+
+# ---- one recording per call: drops, restarts, the end of the call (fake clock: exact gaps) -----------------
+
+def pcm(value, frames=160):
+    return bytes([value, 0]) * frames
+
+
+def gaps_of(side):
+    return [(g["start_frame"], g["frames"], g["cause"]) for g in side["gaps"]]
+
+
+@pytest.mark.parametrize("ending", ["eof", "client_close"])
+def test_a_second_connection_continues_the_same_file_with_the_outage_as_silence(recorder, captures, ending):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock)
+    rec.expect()
+    first, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    clock.advance(0.02)
+    first.send(frame(OP_BINARY, pcm(1)))
+    if ending == "eof":
+        first.close()  # TCP gone mid-call
+    else:
+        first.send(close_frame(1000, "Normal closure"))  # what the module sends on stop (a restart)
+        assert first.recv_close()[0] == 1000
+    assert rec.next_event() == ("detach", UUID, ending)
+    assert rec.server.open_recordings() == []
+    (part,) = rec.directory.rglob("*.wav.part")
+    assert read_wav(part)[3] == pcm(1)  # detached: unfinished, but its header is current
+    clock.advance(2.5)
+    second, (status, _, _) = rec.connect(captures)
+    assert status == 101 and rec.next_event() == ("open", UUID)
+    clock.advance(0.02)
+    second.send(frame(OP_BINARY, pcm(2)) + close_frame(1000))
+    assert second.recv_close()[0] == 1000
+    assert rec.next_event() == ("detach", UUID, "client_close")
+    rec.server.end_call(UUID)
+    assert rec.next_event() == ("close", UUID, "client_close")
+    rec.server.end_call(UUID)  # a second hangup report changes nothing
+    assert rec.events.empty()
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 20000) + pcm(2)
+    assert gaps_of(side) == [(160, 20000, "stream_lost")]
+    assert (side["connections"], side["captured_s"], side["captured_ratio"]) == (2, 0.04, round(0.04 / 2.54, 4))
+    assert rec.files() == sorted(p.relative_to(rec.directory).as_posix()
+                                 for p in (wav_path, wav_path.with_suffix(".json")))
+
+
+def test_silence_inside_a_connection_comes_from_arrival_times(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(clock=clock)
+    rec.expect(channels=2)  # stereo: frames only while the switch plays
+    client, _ = rec.connect(captures, scenario="stereo_8000")
+    sent = b""
+    for n, late in enumerate([0.0, 0.25, 0.0, 1.5, 0.0]):  # jitter of 250 ms, then 1.5 s with nothing played
+        clock.advance(0.02 + late)
+        client.send(frame(OP_BINARY, bytes([n + 1, 0]) * 320))
+        client.sync()  # stamped before the clock moves on
+        sent += bytes([n + 1, 0]) * 320
+    client.send(close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    assert rec.wait_closed() == "client_close"
+    wav_path, side = rec.only_recording()
+    # The 250 ms of jitter inserted nothing. The 4th frame covers [1.81, 1.83) s with 0.06 s written: 1.75 s
+    # of silence (the timeline is absolute, so the jitter absorbed earlier is part of it now).
+    assert gaps_of(side) == [(480, 14000, "no_audio")]
+    assert read_wav(wav_path)[3] == sent[:3 * 640] + bytes(14000 * 4) + sent[3 * 640:]
+
+
+def test_end_call_pads_the_tail_to_when_the_call_ended(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)))
+    client.close()
+    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    clock.advance(4.0)  # the stream never came back; the call went on for 4 s
+    rec.server.end_call(UUID, at=clock())
+    assert rec.next_event() == ("close", UUID, "eof")
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 32000)
+    assert gaps_of(side) == [(160, 32000, "tail")]
+    assert side["duration_s"] == 4.02 and side["close_reason"] == "eof"
+
+
+def test_end_call_while_attached_finalises_when_the_connection_closes(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)))
+    client.sync()
+    clock.advance(1.0)
+    rec.server.end_call(UUID, at=clock())  # the hangup event came before the module's close
+    client.sync()
+    assert rec.server.open_recordings() == [UUID] and list(rec.directory.rglob("*.wav.part"))
+    client.send(close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    assert rec.next_event() == ("close", UUID, "client_close")  # finalised, not detached
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 8000)
+    assert gaps_of(side) == [(160, 8000, "tail")] and side["connections"] == 1
+    _, (status, _, _) = rec.connect(captures)  # still announced, but the call is over: a new file would start
+    assert status == 101
+
+
+def test_a_stream_that_never_returns_is_finalised_after_linger(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, linger_s=30.0, tick_interval_s=0.01)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)))
+    client.close()
+    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    clock.advance(30.5)  # the controller never said the call was over
+    assert rec.next_event() == ("close", UUID, "linger")
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1)  # the outage after the last detach is unknown: no tail
+    assert side["close_reason"] == "linger" and side["gaps"] == []
+
+
+def test_a_client_silent_past_the_idle_timeout_is_closed_1001_and_can_resume(recorder, captures):
+    clock = FakeClock()
+    # The ticker is driven by hand here so "not yet" can be checked without waiting.
+    rec = recorder(end_on_detach=False, clock=clock, idle_timeout_s=60.0, tick_interval_s=3600)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    clock.advance(50.0)
+    client.sync()  # a ping is a sign of life too
+    clock.advance(50.0)
+    rec.server._tick()
+    assert rec.server.open_recordings() == [UUID] and rec.events.empty()
+    clock.advance(10.5)
+    rec.server._tick()
+    assert client.recv_close() == (1001, "idle timeout")
+    assert rec.next_event() == ("detach", UUID, "idle_timeout")
+    clock.advance(2.0)  # the controller restarts the stream
+    again, (status, _, _) = rec.connect(captures)
+    assert status == 101 and rec.next_event() == ("open", UUID)
+    again.send(frame(OP_BINARY, pcm(3)) + close_frame(1000))
+    assert again.recv_close()[0] == 1000
+    rec.server.end_call(UUID)
+    assert rec.wait_closed() == "client_close"
+    wav_path, side = rec.only_recording()
+    # Connected and silent for 110.5 s, then 2 s without a connection (less the frame's own 20 ms).
+    assert gaps_of(side) == [(0, 884000, "no_audio"), (884000, 15840, "stream_lost")]
+    assert side["connections"] == 2 and read_wav(wav_path)[3] == pcm(0, 899840) + pcm(3)
+
+
+def write_killed_recording(directory, uuid, audio, stale_header_bytes):
+    """What a SIGKILLed recorder leaves: a .part whose header counts less than the file holds, and the
+    sidecar it wrote when the recording opened."""
+    from controller.recorder.recording import FilenameTemplate, Recording
+
+    recording = Recording.open(StreamSpec(uuid=uuid, token=TOKEN, rate=8000, channels=1), directory,
+                               FilenameTemplate("{uuid}.wav"))
+    recording.on_audio(audio)
+    recording.writer._flush()
+    recording.writer.abandon()
+    part = recording.writer.part_path
+    raw = bytearray(part.read_bytes())
+    raw[40:44] = struct.pack("<I", stale_header_bytes)
+    raw[4:8] = struct.pack("<I", 36 + stale_header_bytes)
+    part.write_bytes(bytes(raw))
+    os.utime(part, (10_000.0, 10_000.0))  # when it was last written, in wall time
+    return recording.path
+
+
+def test_after_a_kill_the_next_process_continues_the_same_file(tmp_path, recorder, captures):
+    directory = tmp_path / "recordings"
+    audio = bytes(range(1, 201)) * 80  # 1 s
+    path = write_killed_recording(directory, UUID, audio, stale_header_bytes=6400)
+    unclaimed = write_killed_recording(directory, OTHER, audio[:3200], stale_header_bytes=0)
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, wall_clock=lambda: 10_003.0)  # up 3 s after the kill
+    assert read_wav(unclaimed)[3] == audio[:3200]  # repaired at start: all of it counts, and it is final
+    assert json.loads(unclaimed.with_suffix(".json").read_text())["close_reason"] == "recovered"
+    rec.expect()  # the controller announces the live call again and restarts its stream
+    client, (status, _, _) = rec.connect(captures)
+    assert status == 101
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(7)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "client_close")
+    rec.server.end_call(UUID)
+    assert rec.next_event() == ("close", UUID, "client_close")
+    assert sorted(p.name for p in directory.rglob("*.wav*")) == sorted([path.name, unclaimed.name])
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert read_wav(path)[3] == audio + pcm(0, 24000) + pcm(7)
+    assert gaps_of(side) == [(8000, 24000, "controller_restart")]
+    assert (side["connections"], side["close_reason"], side["error"]) == (2, "client_close", None)
+
+
+def test_after_a_clean_stop_the_next_process_continues_the_same_file(recorder, captures):
+    clock = FakeClock()
+    before = recorder(end_on_detach=False, clock=clock, wall_clock=lambda: 20_000.0)
+    before.expect()
+    client, _ = before.connect(captures)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)))
+    client.sync()
+    before.server.stop(timeout=2)  # SIGTERM: finalised, and noted as the call's file
+    assert client.recv_close() == (1001, "recorder stopping")
+    assert before.next_event() == ("open", UUID) and before.next_event() == ("close", UUID, "server_stop")
+    wav_path, side = before.only_recording()
+    assert side["close_reason"] == "server_stop"
+
+    after = recorder(end_on_detach=False, clock=FakeClock(5.0), wall_clock=lambda: 20_004.0)
+    after.expect()
+    client, (status, _, _) = after.connect(captures)
+    assert status == 101
+    after.server.clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(2)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    after.server.end_call(UUID)
+    assert after.wait_closed() == "client_close"
+    assert after.only_recording()[0] == wav_path
+    side = json.loads(wav_path.with_suffix(".json").read_text())
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 32000) + pcm(2)
+    assert gaps_of(side) == [(160, 32000, "controller_restart")] and side["connections"] == 2
+
+
+def test_a_failing_disk_under_one_call_ends_only_that_recording(recorder, captures, monkeypatch):
+    import errno
+
+    from controller.recorder import wav as wav_module
+
+    rec = recorder(filename_template="{destination}/{uuid}.wav")
+    rec.expect(uuid=UUID, destination="full")
+    rec.expect(uuid=OTHER, destination="fine")
+    real_write = os.write
+
+    def write(fd, data):  # the volume under "full/" has no space left; the rest of the disk is fine
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(rec.directory / "full")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    failing, _ = rec.connect(captures, path=f"/calls/{UUID}")
+    fine, _ = rec.connect(captures, path=f"/calls/{OTHER}")
+    monkeypatch.setattr(wav_module.os, "write", write)
+    second = b"".join(frame(OP_BINARY, pcm(n % 250 + 1)) for n in range(50))  # 1 s: the header is due
+    failing.send(second)
+    fine.send(second)
+    assert failing.recv_close() == (1011, "recording failed")
+    assert rec.wait_closed(UUID) == "write_error"
+    fine.send(frame(OP_BINARY, pcm(9)) + close_frame(1000))
+    assert fine.recv_close()[0] == 1000
+    assert rec.wait_closed(OTHER) == "client_close"
+    side = json.loads(next(rec.directory.rglob(f"{UUID}.json")).read_text())
+    assert side["close_reason"] == "write_error" and "No space left on device" in side["error"]
+    assert read_wav(next(rec.directory.rglob(f"{OTHER}.wav")))[3] == \
+        b"".join(pcm(n % 250 + 1) for n in range(50)) + pcm(9)

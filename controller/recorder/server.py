@@ -1,10 +1,15 @@
-"""The WebSocket endpoint mod_audio_stream connects to: one connection per call, one WAV per connection.
+"""The WebSocket endpoint mod_audio_stream connects to: one WAV per call, however many connections it takes.
 
 The path of one stream: the module's upgrade request for ``/calls/<uuid>`` is admitted (``_admit``: known
 call, right token, not already recording) BEFORE the 101 answer, so a refused client gets a plain HTTP
-status and nothing is written; then ``_record`` opens the WAV and sidecar and pumps frames into them until
-the module closes, the TCP connection ends, a limit is reached or the server stops; the recording is
-finalised on every one of those paths.
+status and nothing is written; then ``_record`` opens the WAV and sidecar (or continues the call's open
+one) and pumps frames into them until the module closes, the TCP connection ends, the client goes idle, a
+limit is reached or the server stops. A limit, a write error or the server stopping finalise the recording;
+any other ending only detaches it, and it is finalised when the controller says the call is over
+(``end_call``) or, as a safety net, after ``linger_s`` without a connection.
+
+Recordings outlive the process too: at start the server repairs what a killed process left, and continues
+those files (and the ones its own last ``stop`` finalised) for calls the controller announces again.
 
 Built on gevent.pywsgi + geventwebsocket. Two small overrides, each explained where it is made:
 ``_RecorderHandler`` (admission before the upgrade, a handshake timeout) and ``_RecorderWebSocket``
@@ -15,6 +20,7 @@ mod_audio_stream's ``Name:value`` headers need no override: the tests replay the
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import re
@@ -33,9 +39,10 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
-from .recording import (CLIENT_CLOSE, EOF, INTERNAL_ERROR, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP,
-                        WRITE_ERROR, FilenameTemplate, Recording, RecordingRegistry, StreamSpec, normalise_uuid,
-                        recover_unfinished)
+from .recording import (CLIENT_CLOSE, CONTROLLER_RESTART, EOF, IDLE_TIMEOUT, INTERNAL_ERROR, LINGER, MAX_BYTES,
+                        MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR, FilenameTemplate, Recording,
+                        RecordingRegistry, StreamSpec, normalise_uuid, recover_unfinished)
+from .sidecar import write_json_atomically
 from .wav import RecordingError
 
 __all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
@@ -51,6 +58,10 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+
+# Beside the recordings: what the last stop() finalised while the calls were still live, so the next start
+# can continue those files instead of beginning second ones.
+STOPPED_STATE = ".recorder-stopped.json"
 
 
 @dataclass
@@ -75,6 +86,7 @@ class _Session:
     peer: str
     socket: socket.socket
     recording: Recording | None = None
+    ws: "_RecorderWebSocket | None" = None
     stop_reason: str | None = None  # set from outside (a limit on wall time, the server stopping)
     ending: bool = False  # finalising: nothing left to interrupt
     done: GeventEvent = field(default_factory=GeventEvent)
@@ -99,11 +111,14 @@ class _RecorderWebSocket(WebSocket):
     not send a close frame by itself, so the recorder can send the one that says why.
     """
 
-    __slots__ = ("max_message", "message_bytes", "peer_close", "local_close_code", "failure")
+    __slots__ = ("max_message", "message_bytes", "peer_close", "local_close_code", "failure", "clock",
+                 "last_frame_at")
 
-    def __init__(self, environ, stream, handler, max_message: int) -> None:
+    def __init__(self, environ, stream, handler, max_message: int, clock: Callable[[], float]) -> None:
         super().__init__(environ, stream, handler)
         self.max_message = max_message
+        self.clock = clock
+        self.last_frame_at = clock()  # any frame, pings included: the client is alive
         self.message_bytes = 0
         self.peer_close: tuple[int, str] | None = None
         self.local_close_code: int | None = None
@@ -111,6 +126,7 @@ class _RecorderWebSocket(WebSocket):
 
     def read_frame(self):
         header = Header.decode_header(self.stream)
+        self.last_frame_at = self.clock()
         if header.flags:
             self.failure = "reserved bits set in a frame, but no extension was negotiated"
             raise ProtocolError(self.failure)  # receive() answers it with close 1002
@@ -204,8 +220,9 @@ class _RecorderHandler(WebSocketHandler):
         if library_ws is not None:
             # The library hard-codes its WebSocket class; replace its still unused instance with ours and
             # mark it closed so its __del__ does not write a close frame onto our connection.
-            self.websocket = _RecorderWebSocket(self.environ, Stream(self), self,
-                                                self.server.recorder.max_frame_bytes)
+            recorder = self.server.recorder
+            self.websocket = _RecorderWebSocket(self.environ, Stream(self), self, recorder.max_frame_bytes,
+                                                recorder.clock)
             self.environ["wsgi.websocket"] = self.websocket
             library_ws.closed = True
         return refusal
@@ -227,7 +244,10 @@ class RecorderServer:
                  path_prefix: str = "",
                  tick_interval_s: float = 0.25,
                  max_connections: int = 1000,
-                 max_streams: int = 500) -> None:
+                 max_streams: int = 500,
+                 idle_timeout_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         if max_duration_s is not None and max_duration_s <= 0:
             raise ValueError(f"max_duration_s must be > 0 seconds or None (no limit), got {max_duration_s!r}")
         if max_bytes is not None and max_bytes <= 0:
@@ -253,12 +273,18 @@ class RecorderServer:
         self.handshake_timeout_s = handshake_timeout_s
         self.tick_interval_s = tick_interval_s
         self.max_connections = max_connections
+        # Generous: mixed/stereo streams are silent while nothing plays, and pings are optional.
+        self.idle_timeout_s = idle_timeout_s
+        # Arrivals, gaps, limits and end_call's `at` use `clock`; only the time across a restart is wall time.
+        self.clock = clock
+        self.wall_clock = wall_clock
         # Streams at once; beyond it a new one is refused with 503 (the pool still has room to say so).
         self.max_streams = min(max_streams, max(1, max_connections - 1))
         self._sessions: dict[str, _Session] = {}  # calls with a connection attached
         self._recordings: dict[str, Recording] = {}  # calls whose recording is open, attached or not
         self._call_ended: dict[str, float | None] = {}  # calls over while still attached: finalise at close
-        self._resumable: dict[str, tuple[Path, float, float]] = {}  # recovered at start-up: path, last write, when
+        self._resumable: dict[str, tuple[Path, float, float]] = {}  # left by a process: path, last write, when
+        self._stopped: dict[str, str] = {}  # finalised by this stop() with the call still live: uuid -> path
         self._server: WSGIServer | None = None
         self._ticker: gevent.Greenlet | None = None
         self._stopping = False
@@ -274,7 +300,8 @@ class RecorderServer:
         # live continue in the same file once the controller announces it again.
         for found in recover_unfinished(self.directory):
             if found.uuid and found.renamed:
-                self._resumable[found.uuid] = (found.final_path, found.last_write, time.monotonic())
+                self._resumable[found.uuid] = (found.final_path, found.last_write, self.clock())
+        self._load_stopped_state()
         http_log = logging.getLogger("controller.recorder.http")
         server = WSGIServer((host, port), self._application, handler_class=_RecorderHandler,
                             spawn=Pool(self.max_connections), log=http_log, error_log=http_log,
@@ -300,6 +327,7 @@ class RecorderServer:
             session.done.wait(max(0.0, deadline - time.monotonic()))
         for uuid in list(self._recordings):
             self._finalise(uuid, SERVER_STOP)
+        self._save_stopped_state()
         self._server.stop(timeout=max(0.0, deadline - time.monotonic()))
         if self._ticker is not None:
             self._ticker.kill(block=False)
@@ -316,11 +344,15 @@ class RecorderServer:
 
     def end_call(self, uuid: str, at: float | None = None) -> None:
         """The call is over (hangup, gone, or its stream stopped on purpose): finalise its recording now if no
-        connection is attached, else as soon as that connection ends. `at` (time.monotonic()): when the call
-        ended, so a stream that was down at the end still gives a WAV as long as the call."""
+        connection is attached, else as soon as that connection ends. `at` (on ``clock``, time.monotonic()
+        unless injected): when the call ended, so a stream that was down at the end still gives a WAV as long
+        as the call."""
         uuid = normalise_uuid(uuid) or uuid
+        self._resumable.pop(uuid, None)  # an earlier process's file for it stays as that process left it
         recording = self._recordings.get(uuid)
         if recording is None:
+            if uuid in self._sessions:  # admitted, recording not open yet: end it with that connection
+                self._call_ended[uuid] = at
             return
         if recording.detached_at is None:
             self._call_ended[uuid] = at
@@ -337,6 +369,8 @@ class RecorderServer:
             recording.finish(reason, end_at=end_at, **close)
         except RecordingError as exc:
             log.error("call %s: cannot finalise %s: %s", uuid, recording.path, exc)
+        if reason == SERVER_STOP and recording.sidecar.error is None:
+            self._stopped[uuid] = str(recording.path)
         self._log_finished(recording, reason, close.get("close_code"))
         self._notify(self.on_close, uuid, reason)
 
@@ -429,9 +463,11 @@ class RecorderServer:
             recording = self._recording_for(spec)
         except (RecordingError, ValueError) as exc:
             log.error("call %s: cannot start the recording: %s", spec.uuid, exc)
+            self._call_ended.pop(spec.uuid, None)
             self._send_close(ws, CLOSE_INTERNAL_ERROR, "recorder cannot write")
             return
         session.recording = recording
+        session.ws = ws
         log.info("call %s: recording %s from %s (%d Hz, %d ch)", spec.uuid, recording.path, session.peer,
                  spec.rate, spec.channels)
         # Killed by the server's pool (stop() past its timeout): still finalise, as a server stop.
@@ -448,6 +484,7 @@ class RecorderServer:
             reply = None
             if reason not in (CLIENT_CLOSE, EOF, PROTOCOL_ERROR):
                 reply = (CLOSE_GOING_AWAY, "recorder stopping") if reason == SERVER_STOP else \
+                        (CLOSE_GOING_AWAY, "idle timeout") if reason == IDLE_TIMEOUT else \
                         (CLOSE_INTERNAL_ERROR, "recording failed") if reason in (WRITE_ERROR, INTERNAL_ERROR) else \
                         (CLOSE_NORMAL, reason)
                 close_code, close_text = reply
@@ -473,12 +510,14 @@ class RecorderServer:
             recording.attach()
             return recording
         limits = {"max_duration_s": self.max_duration_s, "max_bytes": self.max_bytes,
-                  "gap_threshold_s": self.gap_threshold_s}
+                  "gap_threshold_s": self.gap_threshold_s, "clock": self.clock}
         resumable = self._resumable.pop(spec.uuid, None)
         if resumable is not None:
             path, last_write, _ = resumable
-            recording = Recording.resume(spec, path, away_s=max(0.0, time.time() - last_write),
-                                         cause="controller_restart", **limits)
+            # Another process's monotonic clock means nothing here: the outage is measured in wall time.
+            away_s = max(0.0, self.wall_clock() - last_write)
+            log.info("call %s: continuing %s after %.1f s without a recorder", spec.uuid, path, away_s)
+            recording = Recording.resume(spec, path, away_s=away_s, cause=CONTROLLER_RESTART, **limits)
         else:
             recording = Recording.open(spec, self.directory, self.template, **limits)
         self._recordings[spec.uuid] = recording
@@ -537,6 +576,38 @@ class RecorderServer:
         except Exception:
             log.exception("recorder callback %r failed for %s", callback, args)
 
+    # ---- across a restart -----------------------------------------------------------------------------------
+
+    def _save_stopped_state(self) -> None:
+        if not self._stopped:
+            return
+        state = {"stopped_at": self.wall_clock(), "recordings": self._stopped}
+        try:
+            write_json_atomically(self.directory / STOPPED_STATE, state)
+        except RecordingError as exc:
+            log.error("cannot note the recordings to continue after a restart: %s", exc)
+        self._stopped = {}
+
+    def _load_stopped_state(self) -> None:
+        """Recordings the last stop() finalised become resumable, like the ones a killed process left."""
+        path = self.directory / STOPPED_STATE
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            path.unlink()
+            stopped_at = float(state["stopped_at"])
+            recordings = dict(state["recordings"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            return
+        root = self.directory.resolve()
+        for uuid, name in recordings.items():
+            final = Path(str(name)).resolve()
+            uuid = normalise_uuid(str(uuid))
+            if uuid and final.is_relative_to(root) and final.exists() and uuid not in self._resumable:
+                self._resumable[uuid] = (final, stopped_at, self.clock())
+
     # ---- periodic upkeep ------------------------------------------------------------------------------------
 
     def _tick_forever(self) -> None:
@@ -547,17 +618,22 @@ class RecorderServer:
     def _tick(self) -> None:
         """Keep headers current while frames pause, end recordings past their wall-clock limit, and finalise
         recordings whose stream never came back (the controller normally ends them first)."""
-        now = time.monotonic()
+        now = self.clock()
         for uuid, recording in list(self._recordings.items()):
             if recording.detached_at is not None and now - recording.detached_at > self.linger_s:
                 log.warning("call %s: no stream for %.0f s, finalising its recording", uuid, self.linger_s)
-                self._finalise(uuid, "linger")
+                self._finalise(uuid, LINGER)
         for uuid, (_, _, since) in list(self._resumable.items()):
             if now - since > self.linger_s:
                 del self._resumable[uuid]
         for session in list(self._sessions.values()):
             recording = session.recording
             if recording is None or recording.finished or session.ending:
+                continue
+            if session.ws is not None and now - session.ws.last_frame_at > self.idle_timeout_s:
+                log.warning("call %s: nothing from %s for %.0f s (not even a ping), closing the connection",
+                            session.spec.uuid, session.peer, self.idle_timeout_s)
+                self._end(session, IDLE_TIMEOUT)
                 continue
             try:
                 limit = recording.tick()
