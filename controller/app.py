@@ -40,7 +40,7 @@ log = logging.getLogger("controller")
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
 # How a stream or recording ended, as the recorder reports it: lost (restart the stream) or ended on
 # purpose (don't). A clean close (client_close) is neither: the module's stop or the call's hangup.
-LOST_REASONS = ("eof", "protocol_error", "internal_error")
+LOST_REASONS = ("eof", "protocol_error", "internal_error", "idle_timeout")
 DELIBERATE_REASONS = ("max_duration", "max_bytes", "write_error")
 
 
@@ -219,6 +219,7 @@ class Controller:
                 uuid=info.uuid, token=call.token, rate=rule.rate, channels=CHANNELS[rule.mix],
                 caller=info.caller_number, destination=info.destination, rule_name=rule.name,
                 metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata is not None else None,
+                heartbeat_s=rule.heartbeat_s,
             )
             url = audio_stream.stream_url(self.public_url, info.uuid)
             commands = audio_stream.setvar_commands(info.uuid, rule, call.token)

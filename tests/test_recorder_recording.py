@@ -81,6 +81,8 @@ def test_stream_spec_is_checked():
         spec(channels=3)
     with pytest.raises(ValueError, match="non-empty"):
         spec(token="")
+    with pytest.raises(ValueError, match="heartbeat_s must be whole seconds >= 0"):
+        spec(heartbeat_s=-1)
 
 
 def test_registry_expect_lookup_forget():

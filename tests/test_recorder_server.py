@@ -775,7 +775,7 @@ def test_a_client_silent_past_the_idle_timeout_is_closed_1001_and_can_resume(rec
     clock = FakeClock()
     # The ticker is driven by hand here so "not yet" can be checked without waiting.
     rec = recorder(end_on_detach=False, clock=clock, idle_timeout_s=60.0, tick_interval_s=3600)
-    rec.expect()
+    rec.expect(heartbeat_s=15)  # pings every 15 s: three missed is 45 s, under the 60 s floor
     client, _ = rec.connect(captures)
     assert rec.next_event() == ("open", UUID)
     clock.advance(50.0)
@@ -798,6 +798,39 @@ def test_a_client_silent_past_the_idle_timeout_is_closed_1001_and_can_resume(rec
     # Connected and silent for 110.5 s, then 2 s without a connection (less the frame's own 20 ms).
     assert gaps_of(side) == [(0, 884000, "no_audio"), (884000, 15840, "stream_lost")]
     assert side["connections"] == 2 and read_wav(wav_path)[3] == pcm(0, 899840) + pcm(3)
+
+
+def test_a_stream_without_pings_may_stay_silent_as_long_as_the_call_lasts(recorder, captures):
+    # Without a heartbeat the module sends nothing while paused, or in mixed mode while nothing is played:
+    # closing such a connection would end a legal pause (and the restart would undo it).
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, idle_timeout_s=60.0, tick_interval_s=3600)
+    rec.expect(heartbeat_s=0)
+    client, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    clock.advance(3600.0)
+    rec.server._tick()
+    assert rec.server.open_recordings() == [UUID] and rec.events.empty()
+    client.send(frame(OP_BINARY, pcm(1)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    rec.server.end_call(UUID)
+    assert rec.wait_closed() == "client_close"
+    assert gaps_of(rec.only_recording()[1]) == [(0, 28800000 - 160, "no_audio")]
+
+
+def test_a_slow_heartbeat_gets_three_missed_pings_before_the_connection_counts_as_dead(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, idle_timeout_s=60.0, tick_interval_s=3600)
+    rec.expect(heartbeat_s=40)
+    client, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    clock.advance(119.0)
+    rec.server._tick()
+    assert rec.events.empty()
+    clock.advance(1.5)
+    rec.server._tick()
+    assert client.recv_close() == (1001, "idle timeout")
+    assert rec.next_event() == ("detach", UUID, "idle_timeout")
 
 
 def write_killed_recording(directory, uuid, audio, stale_header_bytes):

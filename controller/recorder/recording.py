@@ -61,6 +61,9 @@ class StreamSpec:
     destination: str = ""
     rule_name: str = ""
     metadata: str | None = None
+    # Seconds between the module's pings (0: none). Only a stream that pings can be told dead by its silence:
+    # without pings, pause and mixed audio during a plain sleep send nothing for as long as they last.
+    heartbeat_s: int = 0
 
     def __post_init__(self) -> None:
         uuid = normalise_uuid(self.uuid)
@@ -73,6 +76,8 @@ class StreamSpec:
             raise ValueError(f"stream rate must be a multiple of 8000 Hz (8000, 16000, ...), got {self.rate!r}")
         if self.channels not in (1, 2):
             raise ValueError(f"stream channels must be 1 (mono/mixed) or 2 (stereo), got {self.channels!r}")
+        if not isinstance(self.heartbeat_s, int) or isinstance(self.heartbeat_s, bool) or self.heartbeat_s < 0:
+            raise ValueError(f"stream heartbeat_s must be whole seconds >= 0 (0: no pings), got {self.heartbeat_s!r}")
 
 
 class RecordingRegistry:

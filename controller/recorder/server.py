@@ -610,6 +610,13 @@ class RecorderServer:
 
     # ---- periodic upkeep ------------------------------------------------------------------------------------
 
+    def idle_limit_s(self, spec: StreamSpec) -> float | None:
+        """How long a connection may send nothing at all before it counts as dead: three missed pings, and
+        never less than ``idle_timeout_s``; None for a stream without pings, whose silence may be legal."""
+        if spec.heartbeat_s <= 0:
+            return None
+        return max(self.idle_timeout_s, 3.0 * spec.heartbeat_s)
+
     def _tick_forever(self) -> None:
         while True:
             gevent.sleep(self.tick_interval_s)
@@ -630,9 +637,10 @@ class RecorderServer:
             recording = session.recording
             if recording is None or recording.finished or session.ending:
                 continue
-            if session.ws is not None and now - session.ws.last_frame_at > self.idle_timeout_s:
+            idle_limit = self.idle_limit_s(session.spec)
+            if idle_limit is not None and session.ws is not None and now - session.ws.last_frame_at > idle_limit:
                 log.warning("call %s: nothing from %s for %.0f s (not even a ping), closing the connection",
-                            session.spec.uuid, session.peer, self.idle_timeout_s)
+                            session.spec.uuid, session.peer, idle_limit)
                 self._end(session, IDLE_TIMEOUT)
                 continue
             try:
