@@ -771,13 +771,19 @@ def test_a_stream_that_never_returns_is_finalised_after_linger(recorder, capture
     assert side["close_reason"] == "linger" and side["gaps"] == []
 
 
-def test_a_client_silent_past_the_idle_timeout_is_closed_1001_and_can_resume(recorder, captures):
+def open_idle_client(recorder, captures, heartbeat_s):
+    """A recorder with a 60 s idle floor and a hand-driven ticker (so "not yet" is checked without waiting),
+    and one connected stream whose rule pings every ``heartbeat_s`` seconds."""
     clock = FakeClock()
-    # The ticker is driven by hand here so "not yet" can be checked without waiting.
     rec = recorder(end_on_detach=False, clock=clock, idle_timeout_s=60.0, tick_interval_s=3600)
-    rec.expect(heartbeat_s=15)  # pings every 15 s: three missed is 45 s, under the 60 s floor
+    rec.expect(heartbeat_s=heartbeat_s)
     client, _ = rec.connect(captures)
     assert rec.next_event() == ("open", UUID)
+    return rec, client, clock
+
+
+def test_a_client_silent_past_the_idle_timeout_is_closed_1001_and_can_resume(recorder, captures):
+    rec, client, clock = open_idle_client(recorder, captures, heartbeat_s=15)  # 3 missed pings: under the floor
     clock.advance(50.0)
     client.sync()  # a ping is a sign of life too
     clock.advance(50.0)
@@ -803,11 +809,7 @@ def test_a_client_silent_past_the_idle_timeout_is_closed_1001_and_can_resume(rec
 def test_a_stream_without_pings_may_stay_silent_as_long_as_the_call_lasts(recorder, captures):
     # Without a heartbeat the module sends nothing while paused, or in mixed mode while nothing is played:
     # closing such a connection would end a legal pause (and the restart would undo it).
-    clock = FakeClock()
-    rec = recorder(end_on_detach=False, clock=clock, idle_timeout_s=60.0, tick_interval_s=3600)
-    rec.expect(heartbeat_s=0)
-    client, _ = rec.connect(captures)
-    assert rec.next_event() == ("open", UUID)
+    rec, client, clock = open_idle_client(recorder, captures, heartbeat_s=0)
     clock.advance(3600.0)
     rec.server._tick()
     assert rec.server.open_recordings() == [UUID] and rec.events.empty()
@@ -819,11 +821,7 @@ def test_a_stream_without_pings_may_stay_silent_as_long_as_the_call_lasts(record
 
 
 def test_a_slow_heartbeat_gets_three_missed_pings_before_the_connection_counts_as_dead(recorder, captures):
-    clock = FakeClock()
-    rec = recorder(end_on_detach=False, clock=clock, idle_timeout_s=60.0, tick_interval_s=3600)
-    rec.expect(heartbeat_s=40)
-    client, _ = rec.connect(captures)
-    assert rec.next_event() == ("open", UUID)
+    rec, client, clock = open_idle_client(recorder, captures, heartbeat_s=40)  # 3 missed pings: 120 s
     clock.advance(119.0)
     rec.server._tick()
     assert rec.events.empty()
