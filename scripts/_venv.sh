@@ -1,16 +1,18 @@
-# Sourced by scripts/test and scripts/demo: make .venv on a fresh machine and install the project into it.
-# Usage: . scripts/_venv.sh [extras]   (e.g. "test")
+# Sourced by the scripts in scripts/: `setup_venv [extras]` makes .venv on a fresh machine and installs the
+# project into it (e.g. `setup_venv test`). A function, because a sourced file sees its caller's arguments.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-spec="."
-if [ -n "${1:-}" ]; then spec=".[$1]"; fi
-# Quiet unless it fails: setuptools warns on every editable install, which is noise to the user.
-if ! .venv/bin/python -m pip install --disable-pip-version-check -e "$spec" > .venv/install.log 2>&1; then
-    cat .venv/install.log >&2
-    echo "installing the project into .venv failed (log above, also in .venv/install.log)" >&2
-    exit 1
-fi
+
+setup_venv() {
+    local spec="."
+    if [ -n "${1:-}" ]; then spec=".[$1]"; fi
+    if [ ! -x .venv/bin/python ]; then
+        "${PYTHON:-python3}" -m venv .venv
+    fi
+    # Quiet unless it fails: setuptools warns on every editable install, which is noise to the user.
+    if ! .venv/bin/python -m pip install --disable-pip-version-check -e "$spec" > .venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        echo "installing the project into .venv failed (log above, also in .venv/install.log)" >&2
+        exit 1
+    fi
+}
