@@ -85,6 +85,9 @@ class Call:
     retry_at: float = 0.0
     restarts: int = 0
     errors: list[str] = field(default_factory=list)
+    # Found by reconcile, never seen answered: an earlier controller process may have left the module holding
+    # a stream for it (after a server-side close it stays attached and refuses a new start), so stop first.
+    stop_first: bool = False
 
     @property
     def uuid(self) -> str:
@@ -107,7 +110,7 @@ class CallBook:
 
     # ---- answer, and the decisions it needs ----------------------------------------------------------
 
-    def on_answer(self, info, now: float) -> list[Action]:
+    def on_answer(self, info, now: float, stop_first: bool = False) -> list[Action]:
         if info.uuid in self.calls or info.uuid in self.refused:
             # FreeSWITCH may repeat an answer (re-INVITE, reconnect replays): one stream per call, ever.
             return []
@@ -119,7 +122,8 @@ class CallBook:
         if over:
             self.refused.add(info.uuid)
             return [NotStreamed(info.uuid, "limit", over)]
-        call = Call(info, rule, self.make_token(), answered_at=now, start_at=now + rule.start_delay_s)
+        call = Call(info, rule, self.make_token(), answered_at=now, start_at=now + rule.start_delay_s,
+                    stop_first=stop_first)
         self.calls[info.uuid] = call
         log.info("call %s to %r matches rule %r", info.uuid, info.destination, rule.name)
         return self.due(now)
@@ -144,7 +148,7 @@ class CallBook:
                 call.phase = Phase.STARTING
                 if call.rule.max_duration_s is not None:
                     call.stop_at = now + call.rule.max_duration_s
-                actions.append(StartStream(call))
+                actions.append(StartStream(call, restart=call.stop_first))
             elif call.phase is Phase.RETRYING and call.retry_at <= now:
                 call.phase = Phase.STARTING
                 actions.append(StartStream(call, restart=True))
@@ -219,7 +223,7 @@ class CallBook:
         for info in answered:
             call = self.calls.get(info.uuid)
             if call is None:
-                actions += self.on_answer(info, now)
+                actions += self.on_answer(info, now, stop_first=True)
             elif info.uuid in live_recordings:
                 if call.phase is Phase.STARTING:
                     call.phase = Phase.STREAMING

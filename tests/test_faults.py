@@ -242,6 +242,44 @@ def test_controller_killed_mid_call_continues_the_same_file_after_restart(sim, t
     assert len(list((tmp_path / "rec").rglob(f"*{other.uuid}*.wav"))) == 1
 
 
+def test_controller_stopped_with_sigterm_mid_call_continues_the_same_file_after_restart(sim, tmp_path):
+    process = controller_process(sim, tmp_path)
+    try:
+        sim.wait_for_command("event ", timeout=20)
+        call = sim.place_call("9999", duration_s=5.0)
+        streamed_for(sim, call, 1.0)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        # The recorder closed the WebSocket from its side: the module keeps the dead stream attached (it
+        # refuses a new start until stop), and the ::disconnect event went to nobody.
+        assert sim.streams_for(call.uuid)[0].ended.wait(5)
+        since = len(sim.received_commands)
+        process = controller_process(sim, tmp_path)
+        assert call.hung_up.wait(15)
+        wait_until(lambda: len(sim.streams_for(call.uuid)) == 2 and sim.streams_for(call.uuid)[1].ended.is_set(),
+                   10, "the second stream to end")
+        wait_until(lambda: not list((tmp_path / "rec").rglob(f"*{call.uuid}*.part")), 10, "the WAV to be final")
+    finally:
+        process.terminate()
+        process.wait(10)
+    # The new process knows nothing of the call: it stops whatever the module holds, then starts, once.
+    sent = [first_line(c).split()[3] for c in sim.received_commands[since:]
+            if c.startswith("bgapi uuid_audio_stream") and call.uuid in c]
+    assert sent == ["stop", "start"]
+    first, second = sim.streams_for(call.uuid)
+    [path] = (tmp_path / "rec").rglob(f"*{call.uuid}*.wav")
+    with wave.open(str(path), "rb") as wav:
+        pcm = wav.readframes(wav.getnframes())
+    recording = Recording(path, 8000, 1, pcm, json.loads(path.with_suffix(".json").read_text()))
+    audio = recording.audio_outside_gaps()
+    assert recording.gap_causes() == ["controller_restart"]
+    assert audio.endswith(second.sent_pcm)
+    # A clean stop writes out everything it read: only frames in flight when it closed can be missing.
+    before = audio[: len(audio) - len(second.sent_pcm)]
+    assert first.sent_pcm.startswith(before) and len(first.sent_pcm) - len(before) <= 0.1 * 16000
+    assert abs(recording.duration_s - streamed_span_s([first, second])) <= TOLERANCE_S
+
+
 def test_disk_full_on_one_call_stops_only_that_recording(sim, harness, monkeypatch):
     import errno
     import os
