@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .esl.backoff import capped_exponential
+
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +72,7 @@ class RetryPolicy:
     max_attempts: int = 8
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_s, self.initial_s * 2 ** max(0, attempt - 1))
+        return capped_exponential(self.initial_s, 2.0, self.max_s, attempt)
 
 
 @dataclass
