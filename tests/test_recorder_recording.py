@@ -242,3 +242,20 @@ def test_a_killed_recording_keeps_its_gaps_and_captured_share(tmp_path):
     assert [(g["start_frame"], g["frames"], g["cause"]) for g in data["gaps"]] == [(8000, 4000, "no_audio")]
     assert (data["close_reason"], data["duration_s"], data["captured_s"]) == ("recovered", 1.5, 1.0)
     assert data["captured_ratio"] == round(1.0 / 1.5, 4)
+
+
+def test_a_partial_sample_at_a_drop_is_dropped_so_a_quick_reconnect_stays_aligned(tmp_path):
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock)
+    clock.now += 0.02
+    recording.on_audio(pcm(1)[:161])  # the connection ends one byte into a sample
+    recording.detach("eof")
+    clock.now += 0.1  # back within the gap threshold: no silence clears the half sample
+    recording.attach()
+    clock.now += 0.02
+    recording.on_audio(pcm(2))
+    recording.finish("client_close")
+    with wave.open(str(recording.path)) as w:
+        assert w.readframes(w.getnframes()) == pcm(1, 80) + pcm(2)
+    data = json.loads(recording.sidecar_path.read_text())
+    assert data["dropped_bytes"] == 1 and data["gaps"] == []

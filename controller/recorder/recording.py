@@ -297,6 +297,11 @@ class Recording:
         if error:
             self._connection_errors.append(error)
         self._next_cause = STREAM_LOST
+        # The rest of a half-received frame never comes: kept, it would shift every later sample by its bytes.
+        dropped = self.writer.drop_partial_frame()
+        if dropped:
+            log.warning("call %s: connection ended mid-sample (%s); %d byte(s) of a partial frame dropped",
+                        self.spec.uuid, reason, dropped)
         try:
             self.writer.refresh_header(force=True)
         except RecordingError as exc:

@@ -283,6 +283,12 @@ class WavWriter:
             remaining -= chunk
         self._maybe_update_header()
 
+    def drop_partial_frame(self) -> int:
+        """Discard a frame begun but not completed (its connection ended); returns the bytes dropped."""
+        dropped = len(self._pending)
+        self._drop_pending()
+        return dropped
+
     def refresh_header(self, force: bool = False) -> bool:
         """Bring the header up to date if it is due (or ``force``); True when it was rewritten.
 
