@@ -259,3 +259,21 @@ def test_a_partial_sample_at_a_drop_is_dropped_so_a_quick_reconnect_stays_aligne
         assert w.readframes(w.getnframes()) == pcm(1, 80) + pcm(2)
     data = json.loads(recording.sidecar_path.read_text())
     assert data["dropped_bytes"] == 1 and data["gaps"] == []
+
+
+def test_recovery_leaves_a_file_it_cannot_repair_and_goes_on(tmp_path, caplog):
+    (tmp_path / "empty.wav.part").write_bytes(b"")  # killed between creating the file and its header
+    (tmp_path / "alien.wav.part").write_bytes(b"not a wav file at all, but long enough for a header" * 2)
+    recording = open_recording(tmp_path, template="{uuid}.wav")
+    recording.on_audio(pcm(1))
+    recording.writer._flush()
+    recording.writer.abandon()
+    with caplog.at_level("ERROR", logger="controller.recorder"):
+        (done,) = recover_unfinished(tmp_path)
+    assert done.final_path == tmp_path / f"{UUID}.wav" and done.uuid == UUID
+    assert (tmp_path / "empty.wav.part").read_bytes() == b""
+    assert (tmp_path / "alien.wav.part").exists()
+    problems = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(problems) == 2
+    assert any(str(tmp_path / "empty.wav.part") in m and "too short for a WAV header" in m for m in problems)
+    assert any(str(tmp_path / "alien.wav.part") in m and "not a canonical" in m for m in problems)

@@ -934,3 +934,18 @@ def test_a_failing_disk_under_one_call_ends_only_that_recording(recorder, captur
     assert side["close_reason"] == "write_error" and "No space left on device" in side["error"]
     assert read_wav(next(rec.directory.rglob(f"{OTHER}.wav")))[3] == \
         b"".join(pcm(n % 250 + 1) for n in range(50)) + pcm(9)
+
+
+def test_an_unrepairable_part_left_at_start_does_not_stop_the_recorder(tmp_path, recorder, captures):
+    directory = tmp_path / "recordings"
+    directory.mkdir()
+    (directory / "empty.wav.part").write_bytes(b"")  # a process killed before it wrote a header
+    rec = recorder()
+    rec.expect()
+    client, (status, _, _) = rec.connect(captures)
+    assert status == 101
+    client.send(frame(OP_BINARY, pcm(1)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    assert rec.wait_closed() == "client_close"
+    assert read_wav(rec.only_recording()[0])[3] == pcm(1)
+    assert (directory / "empty.wav.part").read_bytes() == b""

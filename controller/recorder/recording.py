@@ -433,20 +433,30 @@ def recover_unfinished(directory: os.PathLike | str) -> list[Recovered]:
     """
     results = []
     for part in sorted(Path(directory).rglob(f"*.wav{PART_SUFFIX}")):
-        last_write = part.stat().st_mtime
-        fixed = repair(part)
-        final = final_path_for(part)
-        renamed = not final.exists()
-        if renamed:
-            try:
-                os.replace(part, final)
-            except OSError as exc:
-                raise RecordingError(part, "cannot rename the repaired recording", exc) from exc
-        uuid = _mark_sidecar_recovered(final, fixed)
-        results.append(Recovered(final, fixed, renamed, last_write, uuid))
-        log.warning("recovered unfinished recording %s: %d bytes of audio, %d trailing bytes cut",
-                    final if renamed else part, fixed.data_bytes, fixed.truncated_bytes)
+        # One file that cannot be saved (empty, not ours, unreadable) must not keep the recorder from starting.
+        try:
+            results.append(_recover_one(part))
+        except (RecordingError, OSError) as exc:
+            why = f"{exc.problem}{f': {exc.cause}' if exc.cause else ''}" if isinstance(exc, RecordingError) \
+                else str(exc)
+            log.error("cannot recover unfinished recording %s (%s); leaving the file as it is", part, why)
     return results
+
+
+def _recover_one(part: Path) -> Recovered:
+    last_write = part.stat().st_mtime
+    fixed = repair(part)
+    final = final_path_for(part)
+    renamed = not final.exists()
+    if renamed:
+        try:
+            os.replace(part, final)
+        except OSError as exc:
+            raise RecordingError(part, "cannot rename the repaired recording", exc) from exc
+    uuid = _mark_sidecar_recovered(final, fixed)
+    log.warning("recovered unfinished recording %s: %d bytes of audio, %d trailing bytes cut",
+                final if renamed else part, fixed.data_bytes, fixed.truncated_bytes)
+    return Recovered(final, fixed, renamed, last_write, uuid)
 
 
 def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> str | None:
