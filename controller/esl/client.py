@@ -203,8 +203,8 @@ class EventSocketClient(InboundESL):
                 pass
         self._drop("closed by the controller")
         if self._keeper is not None:
-            self._keeper.join(timeout)
-            self._keeper.kill(block=False)
+            # Not join(): a keeper asleep in its backoff would hold a shutdown for the whole timeout.
+            self._keeper.kill(timeout=timeout)
 
     stop = close
 
@@ -218,11 +218,15 @@ class EventSocketClient(InboundESL):
         result = AsyncResult()
         # Replies come back in the order commands went out; the lock keeps queue order == wire order.
         with self._send_lock:
+            # The session may have dropped while this command waited for the lock (another send blocked).
+            sock = self.sock
+            if sock is None or not self.connected:
+                raise NotConnectedError(f"not connected to {self.host}:{self.port}")
             self._commands_sent.append(result)
             try:
-                self.sock.sendall(raw)
+                sock.sendall(raw)
             except OSError as exc:
-                self._drop(f"send failed: {exc}")
+                self._drop(f"send failed: {exc}", sock)
         wait = self.command_timeout if timeout is None else timeout
         try:
             # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
@@ -306,6 +310,8 @@ class EventSocketClient(InboundESL):
             job = self._jobs.get(event.get("Job-UUID"))
             if job is not None:
                 job.set(event.body)
+        if not (self.event_handlers.get(event.key) or self.event_handlers.get("*")):
+            return  # nobody listens (a job's result went to its command above): no queue, no greenlet
         # Events of one channel stay in order; different channels never wait for each other.
         key = event.uuid or f"job:{event.get('Job-UUID')}"
         queue = self._channel_queues.get(key)
