@@ -87,6 +87,9 @@ class Controller:
         self._wakeup = GeventEvent()
         self._stopping = GeventEvent()
         self._timer: gevent.Greenlet | None = None
+        self._reconcile_retry: gevent.Greenlet | None = None
+        # A failed reconcile (FreeSWITCH slow to list channels) is tried again after this long while connected.
+        self.reconcile_retry_s = 5.0
         self.recorder_port: int | None = None
         # Where FreeSWITCH reaches the recorder; tests that bind port 0 set it once the port is known.
         self.public_url = config.recorder.public_url
@@ -110,8 +113,9 @@ class Controller:
         self._wakeup.set()
         self.esl.close(timeout=min(timeout, 2.0))
         self.recorder.stop(timeout=timeout)
-        if self._timer is not None:
-            self._timer.kill(block=False)
+        for greenlet in (self._timer, self._reconcile_retry):
+            if greenlet is not None:
+                greenlet.kill(block=False)
 
     def reload(self) -> bool:
         """Re-read the rules; a broken file is refused and the rules in force stay. Live calls keep theirs."""
@@ -147,13 +151,25 @@ class Controller:
             listing = self.esl.api("show channels as json")
             rows = json.loads(listing).get("rows", [])
         except (CommandError, CommandTimeout, NotConnectedError, ValueError, AttributeError) as exc:
-            log.error("reconcile: cannot list channels: %s", exc)
+            # Until it succeeds, calls whose hangup was missed would hold their stream slots for good.
+            log.error("reconcile: cannot list channels: %s; trying again in %g s", exc, self.reconcile_retry_s)
+            pending = self._reconcile_retry  # one retry at a time (this may be it, failing again)
+            if pending is None or pending.dead or pending is gevent.getcurrent():
+                self._reconcile_retry = gevent.spawn_later(self.reconcile_retry_s, self._reconcile_if_connected)
             return
+        # Every listed channel is alive (UNHELD, RINGING, ... too); only answered ones are streamed.
+        present = {str(row["uuid"]) for row in rows if row.get("uuid")}
         answered = [CallInfo.from_channel_row(row) for row in rows
                     if row.get("callstate") in ("ACTIVE", "HELD") and row.get("uuid")]
-        actions = self.calls.reconcile(answered, set(self.recorder.open_recordings()), time.monotonic())
+        actions = self.calls.reconcile(answered, set(self.recorder.open_recordings()), time.monotonic(),
+                                       present=present)
         log.info("reconcile: %d answered channels live, %d actions", len(answered), len(actions))
         self._apply(actions)
+
+    def _reconcile_if_connected(self) -> None:
+        # After a reconnect, the reconcile on_connect runs makes this one redundant.
+        if self.esl.connected and not self._stopping.is_set():
+            self.reconcile()
 
     def _on_esl_disconnect(self, reason: str) -> None:
         metrics.ESL_CONNECTED.set(0)
@@ -176,7 +192,7 @@ class Controller:
         self._apply(self.calls.on_answer(CallInfo.from_headers(event.headers), time.monotonic()))
 
     def _on_hangup(self, event: Event) -> None:
-        self._apply(self.calls.on_hangup(event.uuid))
+        self._apply(self.calls.on_hangup(event.uuid, time.monotonic()))
 
     def _on_stream_connect(self, event: Event) -> None:
         log.info("call %s: module connected to the recorder", event.uuid)
@@ -200,7 +216,7 @@ class Controller:
     def _apply(self, actions) -> None:
         for action in actions:
             if isinstance(action, StartStream):
-                gevent.spawn(self._start_stream, action.call, action.restart)
+                gevent.spawn(self._start_stream, action)
             elif isinstance(action, StopStream):
                 gevent.spawn(self._stop_stream, action.call, action.reason)
             elif isinstance(action, ForgetCall):
@@ -212,7 +228,8 @@ class Controller:
                 log.log(level, "call %s not streamed (%s): %s", action.uuid, action.reason, action.detail)
         self._wakeup.set()
 
-    def _start_stream(self, call, restart: bool = False) -> None:
+    def _start_stream(self, start: StartStream) -> None:
+        call = start.call
         rule, info = call.rule, call.info
         try:
             spec = StreamSpec(
@@ -227,15 +244,23 @@ class Controller:
         except ValueError as exc:
             # Nothing is sent for a call whose arguments would be refused (or worse, leak a WebSocket).
             log.error("call %s: not streamed, invalid stream arguments: %s", info.uuid, exc)
-            self.calls.on_start_result(info.uuid, False, str(exc), time.monotonic(), permanent=True)
+            self.calls.on_start_result(start, False, str(exc), time.monotonic(), permanent=True)
+            return
+        # Each command waits for its reply; meanwhile the call may hang up, reach its limit, or be restarted
+        # by a newer action. Then this start goes no further (nor announces a stream nobody would forget).
+        if not self.calls.still_starting(start):
             return
         self.registry.expect(spec)
-        if restart:
+        if start.restart:
             # After a server-side close the module keeps the dead stream attached and refuses a new start
             # until stop; after ::error it has detached already and stop just answers -ERR. Either way: stop.
             self._send_quietly(audio_stream.stop_command(info.uuid))
         detail = ""
         for command in commands:
+            if not self.calls.still_starting(start):
+                log.info("call %s: start %d abandoned: the call ended, was stopped or started anew",
+                         info.uuid, start.attempt)
+                return
             detail = self._send_quietly(command)
             if not detail.startswith("+OK"):
                 break
@@ -245,7 +270,7 @@ class Controller:
             log.info("call %s: stream start accepted (%s %s Hz) -> %s", info.uuid, rule.mix, rule.rate, url)
         else:
             metrics.STREAM_START_FAILURES.inc()
-        self._apply(self.calls.on_start_result(info.uuid, ok, detail, time.monotonic()))
+        self._apply(self.calls.on_start_result(start, ok, detail, time.monotonic()))
 
     def _send_quietly(self, command: str) -> str:
         try:
@@ -256,7 +281,9 @@ class Controller:
     def _stop_stream(self, call, reason: str) -> None:
         log.info("call %s: stopping stream: %s", call.uuid, reason)
         metrics.STREAM_STOPS.inc()
-        # Stopped on purpose: the recording ends when this connection closes, whatever the call does next.
+        # Stopped on purpose: the recording ends when this connection closes, whatever the call does next,
+        # and a stream that comes anyway (a start that landed after the stop) is refused, not a second file.
+        self.registry.forget(call.uuid)
         self.recorder.end_call(call.uuid)
         reply = self._send_quietly(audio_stream.stop_command(call.uuid))
         if not reply.startswith("+OK"):

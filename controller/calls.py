@@ -29,12 +29,17 @@ class Phase(enum.Enum):
 
 # Phases in which a call holds (or is about to hold) one of the module's streams.
 HOLDS_STREAM = (Phase.WAITING, Phase.STARTING, Phase.STREAMING, Phase.RETRYING)
+# Phases the rule's time limit ends.
+STOPPABLE = (Phase.STARTING, Phase.STREAMING, Phase.RETRYING)
+# How long a hangup is remembered, against channel listings older than it.
+ENDED_KEPT_S = 60.0
 
 
 @dataclass(frozen=True)
 class StartStream:
     call: "Call"
     restart: bool = False  # send `stop` first: after a server-side close the module refuses a new start
+    attempt: int = 1  # which of the call's starts this is: an older one still sending gives way
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class Call:
     # Found by reconcile, never seen answered: an earlier controller process may have left the module holding
     # a stream for it (after a server-side close it stays attached and refuses a new start), so stop first.
     stop_first: bool = False
+    start_accepted: bool = False  # the module answered +OK to the latest start: it is connecting, or failed
+    starts: int = 0  # start attempts so far, restarts included
+    permanent: bool = False  # FAILED for a reason no retry can mend (invalid arguments)
 
     @property
     def uuid(self) -> str:
@@ -109,6 +117,9 @@ class CallBook:
         # Calls refused for a limit stay refused for their whole life: a later reconcile must not start
         # half a call that the operator's limit kept out.
         self.refused: set[str] = set()
+        # Hangups of the last minute: a channel listing taken before a hangup we handled meanwhile must not
+        # bring the call back.
+        self.ended: dict[str, float] = {}
 
     # ---- answer, and the decisions it needs ----------------------------------------------------------
 
@@ -146,37 +157,57 @@ class CallBook:
         """Actions whose time has come: delayed starts, restarts, and stops at the rule's time limit."""
         actions: list[Action] = []
         for call in self.calls.values():
-            if call.phase is Phase.WAITING and call.start_at <= now:
-                call.phase = Phase.STARTING
-                if call.rule.max_duration_s is not None:
-                    call.stop_at = now + call.rule.max_duration_s
-                actions.append(StartStream(call, restart=call.stop_first))
-            elif call.phase is Phase.RETRYING and call.retry_at <= now:
-                call.phase = Phase.STARTING
-                actions.append(StartStream(call, restart=True))
-            elif (call.phase in (Phase.STARTING, Phase.STREAMING) and call.stop_at is not None
-                  and call.stop_at <= now):
+            # The time limit first: a restart due at the same moment must not outlive the stop.
+            if call.phase in STOPPABLE and call.stop_at is not None and call.stop_at <= now:
                 call.phase = Phase.STOPPING
                 actions.append(StopStream(call, f"rule {call.rule.name!r} limit of {call.rule.max_duration_s:g}s"))
+            elif call.phase is Phase.WAITING and call.start_at <= now:
+                if call.rule.max_duration_s is not None:
+                    call.stop_at = now + call.rule.max_duration_s
+                actions.append(self._start(call, restart=call.stop_first))
+            elif call.phase is Phase.RETRYING and call.retry_at <= now:
+                actions.append(self._start(call, restart=True))
         return actions
+
+    @staticmethod
+    def _start(call: Call, restart: bool) -> StartStream:
+        call.phase = Phase.STARTING
+        call.start_accepted = False
+        call.starts += 1
+        return StartStream(call, restart=restart, attempt=call.starts)
 
     def next_deadline(self) -> float | None:
         times = [c.start_at for c in self.calls.values() if c.phase is Phase.WAITING]
         times += [c.retry_at for c in self.calls.values() if c.phase is Phase.RETRYING]
-        times += [c.stop_at for c in self.calls.values()
-                  if c.phase in (Phase.STARTING, Phase.STREAMING) and c.stop_at is not None]
+        times += [c.stop_at for c in self.calls.values() if c.phase in STOPPABLE and c.stop_at is not None]
         return min(times, default=None)
+
+    def still_starting(self, start: StartStream) -> bool:
+        """Whether a start under way should go on sending: its call not hung up, stopped or started anew."""
+        call = start.call
+        return self.calls.get(call.uuid) is call and call.phase is Phase.STARTING and call.starts == start.attempt
 
     # ---- what the module and the recorder report ---------------------------------------------------
 
-    def on_start_result(self, uuid: str, ok: bool, detail: str, now: float, permanent: bool = False) -> list[Action]:
+    def on_start_result(self, start: StartStream, ok: bool, detail: str, now: float,
+                        permanent: bool = False) -> list[Action]:
         """`permanent`: retrying cannot help (the arguments themselves are invalid)."""
-        call = self.calls.get(uuid)
-        if call is None or ok or call.phase is not Phase.STARTING:
+        call = start.call
+        if self.calls.get(call.uuid) is not call:
+            return []
+        if ok and call.phase is Phase.STOPPING:
+            # Start and stop run as separate jobs in FreeSWITCH and may land in either order: stop again.
+            return [StopStream(call, "a start was accepted after the stop")]
+        if call.starts != start.attempt:
+            return []  # a newer start has taken over; this one's result says nothing about it
+        if ok and call.phase is Phase.STARTING:
+            call.start_accepted = True
+        if ok or call.phase is not Phase.STARTING:
             return []
         if permanent:
             call.errors.append(detail)
             call.phase = Phase.FAILED
+            call.permanent = True
             return []
         return self._lost(call, f"start refused: {detail}", now)
 
@@ -200,41 +231,62 @@ class CallBook:
             call.phase = Phase.FINISHED
             call.errors.append(f"recording ended: {reason}")
 
-    def on_hangup(self, uuid: str) -> list[Action]:
+    def on_hangup(self, uuid: str, now: float) -> list[Action]:
         # The module stops the stream itself on hangup; nothing to send, only to forget.
         self.refused.discard(uuid)
+        self.ended[uuid] = now
+        self._forget_old_hangups(now)
         if self.calls.pop(uuid, None) is None:
             return []
         return [ForgetCall(uuid, "hangup")]
 
     # ---- after an Event Socket (re)connect ---------------------------------------------------------
 
-    def reconcile(self, answered: list, live_recordings: set[str], now: float) -> list[Action]:
+    def reconcile(self, answered: list, live_recordings: set[str], now: float,
+                  present: set[str] | None = None) -> list[Action]:
         """Bring the book in line with what FreeSWITCH says is live (`show channels`), after any gap in events.
 
         Answered channels a rule matches whose recording is not live get their stream (re)started; calls
-        the book holds that FreeSWITCH no longer has are forgotten. A call whose recording is live is left
+        the book holds that FreeSWITCH no longer has (`present`: every listed channel, answered or in
+        another state; by default the answered ones) are forgotten. A call whose recording is live is left
         alone, so a reconnect never starts a second stream.
         """
         actions: list[Action] = []
-        present = {info.uuid for info in answered}
+        present = {info.uuid for info in answered} if present is None else present
         for uuid in [u for u in self.calls if u not in present]:
             del self.calls[uuid]
             actions.append(ForgetCall(uuid, "gone after reconnect"))
         self.refused &= present  # refused calls whose hangup we missed must not pile up over months
+        self._forget_old_hangups(now)
+        restarted = False
         for info in answered:
+            if info.uuid in self.ended:
+                continue
             call = self.calls.get(info.uuid)
             if call is None:
                 actions += self.on_answer(info, now, stop_first=True)
             elif info.uuid in live_recordings:
                 if call.phase is Phase.STARTING:
                     call.phase = Phase.STREAMING
-            elif call.phase is Phase.STREAMING:
-                # A start still in flight (STARTING) settles by itself: its reply, or its failure when the
-                # connection it went out on dropped. Only a confirmed stream with no recording is dead.
+            elif self._may_be_dead(call):
+                if call.phase is Phase.FAILED:
+                    call.restarts = 0  # it gave up while the switch was out of reach: a fresh set of tries
                 actions += self._lost(call, "no live recording after reconnect", now, at_once=True)
-                actions += self.due(now)
-        return actions
+                restarted = True
+        return actions + (self.due(now) if restarted else [])
+
+    def _forget_old_hangups(self, now: float) -> None:
+        # Oldest first (insertion order), so this stops at the first one still worth keeping.
+        while self.ended and now - next(iter(self.ended.values())) >= ENDED_KEPT_S:
+            del self.ended[next(iter(self.ended))]
+
+    @staticmethod
+    def _may_be_dead(call: Call) -> bool:
+        """With no live recording: a stream that was confirmed, or accepted (its ::connect or ::error may
+        have been lost with the connection), or given up on while unreachable. A start still waiting for
+        its reply settles by itself: the reply, or its failure when the connection it went out on dropped."""
+        return (call.phase is Phase.STREAMING or (call.phase is Phase.STARTING and call.start_accepted)
+                or (call.phase is Phase.FAILED and not call.permanent))
 
     def _lost(self, call: Call, detail: str, now: float, at_once: bool = False) -> list[Action]:
         call.errors.append(detail)

@@ -66,29 +66,65 @@ def test_max_duration_sends_one_stop():
 def test_hangup_forgets_the_call_once():
     calls = book()
     calls.on_answer(Info("a"), now=0.0)
-    assert calls.on_hangup("a") == [ForgetCall("a", "hangup")]
-    assert calls.on_hangup("a") == []
+    assert calls.on_hangup("a", now=20.0) == [ForgetCall("a", "hangup")]
+    assert calls.on_hangup("a", now=21.0) == []
     assert calls.next_deadline() is None
 
 
 def test_refused_start_is_retried_with_stop_first_after_a_growing_delay():
     calls = book(retry=RetryPolicy(initial_s=0.5, max_s=2.0, max_attempts=3))
-    calls.on_answer(Info("a"), now=0.0)
-    assert calls.on_start_result("a", ok=False, detail="-ERR Operation Failed", now=1.0) == []
+    [start] = calls.on_answer(Info("a"), now=0.0)
+    assert calls.on_start_result(start, ok=False, detail="-ERR Operation Failed", now=1.0) == []
     assert calls.calls["a"].phase is Phase.RETRYING
     assert calls.next_deadline() == 1.5
     [restart] = calls.due(1.5)
-    assert restart == StartStream(calls.calls["a"], restart=True)
-    calls.on_start_result("a", ok=False, detail="-ERR Operation Failed", now=2.0)
+    assert restart == StartStream(calls.calls["a"], restart=True, attempt=2)
+    calls.on_start_result(restart, ok=False, detail="-ERR Operation Failed", now=2.0)
     assert calls.next_deadline() == 3.0  # 1 s: doubled
-    calls.due(3.0)
-    calls.on_start_result("a", ok=False, detail="-ERR Operation Failed", now=3.0)
+    [restart] = calls.due(3.0)
+    calls.on_start_result(restart, ok=False, detail="-ERR Operation Failed", now=3.0)
     assert calls.next_deadline() == 5.0  # capped at max_s
-    calls.due(5.0)
-    calls.on_start_result("a", ok=False, detail="-ERR Operation Failed", now=5.0)
+    [restart] = calls.due(5.0)
+    calls.on_start_result(restart, ok=False, detail="-ERR Operation Failed", now=5.0)
     assert calls.calls["a"].phase is Phase.FAILED
     assert calls.due(100.0) == [] and calls.next_deadline() is None
     assert calls.calls["a"].errors == ["start refused: -ERR Operation Failed"] * 4
+
+
+def test_a_start_that_lost_its_turn_neither_sends_on_nor_counts():
+    calls = book()
+    [first] = calls.on_answer(Info("a"), now=0.0)
+    calls.on_start_result(first, ok=True, detail="+OK Success", now=0.1)
+    calls.on_stream_lost("a", "recorder saw EOF", now=0.2)
+    [second] = calls.due(1.0)
+    assert not calls.still_starting(first) and calls.still_starting(second)
+    # The first start's late failure says nothing about the second one.
+    assert calls.on_start_result(first, ok=False, detail="-ERR Operation Failed", now=1.1) == []
+    assert calls.calls["a"].phase is Phase.STARTING and calls.calls["a"].restarts == 1
+    calls.on_hangup("a", now=1.2)
+    assert not calls.still_starting(second)  # hung up while it was sending: it goes no further
+
+
+def test_the_time_limit_wins_over_a_restart_due_at_the_same_moment():
+    calls = book(FakeRule(max_duration_s=1.2))
+    [start] = calls.on_answer(Info("a"), now=0.0)
+    calls.on_start_result(start, ok=True, detail="+OK Success", now=0.0)
+    calls.on_stream_connected("a")
+    calls.on_stream_lost("a", "recorder saw EOF", now=0.9)  # restart due at 1.4, the limit at 1.2
+    assert calls.next_deadline() == 1.2
+    [stop] = calls.due(1.2)
+    assert isinstance(stop, StopStream) and calls.due(2.0) == []
+
+
+def test_a_start_accepted_after_the_stop_is_stopped_again():
+    # bgapi start and stop run in separate FreeSWITCH threads: the stop can land first.
+    calls = book(FakeRule(max_duration_s=1.0))
+    [start] = calls.on_answer(Info("a"), now=0.0)
+    [stop] = calls.due(1.0)
+    assert not calls.still_starting(start)
+    [again] = calls.on_start_result(start, ok=True, detail="+OK Success", now=1.1)
+    assert again == StopStream(calls.calls["a"], "a start was accepted after the stop")
+    assert calls.on_start_result(start, ok=False, detail="-ERR Operation Failed", now=1.1) == []
 
 
 def test_one_loss_reported_twice_restarts_once():
@@ -122,7 +158,7 @@ def test_limits_refuse_calls_beyond_the_global_and_per_rule_caps_for_their_whole
     assert len(calls.on_answer(Info("c", destination="1"), now=0.0)) == 1
     [refused] = calls.on_answer(Info("d", destination="1"), now=0.0)
     assert refused.reason == "limit" and "limit is 2" in refused.detail
-    calls.on_hangup("a")
+    calls.on_hangup("a", now=4.0)
     # b was refused while the cap was full: a reconcile later does not start half of it.
     assert calls.reconcile([Info("b"), Info("c", destination="1")], {"c"}, now=5.0) == []
     # ...and once it is gone (its hangup missed), it is not remembered forever.
@@ -147,3 +183,36 @@ def test_reconcile_starts_missed_calls_restarts_dead_streams_and_forgets_gone_on
     assert calls.calls["live"].phase is Phase.STREAMING and calls.calls["live"].restarts == 0
     # A second reconcile with everything live changes nothing: no duplicate start, ever.
     assert calls.reconcile([Info("live"), Info("dead"), Info("new")], {"live", "dead", "new"}, now=10.0) == []
+
+
+def test_reconcile_restarts_accepted_starts_and_given_up_calls_whose_events_were_lost():
+    calls = book(retry=RetryPolicy(max_attempts=1))
+    [accepted] = calls.on_answer(Info("accepted"), now=0.0)
+    calls.on_start_result(accepted, ok=True, detail="+OK Success", now=0.1)  # its ::connect/::error was lost
+    calls.on_answer(Info("in_flight"), now=0.0)  # no reply yet: it settles by itself
+    [gave_up] = calls.on_answer(Info("gave_up"), now=0.0)
+    calls.on_start_result(gave_up, ok=False, detail="not connected", now=0.1)
+    calls.on_start_result(calls.due(10.0)[0], ok=False, detail="not connected", now=10.0)
+    assert calls.calls["gave_up"].phase is Phase.FAILED
+    [invalid] = calls.on_answer(Info("invalid"), now=0.0)
+    calls.on_start_result(invalid, ok=False, detail="rate 12000", now=0.1, permanent=True)
+    actions = calls.reconcile([Info(u) for u in ("accepted", "in_flight", "gave_up", "invalid")], set(), now=20.0)
+    assert sorted((a.call.uuid, a.restart) for a in actions) == [("accepted", True), ("gave_up", True)]
+    assert calls.calls["gave_up"].restarts == 1  # a fresh set of tries, not one past the limit
+    assert calls.calls["invalid"].phase is Phase.FAILED
+
+
+def test_reconcile_keeps_calls_listed_in_any_state_and_never_revives_a_recent_hangup():
+    calls = book()
+    calls.on_answer(Info("unheld"), now=0.0)
+    calls.on_stream_connected("unheld")
+    calls.on_answer(Info("hung_up"), now=0.0)
+    calls.on_hangup("hung_up", now=5.0)
+    # A listing taken just before the hangup was handled still shows it answered; "unheld" is listed in a
+    # state other than ACTIVE/HELD, so it is present but not among the answered.
+    actions = calls.reconcile([Info("hung_up")], {"unheld"}, now=6.0, present={"unheld", "hung_up"})
+    assert actions == [] and "hung_up" not in calls.calls
+    assert calls.calls["unheld"].phase is Phase.STREAMING
+    # A minute on, the uuid is forgotten: the memory of hangups does not grow over months.
+    calls.reconcile([], set(), now=70.0, present={"unheld"})
+    assert calls.ended == {}

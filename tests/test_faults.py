@@ -13,7 +13,7 @@ import subprocess
 import time
 import wave
 
-from harness import Harness, Recording, controller_process, first_line, wait_until
+from harness import RULE_9999, Harness, Recording, controller_process, first_line, wait_until
 
 TOLERANCE_S = 0.1
 
@@ -60,6 +60,28 @@ def test_hangup_missed_while_disconnected_is_finalised_by_reconcile(sim, harness
     wait_until(lambda: call.uuid not in h.controller.calls.calls, 10, "reconcile to forget the call")
     assert len(h.recordings_for(call.uuid)) == 1
     assert h.recording(call.uuid).pcm == sim.streams_for(call.uuid)[0].sent_pcm
+
+
+def test_a_reconcile_that_times_out_is_tried_again_while_connected(sim, harness):
+    h = harness()
+    h.controller.reconcile_retry_s = 0.5
+    call = sim.place_call("9999", duration_s=30.0, auto_hangup=False)
+    streamed_for(sim, call, 0.3)
+    sim.reject_acl = True
+    sim.restart(keep_calls=True)
+    call.hangup()  # missed: only a reconcile can tell
+    sim.delay_replies(4.0)  # past the 3 s command timeout: the first listing fails
+    since = len(sim.received_commands)
+    sim.reject_acl = False
+    sim.wait_for_command("api show channels as json", timeout=10, start=since)
+    sim.delay_replies(0)
+    h.wait_closed(call.uuid)
+    wait_until(lambda: call.uuid not in h.controller.calls.calls, 10, "the retried reconcile to forget the call")
+    assert sim.received_commands[since:].count("api show channels as json") >= 2
+    # The hangup's moment is unknown: the WAV runs to when the controller learnt of it, as a tail gap.
+    recording = h.recording(call.uuid)
+    assert recording.audio_outside_gaps() == sim.streams_for(call.uuid)[0].sent_pcm
+    assert recording.gap_causes() in ([], ["tail"])
 
 
 def test_freeswitch_restart_finalises_every_call_once(sim, harness):
@@ -191,6 +213,20 @@ def test_websocket_lost_mid_call_restarts_into_the_same_file(sim, harness):
     assert recording.sidecar["connections"] == 2
     assert 0 < recording.sidecar["captured_ratio"] < 1
     assert_untouched(h, sim, other)
+
+
+def test_a_time_limit_passing_while_the_stream_restarts_ends_it_for_good(sim, harness):
+    # The limit falls between the loss and the restart: no restart after the stop, no second WAV.
+    h = harness(RULE_9999 + "  max_duration_s: 1.2\n")
+    call = sim.place_call("9999", duration_s=3.0)
+    streamed_for(sim, call, 0.9)
+    sim.streams_for(call.uuid)[0].abort_ws_tcp()  # the restart would come 0.5 s later, past the limit
+    assert call.hung_up.wait(10)
+    h.wait_closed(call.uuid)
+    assert len(h.recordings_for(call.uuid)) == 1
+    assert len(sim.streams_for(call.uuid)) == 1  # never started again
+    assert [c.split()[3] for c in h.commands_for(call.uuid) if c.startswith("bgapi uuid_audio_stream")] \
+        == ["start", "stop"]
 
 
 def test_stream_that_never_comes_back_still_gives_a_wav_as_long_as_the_call(sim, harness):
