@@ -95,7 +95,7 @@ def compare(streams, segments: list[bytes]) -> tuple[int, int]:
         sent = stream.sent_pcm
         segment = remaining[0] if remaining else b""
         aborted = stream.end_reason.startswith(("aborted", "error"))
-        if segment == sent or (aborted and segment and sent.startswith(segment)):
+        if remaining and (segment == sent or (aborted and segment and sent.startswith(segment))):
             remaining.pop(0)
             outage += len(sent) - len(segment)
         elif aborted:
