@@ -949,3 +949,63 @@ def test_an_unrepairable_part_left_at_start_does_not_stop_the_recorder(tmp_path,
     assert rec.wait_closed() == "client_close"
     assert read_wav(rec.only_recording()[0])[3] == pcm(1)
     assert (directory / "empty.wav.part").read_bytes() == b""
+
+
+def test_a_stop_while_the_stream_is_down_keeps_the_calls_timeline_across_the_restart(recorder, captures):
+    clock, wall = FakeClock(), [20_000.0]
+    before = recorder(end_on_detach=False, clock=clock, wall_clock=lambda: wall[0])
+    before.expect()
+    client, _ = before.connect(captures)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)))
+    client.close()  # the stream drops; the controller is restarting it ...
+    assert before.next_event() == ("open", UUID) and before.next_event() == ("detach", UUID, "eof")
+    clock.advance(20.0)
+    wall[0] += 20.0
+    before.server.stop(timeout=2)  # ... when SIGTERM comes, 20 s later
+    assert before.next_event() == ("close", UUID, "server_stop")
+
+    after = recorder(end_on_detach=False, clock=FakeClock(5.0), wall_clock=lambda: 20_024.0)  # up 4 s later
+    after.expect()
+    client, (status, _, _) = after.connect(captures)
+    assert status == 101
+    after.server.clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(2)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    after.server.end_call(UUID)
+    assert after.wait_closed() == "client_close"
+    wav_path, side = after.only_recording()
+    # 20 ms of audio, 20 s without a stream, 4 s without a recorder, 20 ms of audio: the call's 24.04 s.
+    assert gaps_of(side) == [(160, 160000, "stream_lost"), (160160, 32000, "controller_restart")]
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 192000) + pcm(2)
+    assert side["duration_s"] == 24.04 and side["connections"] == 2
+
+
+def test_a_call_whose_earlier_connection_failed_still_continues_its_file_after_a_stop(recorder, captures):
+    clock = FakeClock()
+    before = recorder(end_on_detach=False, clock=clock, wall_clock=lambda: 20_000.0)
+    before.expect()
+    client, _ = before.connect(captures)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)) + frame(OP_BINARY, b"xx", rsv=0x40))  # garbage: close 1002
+    assert client.recv_close()[0] == 1002
+    assert before.next_event() == ("open", UUID) and before.next_event() == ("detach", UUID, "protocol_error")
+    client, _ = before.connect(captures)  # the controller restarted the stream
+    client.send(frame(OP_BINARY, pcm(2)))
+    client.sync()
+    before.server.stop(timeout=2)
+    assert client.recv_close() == (1001, "recorder stopping")
+    wav_path, side = before.only_recording()
+    assert side["close_reason"] == "server_stop" and "reserved bits" in side["error"]
+
+    after = recorder(end_on_detach=False, clock=FakeClock(5.0), wall_clock=lambda: 20_000.0)
+    after.expect()
+    client, (status, _, _) = after.connect(captures)
+    assert status == 101
+    after.server.clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(3)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    after.server.end_call(UUID)
+    assert after.wait_closed() == "client_close"
+    assert after.only_recording()[0] == wav_path  # the same file, not a second one
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(2) + pcm(3)

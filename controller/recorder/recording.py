@@ -218,6 +218,7 @@ class Recording:
             if self._budget is None or by_time < self._budget:
                 self._budget, self._budget_reason = by_time, MAX_DURATION
         self.finished = False
+        self.file_failed = False  # the WAV could not be written or finalised: never to be continued
 
     @classmethod
     def open(cls, spec: StreamSpec, directory: os.PathLike | str, template: FilenameTemplate, *,
@@ -307,6 +308,16 @@ class Recording:
         except RecordingError as exc:
             log.error("call %s: %s", self.spec.uuid, exc)
 
+    def _add_silence(self, frames: int, cause: str, save: bool = True) -> None:
+        """Silence for time without audio; after a drop, the share before it was a connection sending nothing."""
+        if frames and cause == STREAM_LOST and self._lost_at is not None:
+            quiet = min(frames, self.timeline.silence_until(self._lost_at, self.writer.sample_frames))
+            if quiet:
+                self._add_gap(quiet, NO_AUDIO, save)
+            frames -= quiet
+        if frames:
+            self._add_gap(frames, cause, save)
+
     def _add_gap(self, frames: int, cause: str, save: bool = True) -> None:
         gap = Gap(self.writer.sample_frames, frames, cause, self.spec.rate)
         self.writer.append_silence(frames)
@@ -334,17 +345,8 @@ class Recording:
         if self.limit_reason is not None:
             return self.limit_reason
         frame_s = len(data) / (self.writer.frame_size * self.spec.rate)
-        written = self.writer.sample_frames
-        silence = self.timeline.silence_before(self._clock(), frame_s, written)
-        if silence and self._lost_at is not None:
-            # Up to the drop the module was connected and sent nothing; from then on there was no stream.
-            quiet = min(silence, self.timeline.silence_until(self._lost_at, written))
-            if quiet:
-                self._add_gap(quiet, NO_AUDIO)
-            if silence > quiet:
-                self._add_gap(silence - quiet, STREAM_LOST)
-        elif silence:
-            self._add_gap(silence, self._next_cause or NO_AUDIO)
+        silence = self.timeline.silence_before(self._clock(), frame_s, self.writer.sample_frames)
+        self._add_silence(silence, self._next_cause or NO_AUDIO)
         self._next_cause = None
         self._lost_at = None
         self.sidecar.frames += 1
@@ -375,6 +377,8 @@ class Recording:
 
         `end_at` (same clock as arrivals): when the call ended; silence up to it keeps the timeline true when
         the stream was down at the end. Without it the recording ends when its last connection did.
+        A server stop is not the call's end: the silence up to it keeps its cause (the stream lost, or a
+        connection sending nothing), so a later process that continues the file has a true timeline.
         """
         if self.finished:
             raise RecordingError(self.path, "the recording is already finished")
@@ -388,15 +392,19 @@ class Recording:
         if reason not in (WRITE_ERROR, MAX_BYTES, MAX_DURATION):
             moment = end_at if end_at is not None else self.detached_at if self.detached_at is not None \
                 else self._clock()
+            cause = TAIL
+            if reason == SERVER_STOP:
+                cause = STREAM_LOST if self.detached_at is not None else NO_AUDIO
             try:
                 tail = self.timeline.silence_until(moment, self.writer.sample_frames)
-                if tail:
-                    self._add_gap(tail, TAIL, save=False)  # the sidecar is written once, below
+                self._add_silence(tail, cause, save=False)  # the sidecar is written once, below
             except RecordingError as exc:
+                self.file_failed = True
                 errors.append(str(exc))
         try:
             self.writer.close()
         except RecordingError as exc:
+            self.file_failed = True
             errors.append(str(exc))
         sidecar.ended_at = self._now()
         sidecar.bytes = self.writer.data_bytes

@@ -326,7 +326,8 @@ class RecorderServer:
         for session in sessions:
             session.done.wait(max(0.0, deadline - time.monotonic()))
         for uuid in list(self._recordings):
-            self._finalise(uuid, SERVER_STOP)
+            # Detached ones too get silence up to now: the file notes the stop time for the next process.
+            self._finalise(uuid, SERVER_STOP, end_at=self.clock())
         self._save_stopped_state()
         self._server.stop(timeout=max(0.0, deadline - time.monotonic()))
         if self._ticker is not None:
@@ -369,7 +370,8 @@ class RecorderServer:
             recording.finish(reason, end_at=end_at, **close)
         except RecordingError as exc:
             log.error("call %s: cannot finalise %s: %s", uuid, recording.path, exc)
-        if reason == SERVER_STOP and recording.sidecar.error is None:
+        # An earlier connection's error (protocol, EOF) does not stop the call continuing here; a file error does.
+        if reason == SERVER_STOP and not recording.file_failed:
             self._stopped[uuid] = str(recording.path)
         self._log_finished(recording, reason, close.get("close_code"))
         self._notify(self.on_close, uuid, reason)
