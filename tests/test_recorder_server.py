@@ -1009,3 +1009,44 @@ def test_a_call_whose_earlier_connection_failed_still_continues_its_file_after_a
     assert after.wait_closed() == "client_close"
     assert after.only_recording()[0] == wav_path  # the same file, not a second one
     assert read_wav(wav_path)[3] == pcm(1) + pcm(2) + pcm(3)
+
+
+def test_a_connection_still_open_after_the_call_ended_is_closed_after_a_grace(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, end_grace_s=3.0, tick_interval_s=3600)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)))
+    client.sync()
+    clock.advance(1.0)
+    rec.server.end_call(UUID, at=clock())  # the hangup; the module's close never comes (its host died)
+    clock.advance(2.9)
+    rec.server._tick()
+    assert rec.server.open_recordings() == [UUID] and rec.events.empty()
+    clock.advance(0.2)
+    rec.server._tick()
+    assert client.recv_close() == (1000, "call_end")
+    assert rec.next_event() == ("close", UUID, "call_end")
+    assert not list(rec.directory.rglob("*.part"))
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 8000)  # to the hangup, not to the end of the grace
+    assert gaps_of(side) == [(160, 8000, "tail")] and side["close_reason"] == "call_end"
+
+
+def test_a_stopped_stream_that_never_closes_ends_where_it_was_stopped(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, end_grace_s=3.0, tick_interval_s=3600)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)))
+    client.sync()
+    clock.advance(1.0)
+    rec.server.end_call(UUID)  # stopped on purpose (no `at`); the module never closes
+    clock.advance(3.5)
+    rec.server._tick()
+    assert client.recv_close() == (1000, "call_end")
+    assert rec.wait_closed() == "call_end"
+    assert gaps_of(rec.only_recording()[1]) == [(160, 8000, "tail")]

@@ -34,6 +34,7 @@ WRITE_ERROR = "write_error"
 INTERNAL_ERROR = "internal_error"
 IDLE_TIMEOUT = "idle_timeout"  # connected, but not even a ping for the recorder's idle timeout
 LINGER = "linger"  # detached longer than the recorder waits for the stream to come back
+CALL_END = "call_end"  # the call is over; its connection was detached, or did not close within a grace
 
 # Why the recorder wrote silence, as listed in the sidecar's gaps.
 NO_AUDIO = "no_audio"  # connected, nothing arrived (mixed/stereo while nothing plays, pause)

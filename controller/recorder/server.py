@@ -39,9 +39,9 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
-from .recording import (CLIENT_CLOSE, CONTROLLER_RESTART, EOF, IDLE_TIMEOUT, INTERNAL_ERROR, LINGER, MAX_BYTES,
-                        MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR, FilenameTemplate, Recording,
-                        RecordingRegistry, StreamSpec, normalise_uuid, recover_unfinished)
+from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, EOF, IDLE_TIMEOUT, INTERNAL_ERROR, LINGER,
+                        MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR, FilenameTemplate,
+                        Recording, RecordingRegistry, StreamSpec, normalise_uuid, recover_unfinished)
 from .sidecar import write_json_atomically
 from .wav import RecordingError
 
@@ -246,6 +246,7 @@ class RecorderServer:
                  max_connections: int = 1000,
                  max_streams: int = 500,
                  idle_timeout_s: float = 60.0,
+                 end_grace_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         if max_duration_s is not None and max_duration_s <= 0:
@@ -275,6 +276,9 @@ class RecorderServer:
         self.max_connections = max_connections
         # Generous: mixed/stereo streams are silent while nothing plays, and pings are optional.
         self.idle_timeout_s = idle_timeout_s
+        # After end_call, how long an attached connection may stay open: the module closes at hangup, so one
+        # still open is half-open TCP (its host died) and would otherwise hold the file open for ever.
+        self.end_grace_s = end_grace_s
         # Arrivals, gaps, limits and end_call's `at` use `clock`; only the time across a restart is wall time.
         self.clock = clock
         self.wall_clock = wall_clock
@@ -282,7 +286,8 @@ class RecorderServer:
         self.max_streams = min(max_streams, max(1, max_connections - 1))
         self._sessions: dict[str, _Session] = {}  # calls with a connection attached
         self._recordings: dict[str, Recording] = {}  # calls whose recording is open, attached or not
-        self._call_ended: dict[str, float | None] = {}  # calls over while still attached: finalise at close
+        # Calls over while still attached: finalise at close. uuid -> (when the call ended, when we were told)
+        self._call_ended: dict[str, tuple[float | None, float]] = {}
         self._resumable: dict[str, tuple[Path, float, float]] = {}  # left by a process: path, last write, when
         self._stopped: dict[str, str] = {}  # finalised by this stop() with the call still live: uuid -> path
         self._server: WSGIServer | None = None
@@ -353,13 +358,13 @@ class RecorderServer:
         recording = self._recordings.get(uuid)
         if recording is None:
             if uuid in self._sessions:  # admitted, recording not open yet: end it with that connection
-                self._call_ended[uuid] = at
+                self._call_ended[uuid] = (at, self.clock())
             return
         if recording.detached_at is None:
-            self._call_ended[uuid] = at
+            self._call_ended[uuid] = (at, self.clock())
         else:
             # The recording ended with its last connection (plus silence to `at`): keep that connection's reason.
-            self._finalise(uuid, recording.detach_reason or "call_end", end_at=at)
+            self._finalise(uuid, recording.detach_reason or CALL_END, end_at=at)
 
     def _finalise(self, uuid: str, reason: str, *, end_at: float | None = None, **close) -> None:
         recording = self._recordings.pop(uuid, None)
@@ -492,7 +497,10 @@ class RecorderServer:
                 close_code, close_text = reply
             close = {"close_code": close_code, "close_text": close_text, "error": error}
             if spec.uuid in self._call_ended:
-                self._finalise(spec.uuid, reason, end_at=self._call_ended[spec.uuid], **close)
+                at, asked = self._call_ended[spec.uuid]
+                if at is None and reason == CALL_END:
+                    at = asked  # not to the end of the grace: nothing came after the call was over
+                self._finalise(spec.uuid, reason, end_at=at, **close)
             elif reason in (MAX_DURATION, MAX_BYTES, WRITE_ERROR, INTERNAL_ERROR, SERVER_STOP):
                 self._finalise(spec.uuid, reason, **close)
             else:
@@ -638,6 +646,12 @@ class RecorderServer:
         for session in list(self._sessions.values()):
             recording = session.recording
             if recording is None or recording.finished or session.ending:
+                continue
+            ended = self._call_ended.get(session.spec.uuid)
+            if ended is not None and now - ended[1] > self.end_grace_s:
+                log.warning("call %s: over for %.0f s but the connection from %s is still open (half-open TCP?); "
+                            "ending its recording", session.spec.uuid, now - ended[1], session.peer)
+                self._end(session, CALL_END)
                 continue
             idle_limit = self.idle_limit_s(session.spec)
             if idle_limit is not None and session.ws is not None and now - session.ws.last_frame_at > idle_limit:
