@@ -277,3 +277,18 @@ def test_recovery_leaves_a_file_it_cannot_repair_and_goes_on(tmp_path, caplog):
     assert len(problems) == 2
     assert any(str(tmp_path / "empty.wav.part") in m and "too short for a WAV header" in m for m in problems)
     assert any(str(tmp_path / "alien.wav.part") in m and "not a canonical" in m for m in problems)
+
+
+def test_silence_to_the_end_of_the_call_stops_at_the_limit(tmp_path):
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock, max_duration_s=10.0)
+    clock.now += 0.02
+    recording.on_audio(pcm(1))
+    recording.detach("eof")
+    clock.now += 100.0
+    recording.finish("eof", end_at=clock.now)  # the stream never came back; the call lasted 100 s more
+    with wave.open(str(recording.path)) as w:
+        assert w.getnframes() == 80000
+    data = json.loads(recording.sidecar_path.read_text())
+    assert [(g["start_frame"], g["frames"], g["cause"]) for g in data["gaps"]] == [(160, 79840, "tail")]
+    assert data["close_reason"] == MAX_DURATION

@@ -1050,3 +1050,56 @@ def test_a_stopped_stream_that_never_closes_ends_where_it_was_stopped(recorder, 
     assert client.recv_close() == (1000, "call_end")
     assert rec.wait_closed() == "call_end"
     assert gaps_of(rec.only_recording()[1]) == [(160, 8000, "tail")]
+
+
+def test_silence_for_an_outage_counts_against_the_recordings_limit(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, max_duration_s=10.0, tick_interval_s=3600)
+    rec.expect()
+    first, _ = rec.connect(captures)
+    clock.advance(0.02)
+    first.send(frame(OP_BINARY, pcm(1)))
+    first.close()
+    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    clock.advance(25.0)  # a 25 s outage under a 10 s limit
+    second, (status, _, _) = rec.connect(captures)
+    assert status == 101 and rec.next_event() == ("open", UUID)
+    clock.advance(0.02)
+    second.send(frame(OP_BINARY, pcm(2)))
+    assert second.recv_close() == (1000, "max_duration")
+    assert rec.next_event() == ("close", UUID, "max_duration")
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 79840)
+    assert gaps_of(side) == [(160, 79840, "stream_lost")] and side["close_reason"] == "max_duration"
+
+
+def test_a_long_outage_is_written_in_pieces_while_other_greenlets_run(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, tick_interval_s=3600)
+    rec.expect()
+    first, _ = rec.connect(captures)
+    clock.advance(0.02)
+    first.send(frame(OP_BINARY, pcm(1)))
+    first.close()
+    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    writer = rec.server._recordings[UUID].writer
+    clock.advance(1200.0)  # 19.2 MB of silence
+    second, _ = rec.connect(captures)
+    seen, done = set(), []
+
+    def watch():  # another greenlet: does it get to run while the silence is written?
+        while not done:
+            seen.add(writer.data_bytes)
+            gevent.sleep(0)
+
+    watcher = gevent.spawn(watch)
+    try:
+        second.send(frame(OP_BINARY, pcm(2)) + close_frame(1000))
+        assert second.recv_close()[0] == 1000
+    finally:
+        done.append(True)
+        watcher.join(timeout=TIMEOUT)
+    assert len(seen - {320, 320 + 2 * 9599840 + 320}) >= 10  # it saw the silence grow, piece by piece
+    rec.server.end_call(UUID)
+    assert rec.wait_closed() == "client_close"
+    assert gaps_of(rec.only_recording()[1]) == [(160, 9599840, "stream_lost")]

@@ -42,6 +42,10 @@ STREAM_LOST = "stream_lost"  # no connection between two connections of the call
 CONTROLLER_RESTART = "controller_restart"  # an earlier process stopped or died, this one continues the file
 TAIL = "tail"  # from the last audio to the end of the call
 
+# Silence for a long gap is written in pieces this big, with `pause` (a yield to the event loop) in between:
+# an hour-long outage must not hold up every other call's frames while it is written.
+SILENCE_CHUNK_BYTES = 1024 * 1024
+
 
 def normalise_uuid(value: str) -> str | None:
     """The uuid in canonical lower case, or None when it is not strictly 8-4-4-4-12 hex."""
@@ -190,7 +194,7 @@ class Recording:
     def __init__(self, spec: StreamSpec, writer: WavWriter, sidecar: Sidecar, *, max_duration_s: float | None,
                  max_bytes: int | None, clock: Callable[[], float], now: Callable[[], datetime],
                  gap_threshold_s: float = 0.3, origin: float | None = None,
-                 first_cause: str | None = None) -> None:
+                 first_cause: str | None = None, pause: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.writer = writer
         self.sidecar = sidecar
@@ -198,6 +202,7 @@ class Recording:
         self.max_duration_s = max_duration_s
         self._clock = clock
         self._now = now
+        self._pause = pause or (lambda: None)
         self.opened_at = clock()
         self.timeline = Timeline(spec.rate, self.opened_at if origin is None else origin, gap_threshold_s)
         # Why the next silence is there: after a detach the stream was lost; otherwise nothing was sent.
@@ -226,7 +231,7 @@ class Recording:
              max_duration_s: float | None = None, max_bytes: int | None = None,
              header_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
              now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-             gap_threshold_s: float = 0.3) -> "Recording":
+             gap_threshold_s: float = 0.3, pause: Callable[[], None] | None = None) -> "Recording":
         started = now()
         directory = Path(directory)
         relative = template.render(moment=started, uuid=spec.uuid, caller=spec.caller,
@@ -242,7 +247,7 @@ class Recording:
                           rate=spec.rate, channels=spec.channels, wav=final.name, started_at=started,
                           metadata=spec.metadata)
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now, gap_threshold_s=gap_threshold_s)
+                        now=now, gap_threshold_s=gap_threshold_s, pause=pause)
         recording.attach()
         try:
             sidecar.write(recording.sidecar_path)
@@ -257,7 +262,7 @@ class Recording:
                max_duration_s: float | None = None, max_bytes: int | None = None, header_interval_s: float = 1.0,
                clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-               gap_threshold_s: float = 0.3) -> "Recording":
+               gap_threshold_s: float = 0.3, pause: Callable[[], None] | None = None) -> "Recording":
         """Continue a recording an earlier process left (repaired at start-up), `away_s` seconds later."""
         writer = WavWriter.resume(final_path, spec.rate, spec.channels, header_interval_s=header_interval_s,
                                   clock=clock)
@@ -276,7 +281,7 @@ class Recording:
         # The audio on disk ends where the earlier process stopped; `away_s` later is now.
         origin = clock() - writer.sample_frames / spec.rate - away_s
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now, gap_threshold_s=gap_threshold_s, origin=origin, first_cause=cause)
+                        now=now, gap_threshold_s=gap_threshold_s, origin=origin, first_cause=cause, pause=pause)
         recording.attach()
         # Open again: the sidecar must say so, or a second crash would leave the first one's verdict on it.
         recording._save_sidecar()
@@ -310,7 +315,15 @@ class Recording:
             log.error("call %s: %s", self.spec.uuid, exc)
 
     def _add_silence(self, frames: int, cause: str, save: bool = True) -> None:
-        """Silence for time without audio; after a drop, the share before it was a connection sending nothing."""
+        """Silence for time without audio; after a drop, the share before it was a connection sending nothing.
+
+        Silence counts against the limits like audio: when it uses up the budget, the recording ends there.
+        """
+        if self._budget is not None:
+            room = max(0, (self._budget - self.writer.data_bytes) // self.writer.frame_size)
+            if frames and frames >= room:
+                frames = room
+                self.limit_reason = self._budget_reason
         if frames and cause == STREAM_LOST and self._lost_at is not None:
             quiet = min(frames, self.timeline.silence_until(self._lost_at, self.writer.sample_frames))
             if quiet:
@@ -321,7 +334,11 @@ class Recording:
 
     def _add_gap(self, frames: int, cause: str, save: bool = True) -> None:
         gap = Gap(self.writer.sample_frames, frames, cause, self.spec.rate)
-        self.writer.append_silence(frames)
+        chunk = max(1, SILENCE_CHUNK_BYTES // self.writer.frame_size)
+        for done in range(0, frames, chunk):
+            if done:
+                self._pause()
+            self.writer.append_silence(min(chunk, frames - done))
         self.silent_frames += frames
         self.sidecar.gaps.append(gap.to_dict())
         log.info("call %s: %.3f s of silence for %s at %.3f s", self.spec.uuid, frames / self.spec.rate, cause,
@@ -351,6 +368,8 @@ class Recording:
         self._next_cause = None
         self._lost_at = None
         self.sidecar.frames += 1
+        if self.limit_reason is not None:  # the silence before this frame used up the budget
+            return self.limit_reason
         if self._budget is not None:
             room = self._budget - self.writer.data_bytes - self.writer.pending_bytes
             if len(data) >= room:
@@ -402,6 +421,8 @@ class Recording:
             except RecordingError as exc:
                 self.file_failed = True
                 errors.append(str(exc))
+            if self.limit_reason is not None:  # the silence to the end was cut at a limit: that ended it
+                sidecar.close_reason = self.limit_reason
         try:
             self.writer.close()
         except RecordingError as exc:

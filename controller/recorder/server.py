@@ -375,6 +375,7 @@ class RecorderServer:
             recording.finish(reason, end_at=end_at, **close)
         except RecordingError as exc:
             log.error("call %s: cannot finalise %s: %s", uuid, recording.path, exc)
+        reason = recording.sidecar.close_reason or reason  # a limit may have cut the silence up to the end
         # An earlier connection's error (protocol, EOF) does not stop the call continuing here; a file error does.
         if reason == SERVER_STOP and not recording.file_failed:
             self._stopped[uuid] = str(recording.path)
@@ -520,7 +521,7 @@ class RecorderServer:
             recording.attach()
             return recording
         limits = {"max_duration_s": self.max_duration_s, "max_bytes": self.max_bytes,
-                  "gap_threshold_s": self.gap_threshold_s, "clock": self.clock}
+                  "gap_threshold_s": self.gap_threshold_s, "clock": self.clock, "pause": gevent.sleep}
         resumable = self._resumable.pop(spec.uuid, None)
         if resumable is not None:
             path, last_write, _ = resumable
