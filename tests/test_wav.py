@@ -273,3 +273,14 @@ def test_disk_full_is_a_recording_error_and_what_reached_disk_still_plays(tmp_pa
 def test_header_layout_round_trips(tmp_path):
     fmt = parse_header(build_header(48000, 2, 1234 * 4))
     assert (fmt.rate, fmt.channels, fmt.data_bytes, fmt.frame_size) == (48000, 2, 4936, 4)
+
+
+def test_a_refused_resume_leaves_the_finished_recording_under_its_name(tmp_path):
+    final = tmp_path / "r.wav"
+    first = WavWriter.create(final, 8000, 1)
+    first.write(pcm(320))
+    first.close()
+    with pytest.raises(RecordingError, match="cannot append 16000 Hz 1-channel audio to a 8000 Hz 1-channel"):
+        WavWriter.resume(final, 16000, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.wav"]  # not hidden as r.wav.part
+    assert read_wav(final)[4] == pcm(320)

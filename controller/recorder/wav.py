@@ -97,6 +97,12 @@ def parse_header(header: bytes, path: os.PathLike | str = "<bytes>") -> WavForma
     return WavFormat(rate=rate, channels=channels, data_bytes=data_bytes)
 
 
+def _check_same_format(found: "WavFormat | RepairResult", path: Path, rate: int, channels: int) -> None:
+    if (found.rate, found.channels) != (rate, channels):
+        raise RecordingError(path, f"cannot append {rate} Hz {channels}-channel audio to a {found.rate} Hz "
+                                   f"{found.channels}-channel recording")
+
+
 def _check_format(rate: int, channels: int) -> None:
     if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
         raise ValueError(f"rate must be a positive whole number of Hz, got {rate!r}")
@@ -209,14 +215,14 @@ class WavWriter:
             if not part.exists():
                 if not final_path.exists():
                     return cls.create(final_path, rate, channels, header_interval_s=header_interval_s, clock=clock)
+                # Check before the rename: a refused file must keep its final name, where its sidecar points.
+                with open(final_path, "rb") as f:
+                    _check_same_format(parse_header(f.read(HEADER_SIZE), final_path), final_path, rate, channels)
                 os.replace(final_path, part)
         except OSError as exc:
             raise RecordingError(final_path, "cannot reopen the recording", exc) from exc
         found = repair(part)
-        if (found.rate, found.channels) != (rate, channels):
-            raise RecordingError(
-                part, f"cannot append {rate} Hz {channels}-channel audio to a {found.rate} Hz "
-                      f"{found.channels}-channel recording")
+        _check_same_format(found, part, rate, channels)
         try:
             fd = os.open(part, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
             os.lseek(fd, 0, os.SEEK_END)
