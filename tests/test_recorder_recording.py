@@ -292,3 +292,21 @@ def test_silence_to_the_end_of_the_call_stops_at_the_limit(tmp_path):
     data = json.loads(recording.sidecar_path.read_text())
     assert [(g["start_frame"], g["frames"], g["cause"]) for g in data["gaps"]] == [(160, 79840, "tail")]
     assert data["close_reason"] == MAX_DURATION
+
+
+def test_after_a_restart_time_counts_from_the_start_of_the_wav(tmp_path):
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock, template="{uuid}.wav")
+    clock.now += 5.0
+    recording.on_audio(pcm(1, 40000))  # 5 s
+    path = recording.finish("server_stop")
+    later = FakeClock()
+    later.now = 1000.0  # another process: its clock means nothing to the first one's
+    resumed = Recording.resume(spec(), path, away_s=2.0, cause="controller_restart", clock=later, now=lambda: MOMENT,
+                               max_duration_s=10.0)
+    later.now += 0.5
+    resumed.on_text("hello")
+    assert resumed.sidecar.text_frames[-1] == {"t": 7.5, "text": "hello"}  # 5 s of audio, 2 s away, 0.5 s
+    assert resumed.tick() is None
+    later.now += 2.5
+    assert resumed.tick() == MAX_DURATION  # 10 s into the WAV, though only 3 s into this process

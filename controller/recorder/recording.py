@@ -203,8 +203,7 @@ class Recording:
         self._clock = clock
         self._now = now
         self._pause = pause or (lambda: None)
-        self.opened_at = clock()
-        self.timeline = Timeline(spec.rate, self.opened_at if origin is None else origin, gap_threshold_s)
+        self.timeline = Timeline(spec.rate, clock() if origin is None else origin, gap_threshold_s)
         # Why the next silence is there: after a detach the stream was lost; otherwise nothing was sent.
         self._next_cause = first_cause
         self.detached_at: float | None = None
@@ -356,7 +355,8 @@ class Recording:
             log.error("call %s: %s", self.spec.uuid, exc)  # the WAV matters more; the final write retries
 
     def elapsed_s(self) -> float:
-        return self._clock() - self.opened_at
+        """Time since the WAV's start (its sample frame 0), also after a restart continued the file."""
+        return self._clock() - self.timeline.origin
 
     def on_audio(self, data: bytes | bytearray | memoryview) -> str | None:
         """Write one binary frame; returns the limit reason once a limit is reached (the rest is cut off)."""

@@ -60,7 +60,7 @@ class Sidecar:
     captured_s: float = 0.0  # audio actually received (the WAV's duration less its gaps)
 
     def add_text(self, offset_s: float, text: str) -> None:
-        """Keep a text frame with its arrival time (seconds after the connection opened), within limits."""
+        """Keep a text frame with its arrival time (seconds into the recording), within limits."""
         if len(self.text_frames) >= MAX_TEXT_FRAMES:
             self.text_frames_dropped += 1
             return
