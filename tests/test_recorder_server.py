@@ -1103,3 +1103,23 @@ def test_a_long_outage_is_written_in_pieces_while_other_greenlets_run(recorder, 
     rec.server.end_call(UUID)
     assert rec.wait_closed() == "client_close"
     assert gaps_of(rec.only_recording()[1]) == [(160, 9599840, "stream_lost")]
+
+
+def test_a_client_dribbling_its_request_is_dropped_at_the_handshake_deadline(recorder):
+    rec = recorder(handshake_timeout_s=0.5)
+    client = RawClient(rec.port)
+    request = f"GET /calls/{UUID} HTTP/1.1\r\nHost:x\r\nX-Pad:{'a' * 1000}".encode()
+
+    def dribble():  # one byte every 0.1 s: each read is quick, the request never ends
+        for byte in request:
+            client.send(bytes([byte]))
+            gevent.sleep(0.1)
+
+    dribbler = gevent.spawn(dribble)
+    try:
+        try:
+            assert client.sock.recv(1) == b""  # within TIMEOUT, or recv raises socket.timeout
+        except ConnectionResetError:
+            pass  # closed with a dribbled byte unread: also closed
+    finally:
+        dribbler.kill()

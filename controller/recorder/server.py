@@ -193,11 +193,25 @@ class _RecorderHandler(WebSocketHandler):
     """
 
     def handle(self):
-        # A client that connects and never finishes its request must not hold a greenlet forever.
-        self.socket.settimeout(self.server.recorder.handshake_timeout_s)
-        super().handle()
+        # A client that connects and never finishes its request must not hold a greenlet forever: the socket
+        # timeout bounds each read, the deadline the whole request (one byte every second would pass the first).
+        limit = self.server.recorder.handshake_timeout_s
+        self.socket.settimeout(limit)
+        self._handshake_deadline = gevent.Timeout(limit)
+        self._handshake_deadline.start()
+        try:
+            super().handle()
+        except gevent.Timeout as exc:
+            if exc is not self._handshake_deadline:
+                raise
+            log.warning("dropped the connection from %s:%s: no complete request within %.1f s",
+                        *self.client_address[:2], limit)
+        finally:
+            self._handshake_deadline.close()
 
     def run_application(self):
+        # The request is all here: what follows is our own work, and after the upgrade silence is legal.
+        self._handshake_deadline.cancel()
         recorder: RecorderServer = self.server.recorder
         admitted = recorder._admit(self.environ, self.socket)
         if isinstance(admitted, _Refusal):
