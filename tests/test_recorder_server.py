@@ -1123,3 +1123,27 @@ def test_a_client_dribbling_its_request_is_dropped_at_the_handshake_deadline(rec
             pass  # closed with a dribbled byte unread: also closed
     finally:
         dribbler.kill()
+
+
+def test_endings_are_either_detaches_or_final_and_an_internal_error_is_final(recorder, captures, monkeypatch):
+    from controller.recorder.recording import (DELIBERATE_REASONS, DETACH_REASONS, FINAL_REASONS, LOST_REASONS,
+                                               Recording)
+    from controller.recorder.server import CLOSE_FOR_REASON
+
+    assert set(DETACH_REASONS).isdisjoint(FINAL_REASONS)
+    assert set(LOST_REASONS) < set(DETACH_REASONS) and set(DELIBERATE_REASONS) < set(FINAL_REASONS)
+    assert set(FINAL_REASONS) <= set(CLOSE_FOR_REASON)  # the module is always told why
+    assert "internal_error" in FINAL_REASONS and "internal_error" not in LOST_REASONS
+
+    def broken(self, data):
+        raise RuntimeError("a bug in the recorder")
+
+    monkeypatch.setattr(Recording, "on_audio", broken)
+    rec = recorder()
+    rec.expect()
+    client, _ = rec.connect(captures)
+    client.send(frame(OP_BINARY, pcm(1)))
+    assert client.recv_close() == (1011, "recording failed")
+    assert rec.next_event() == ("open", UUID)
+    assert rec.next_event() == ("close", UUID, "internal_error")  # on_close only, never on_detach
+    assert "a bug in the recorder" in rec.only_recording()[1]["error"]

@@ -36,6 +36,17 @@ IDLE_TIMEOUT = "idle_timeout"  # connected, but not even a ping for the recorder
 LINGER = "linger"  # detached longer than the recorder waits for the stream to come back
 CALL_END = "call_end"  # the call is over; its connection was detached, or did not close within a grace
 
+# What a connection's ending means for the call's recording; the one list the recorder and the controller use.
+# It only detaches the recording (reported through on_detach): the next connection continues the file.
+DETACH_REASONS = (CLIENT_CLOSE, EOF, PROTOCOL_ERROR, IDLE_TIMEOUT)
+# Of those, the stream was lost while the call goes on: restart it. A client close is the module's stop.
+LOST_REASONS = (EOF, PROTOCOL_ERROR, IDLE_TIMEOUT)
+# It finalises the recording at once (reported through on_close only). After an internal error the
+# recording's state is unknown, so it is saved as it is rather than continued.
+FINAL_REASONS = (MAX_DURATION, MAX_BYTES, WRITE_ERROR, INTERNAL_ERROR, SERVER_STOP, CALL_END)
+# Of those, the recorder ended the call's recording on purpose: do not restart its stream.
+DELIBERATE_REASONS = (MAX_DURATION, MAX_BYTES, WRITE_ERROR)
+
 # Why the recorder wrote silence, as listed in the sidecar's gaps.
 NO_AUDIO = "no_audio"  # connected, nothing arrived (mixed/stereo while nothing plays, pause)
 STREAM_LOST = "stream_lost"  # no connection between two connections of the call

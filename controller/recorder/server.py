@@ -4,9 +4,10 @@ The path of one stream: the module's upgrade request for ``/calls/<uuid>`` is ad
 call, right token, not already recording) BEFORE the 101 answer, so a refused client gets a plain HTTP
 status and nothing is written; then ``_record`` opens the WAV and sidecar (or continues the call's open
 one) and pumps frames into them until the module closes, the TCP connection ends, the client goes idle, a
-limit is reached or the server stops. A limit, a write error or the server stopping finalise the recording;
-any other ending only detaches it, and it is finalised when the controller says the call is over
-(``end_call``) or, as a safety net, after ``linger_s`` without a connection.
+limit is reached or the server stops. Endings in ``recording.FINAL_REASONS`` (a limit, a write or internal
+error, the server stopping) finalise the recording; the others (``DETACH_REASONS``) only detach it, and it is
+finalised when the controller says the call is over (``end_call``) or, as a safety net, after ``linger_s``
+without a connection.
 
 Recordings outlive the process too: at start the server repairs what a killed process left, and continues
 those files (and the ones its own last ``stop`` finalised) for calls the controller announces again.
@@ -39,9 +40,10 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
-from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, EOF, IDLE_TIMEOUT, INTERNAL_ERROR, LINGER,
-                        MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR, FilenameTemplate,
-                        Recording, RecordingRegistry, StreamSpec, normalise_uuid, recover_unfinished)
+from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, EOF, FINAL_REASONS, IDLE_TIMEOUT,
+                        INTERNAL_ERROR, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR,
+                        FilenameTemplate, Recording, RecordingRegistry, StreamSpec, normalise_uuid,
+                        recover_unfinished)
 from .sidecar import write_json_atomically
 from .wav import RecordingError
 
@@ -53,11 +55,25 @@ _SESSION_KEY = "controller.recorder.session"
 
 # mod_audio_stream sends one frame per STREAM_BUFFER_SIZE ms: kilobytes. Anything near this is not audio.
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
-# WebSocket close codes the recorder sends.
+# WebSocket close codes (RFC 6455 7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_NO_STATUS = 1005  # only ever reported: the peer's close frame had no code
+CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+# The close frame that tells the module why the recorder ended its connection. Endings not listed need none:
+# the module closed (client_close), the connection is gone (eof), or the close was sent already (protocol_error).
+CLOSE_FOR_REASON = {
+    SERVER_STOP: (CLOSE_GOING_AWAY, "recorder stopping"),
+    IDLE_TIMEOUT: (CLOSE_GOING_AWAY, "idle timeout"),
+    WRITE_ERROR: (CLOSE_INTERNAL_ERROR, "recording failed"),
+    INTERNAL_ERROR: (CLOSE_INTERNAL_ERROR, "recording failed"),
+    MAX_DURATION: (CLOSE_NORMAL, MAX_DURATION),
+    MAX_BYTES: (CLOSE_NORMAL, MAX_BYTES),
+    CALL_END: (CLOSE_NORMAL, CALL_END),
+}
 
 # Beside the recordings: what the last stop() finalised while the calls were still live, so the next start
 # can continue those files instead of beginning second ones.
@@ -129,7 +145,7 @@ class _RecorderWebSocket(WebSocket):
         self.last_frame_at = self.clock()
         if header.flags:
             self.failure = "reserved bits set in a frame, but no extension was negotiated"
-            raise ProtocolError(self.failure)  # receive() answers it with close 1002
+            raise ProtocolError(self.failure)  # receive() answers it with CLOSE_PROTOCOL_ERROR
         if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
             self.message_bytes = header.length
         elif header.opcode == self.OPCODE_CONTINUATION:
@@ -151,7 +167,7 @@ class _RecorderWebSocket(WebSocket):
             code = struct.unpack("!H", payload[:2])[0]
             self.peer_close = (code, payload[2:].decode("utf-8", "replace"))
         else:
-            self.peer_close = (1005, "")  # RFC 6455: close frame without a status code
+            self.peer_close = (CLOSE_NO_STATUS, "")
         super().handle_close(header, payload)
 
     def receive(self):
@@ -160,10 +176,10 @@ class _RecorderWebSocket(WebSocket):
         try:
             return self.read_message()
         except UnicodeError:
-            self.close(1007, "invalid UTF-8 in a text frame")
+            self.close(CLOSE_INVALID_DATA, "invalid UTF-8 in a text frame")
         except ProtocolError:
             if not self.closed:
-                self.close(1002, "protocol error")
+                self.close(CLOSE_PROTOCOL_ERROR, "protocol error")
         except OSError:  # socket errors, WebSocketError for EOF mid-frame, gevent's cancel on shutdown
             pass
         return None
@@ -503,12 +519,8 @@ class RecorderServer:
         finally:
             # Every way out settles the file first, then tells the module why (if it is still there).
             session.ending = True
-            reply = None
-            if reason not in (CLIENT_CLOSE, EOF, PROTOCOL_ERROR):
-                reply = (CLOSE_GOING_AWAY, "recorder stopping") if reason == SERVER_STOP else \
-                        (CLOSE_GOING_AWAY, "idle timeout") if reason == IDLE_TIMEOUT else \
-                        (CLOSE_INTERNAL_ERROR, "recording failed") if reason in (WRITE_ERROR, INTERNAL_ERROR) else \
-                        (CLOSE_NORMAL, reason)
+            reply = CLOSE_FOR_REASON.get(reason)
+            if reply is not None:
                 close_code, close_text = reply
             close = {"close_code": close_code, "close_text": close_text, "error": error}
             if spec.uuid in self._call_ended:
@@ -516,7 +528,7 @@ class RecorderServer:
                 if at is None and reason == CALL_END:
                     at = asked  # not to the end of the grace: nothing came after the call was over
                 self._finalise(spec.uuid, reason, end_at=at, **close)
-            elif reason in (MAX_DURATION, MAX_BYTES, WRITE_ERROR, INTERNAL_ERROR, SERVER_STOP):
+            elif reason in FINAL_REASONS:
                 self._finalise(spec.uuid, reason, **close)
             else:
                 # The connection went, the call may not have: the next connection continues this file.
@@ -558,7 +570,7 @@ class RecorderServer:
             if message is None:  # the library reports every ending so; tell them apart
                 if ws.peer_close is not None:
                     return CLIENT_CLOSE, ws.peer_close[0], ws.peer_close[1], None
-                if ws.local_close_code in (1002, 1007, CLOSE_TOO_BIG):
+                if ws.local_close_code in (CLOSE_PROTOCOL_ERROR, CLOSE_INVALID_DATA, CLOSE_TOO_BIG):
                     error = ws.failure or f"WebSocket protocol error (closed with {ws.local_close_code})"
                     log.error("call %s: %s; closed with %s", uuid, error, ws.local_close_code)
                     return PROTOCOL_ERROR, ws.local_close_code, None, error
