@@ -310,3 +310,48 @@ def test_after_a_restart_time_counts_from_the_start_of_the_wav(tmp_path):
     assert resumed.tick() is None
     later.now += 2.5
     assert resumed.tick() == MAX_DURATION  # 10 s into the WAV, though only 3 s into this process
+
+
+def stutter(recording, clock, n, value=1):
+    """n frames, each 0.5 s late: a gap before every one."""
+    for _ in range(n):
+        clock.now += 0.52
+        recording.on_audio(pcm(value))
+
+
+def test_gaps_beyond_the_cap_are_counted_and_the_totals_stay_exact(tmp_path, monkeypatch):
+    from controller.recorder import sidecar as sidecar_module
+
+    monkeypatch.setattr(sidecar_module, "MAX_GAPS", 3)
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock, template="{uuid}.wav")
+    stutter(recording, clock, 5)
+    path = recording.finish("server_stop")
+    data = json.loads(recording.sidecar_path.read_text())
+    assert [g["start_frame"] for g in data["gaps"]] == [0, 4160, 8320]
+    assert (data["gaps_unlisted"], data["gaps_unlisted_frames"]) == (2, 8000)
+    assert (data["duration_s"], data["captured_s"]) == (2.6, 0.1)
+
+    later = FakeClock()
+    resumed = Recording.resume(spec(), path, away_s=0.0, cause="controller_restart", clock=later,
+                               now=lambda: MOMENT)
+    stutter(resumed, later, 1, value=2)
+    resumed.finish("client_close")
+    data = json.loads(resumed.sidecar_path.read_text())
+    assert (len(data["gaps"]), data["gaps_unlisted"], data["gaps_unlisted_frames"]) == (3, 3, 12000)
+    assert (data["duration_s"], data["captured_s"]) == (3.12, 0.12)
+
+
+def test_a_killed_recording_with_unlisted_gaps_keeps_its_captured_share(tmp_path, monkeypatch):
+    from controller.recorder import sidecar as sidecar_module
+
+    monkeypatch.setattr(sidecar_module, "MAX_GAPS", 2)
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock)
+    stutter(recording, clock, 4)
+    recording.writer._flush()
+    recording.writer.abandon()  # SIGKILL
+    (found,) = recover_unfinished(tmp_path)
+    data = json.loads(found.final_path.with_suffix(".json").read_text())
+    assert (len(data["gaps"]), data["gaps_unlisted_frames"]) == (2, 8000)
+    assert (data["duration_s"], data["captured_s"]) == (2.08, 0.08)

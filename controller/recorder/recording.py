@@ -221,7 +221,7 @@ class Recording:
         self._lost_at: float | None = None  # when the last connection ended, until audio flows again
         self.detach_reason: str | None = None  # how the last connection ended, while detached
         self._connection_errors: list[str] = []  # what went wrong on connections that ended before the call
-        self.silent_frames = sum(int(g.get("frames", 0)) for g in sidecar.gaps)
+        self.silent_frames = sum(int(g.get("frames", 0)) for g in sidecar.gaps) + sidecar.gaps_unlisted_frames
         self.limit_reason: str | None = None
         # Both limits become one byte budget in whole frames; the smaller one names the reason.
         self._budget: int | None = None
@@ -285,6 +285,8 @@ class Recording:
             sidecar.frames = int(earlier.get("frames", 0))
             sidecar.text_frames = list(earlier.get("text_frames", []))
             sidecar.gaps = list(earlier.get("gaps", []))
+            sidecar.gaps_unlisted = int(earlier.get("gaps_unlisted", 0))
+            sidecar.gaps_unlisted_frames = int(earlier.get("gaps_unlisted_frames", 0))
             sidecar.connections = int(earlier.get("connections", 1))
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("call %s: no usable sidecar beside %s; starting a new one", spec.uuid, final_path)
@@ -350,7 +352,7 @@ class Recording:
                 self._pause()
             self.writer.append_silence(min(chunk, frames - done))
         self.silent_frames += frames
-        self.sidecar.gaps.append(gap.to_dict())
+        self.sidecar.add_gap(gap.to_dict())
         log.info("call %s: %.3f s of silence for %s at %.3f s", self.spec.uuid, frames / self.spec.rate, cause,
                  gap.start_frame / self.spec.rate)
         # Gaps are rare; saving each one means a crash later still leaves the list that explains the WAV.
@@ -514,7 +516,7 @@ def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> str | None:
         return uuid
     total = fixed.data_bytes // (2 * fixed.channels)
     # A gap is saved before its silence reaches the disk: keep only what the repaired file really holds.
-    gaps = []
+    gaps, listed_end = [], 0
     for gap in data.get("gaps") or []:
         try:
             start, frames = int(gap["start_frame"]), min(int(gap["frames"]), total - int(gap["start_frame"]))
@@ -522,9 +524,15 @@ def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> str | None:
             continue
         if frames > 0:
             gaps.append(dict(gap, frames=frames, length_s=round(frames / fixed.rate, 3)))
-    captured = (total - sum(g["frames"] for g in gaps)) / fixed.rate
+            listed_end = max(listed_end, start + frames)
+    try:  # the unlisted gaps all come after the listed ones
+        unlisted = min(int(data.get("gaps_unlisted_frames") or 0), total - listed_end)
+    except (TypeError, ValueError):
+        unlisted = 0
+    captured = (total - sum(g["frames"] for g in gaps) - unlisted) / fixed.rate
     duration = total / fixed.rate
     data.update(close_reason="recovered", bytes=fixed.data_bytes, duration_s=round(duration, 3), gaps=gaps,
+                gaps_unlisted_frames=unlisted,
                 captured_s=round(captured, 3), captured_ratio=round(captured / duration, 4) if duration else 0.0,
                 error="the recorder stopped without finalising this recording; repaired at start-up")
     write_json_atomically(path, data)

@@ -21,6 +21,9 @@ SIDECAR_SUFFIX = ".json"
 # Text frames are metadata and the odd note; a client flooding them must not grow memory without bound.
 MAX_TEXT_FRAMES = 1000
 MAX_TEXT_CHARS = 4096
+# A stream that stutters all call long makes a gap a second. Beyond this many they are counted, not listed,
+# so the file stays small while the totals (captured_s) stay exact.
+MAX_GAPS = 1000
 
 
 def sidecar_path_for(wav_path: os.PathLike | str) -> Path:
@@ -56,6 +59,8 @@ class Sidecar:
     close_text: str | None = None
     error: str | None = None
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    gaps_unlisted: int = 0  # gaps beyond MAX_GAPS, all after the listed ones
+    gaps_unlisted_frames: int = 0  # their silence, in sample frames
     connections: int = 0  # WebSocket connections that carried this call's audio
     captured_s: float = 0.0  # audio actually received (the WAV's duration less its gaps)
 
@@ -68,6 +73,13 @@ class Sidecar:
         if len(text) > MAX_TEXT_CHARS:
             entry["truncated_from"] = len(text)
         self.text_frames.append(entry)
+
+    def add_gap(self, gap: dict[str, Any]) -> None:
+        if len(self.gaps) >= MAX_GAPS:
+            self.gaps_unlisted += 1
+            self.gaps_unlisted_frames += int(gap["frames"])
+            return
+        self.gaps.append(gap)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +105,8 @@ class Sidecar:
             "close_text": self.close_text,
             "error": self.error,
             "gaps": self.gaps,
+            "gaps_unlisted": self.gaps_unlisted,
+            "gaps_unlisted_frames": self.gaps_unlisted_frames,
             "connections": self.connections,
             "captured_s": round(self.captured_s, 3),
             "captured_ratio": round(self.captured_s / self.duration_s, 4) if self.duration_s else 0.0,
