@@ -349,9 +349,32 @@ def test_a_killed_recording_with_unlisted_gaps_keeps_its_captured_share(tmp_path
     clock = FakeClock()
     recording = open_recording(tmp_path, clock)
     stutter(recording, clock, 4)
+    clock.now += 1.0
+    recording.tick()  # the last gap's save was due
     recording.writer._flush()
     recording.writer.abandon()  # SIGKILL
     (found,) = recover_unfinished(tmp_path)
     data = json.loads(found.final_path.with_suffix(".json").read_text())
     assert (len(data["gaps"]), data["gaps_unlisted_frames"]) == (2, 8000)
     assert (data["duration_s"], data["captured_s"]) == (2.08, 0.08)
+
+
+def test_the_sidecar_is_saved_at_most_once_a_second_and_nothing_is_lost(tmp_path):
+    clock = FakeClock()
+    recording = open_recording(tmp_path, clock)
+
+    def listed():
+        return len(json.loads(recording.sidecar_path.read_text())["gaps"])
+
+    stutter(recording, clock, 1)
+    assert listed() == 1  # the first gap in a while: saved at once
+    stutter(recording, clock, 1)
+    assert listed() == 1  # 0.52 s later: due, not saved yet
+    recording.tick()
+    assert listed() == 1
+    clock.now += 0.5
+    recording.tick()
+    assert listed() == 2  # a second after the last save
+    stutter(recording, clock, 1)
+    recording.detach("eof")
+    assert listed() == 3  # a drop saves what is due: the file may wait a long time for the next connection

@@ -56,6 +56,9 @@ TAIL = "tail"  # from the last audio to the end of the call
 # Silence for a long gap is written in pieces this big, with `pause` (a yield to the event loop) in between:
 # an hour-long outage must not hold up every other call's frames while it is written.
 SILENCE_CHUNK_BYTES = 1024 * 1024
+# Gaps can come every second all call long: the sidecar that lists them is saved at most this often (the
+# tick saves what is left), like the WAV header a kill leaves at most this far behind.
+SIDECAR_SAVE_INTERVAL_S = 1.0
 
 
 def normalise_uuid(value: str) -> str | None:
@@ -233,6 +236,8 @@ class Recording:
             by_time = int(max_duration_s * spec.rate) * frame
             if self._budget is None or by_time < self._budget:
                 self._budget, self._budget_reason = by_time, MAX_DURATION
+        self._sidecar_saved_at = float("-inf")
+        self._sidecar_due = False  # a gap not saved yet
         self.finished = False
         self.file_failed = False  # the WAV could not be written or finalised: never to be continued
 
@@ -316,6 +321,8 @@ class Recording:
         if error:
             self._connection_errors.append(error)
         self._next_cause = STREAM_LOST
+        if self._sidecar_due:
+            self._save_sidecar()
         # The rest of a half-received frame never comes: kept, it would shift every later sample by its bytes.
         dropped = self.writer.drop_partial_frame()
         if dropped:
@@ -355,11 +362,16 @@ class Recording:
         self.sidecar.add_gap(gap.to_dict())
         log.info("call %s: %.3f s of silence for %s at %.3f s", self.spec.uuid, frames / self.spec.rate, cause,
                  gap.start_frame / self.spec.rate)
-        # Gaps are rare; saving each one means a crash later still leaves the list that explains the WAV.
+        # Saved soon after each gap, so a crash later still leaves the list that explains the WAV.
         if save:
-            self._save_sidecar()
+            if self._clock() - self._sidecar_saved_at >= SIDECAR_SAVE_INTERVAL_S:
+                self._save_sidecar()
+            else:
+                self._sidecar_due = True
 
     def _save_sidecar(self) -> None:
+        self._sidecar_saved_at = self._clock()
+        self._sidecar_due = False
         self.sidecar.bytes = self.writer.header_data_bytes
         self.sidecar.duration_s = self.sidecar.bytes / (self.writer.frame_size * self.spec.rate)
         try:
@@ -398,8 +410,10 @@ class Recording:
         self.sidecar.add_text(self.elapsed_s(), text)
 
     def tick(self) -> str | None:
-        """Periodic upkeep while no frame may be arriving: keep the header current, enforce wall time."""
+        """Periodic upkeep while no frame may be arriving: header and sidecar current, wall time enforced."""
         self.writer.refresh_header()
+        if self._sidecar_due and self._clock() - self._sidecar_saved_at >= SIDECAR_SAVE_INTERVAL_S:
+            self._save_sidecar()
         if self.limit_reason is None and self.max_duration_s is not None and self.elapsed_s() >= self.max_duration_s:
             self.limit_reason = MAX_DURATION
         return self.limit_reason
