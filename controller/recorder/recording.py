@@ -321,8 +321,6 @@ class Recording:
         if error:
             self._connection_errors.append(error)
         self._next_cause = STREAM_LOST
-        if self._sidecar_due:
-            self._save_sidecar()
         # The rest of a half-received frame never comes: kept, it would shift every later sample by its bytes.
         dropped = self.writer.drop_partial_frame()
         if dropped:
@@ -332,6 +330,8 @@ class Recording:
             self.writer.refresh_header(force=True)
         except RecordingError as exc:
             log.error("call %s: %s", self.spec.uuid, exc)
+        if self._sidecar_due:  # no tick saves it while detached
+            self._save_sidecar()
 
     def _add_silence(self, frames: int, cause: str, save: bool = True) -> None:
         """Silence for time without audio; after a drop, the share before it was a connection sending nothing.

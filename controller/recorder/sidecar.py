@@ -1,8 +1,8 @@
 """The JSON file beside each WAV: who called whom, under which rule, what arrived, how it ended. No gevent.
 
 It is rewritten atomically (temporary file + rename) when the recording opens, resumes, gets a gap (at most
-once a second), and ends, so a reader never sees half a JSON document, and a killed process leaves one that says the call never
-finished and lists the gaps written so far.
+once a second), and ends, so a reader never sees half a JSON document, and a killed process leaves one that
+says the call never finished and lists the gaps written up to a second before.
 """
 
 from __future__ import annotations
