@@ -30,6 +30,7 @@ from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
 from .esl.client import CommandError, CommandTimeout, EventSocketClient
 from .esl.protocol import Event
+from .recorder.recording import DELIBERATE_REASONS, LOST_REASONS
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
 from .rules import CallInfo, match_rule
 
@@ -38,10 +39,6 @@ from greenswitch.esl import NotConnectedError
 log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
-# How a stream or recording ended, as the recorder reports it: lost (restart the stream) or ended on
-# purpose (don't). A clean close (client_close) is neither: the module's stop or the call's hangup.
-LOST_REASONS = ("eof", "protocol_error", "internal_error", "idle_timeout")
-DELIBERATE_REASONS = ("max_duration", "max_bytes", "write_error")
 
 
 class Controller:
