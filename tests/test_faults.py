@@ -245,15 +245,18 @@ def test_stream_that_never_comes_back_still_gives_a_wav_as_long_as_the_call(sim,
     assert abs(recording.duration_s - call_s) <= TOLERANCE_S
 
 
-def test_controller_killed_mid_call_continues_the_same_file_after_restart(sim, tmp_path):
+def restart_mid_call(sim, tmp_path, end_process) -> tuple:
+    """Stream a 5 s call and a 1 s one through a controller process, end that process 1.5 s into the long
+    call with `end_process(process)`, start a new one on the same config and directory, and let the call
+    finish. Returns (call, other, the commands the new process sent, the long call's Recording)."""
     process = controller_process(sim, tmp_path)
     try:
         sim.wait_for_command("event ", timeout=20)
         call = sim.place_call("9999", duration_s=5.0)
         other = sim.place_call("9999", duration_s=1.0)
         streamed_for(sim, call, 1.5)
-        process.kill()  # SIGKILL: no chance to finalise anything
-        process.wait(5)
+        end_process(process)
+        since = len(sim.received_commands)
         process = controller_process(sim, tmp_path)  # same config, same directory
         assert call.hung_up.wait(15)
         wait_until(lambda: len(sim.streams_for(call.uuid)) == 2 and sim.streams_for(call.uuid)[1].ended.is_set(),
@@ -262,58 +265,51 @@ def test_controller_killed_mid_call_continues_the_same_file_after_restart(sim, t
     finally:
         process.terminate()
         process.wait(10)
-    first, second = sim.streams_for(call.uuid)
     [path] = (tmp_path / "rec").rglob(f"*{call.uuid}*.wav")
     with wave.open(str(path), "rb") as wav:
         pcm = wav.readframes(wav.getnframes())
     recording = Recording(path, 8000, 1, pcm, json.loads(path.with_suffix(".json").read_text()))
+    return call, other, sim.received_commands[since:], recording
+
+
+def assert_continued(sim, call, recording, most_missing_s: float) -> None:
+    """One WAV: the first stream's audio up to what the first process wrote out (at most `most_missing_s`
+    short), a controller_restart gap, then all of the second stream; as long as the call was streamed."""
+    first, second = sim.streams_for(call.uuid)
     audio = recording.audio_outside_gaps()
     assert recording.gap_causes() == ["controller_restart"]
     assert audio.endswith(second.sent_pcm)
     before = audio[: len(audio) - len(second.sent_pcm)]
-    # What the first process had written out is all there: it writes at least once a second, so at most the
-    # last second before the kill (and frames in flight) fell into the outage, which the gap covers.
-    assert first.sent_pcm.startswith(before) and len(first.sent_pcm) - len(before) <= 1.2 * 16000
+    assert first.sent_pcm.startswith(before) and len(first.sent_pcm) - len(before) <= most_missing_s * 16000
     assert abs(recording.duration_s - streamed_span_s([first, second])) <= TOLERANCE_S
+
+
+def test_controller_killed_mid_call_continues_the_same_file_after_restart(sim, tmp_path):
+    def kill(process):
+        process.kill()  # SIGKILL: no chance to finalise anything
+        process.wait(5)
+
+    call, other, _, recording = restart_mid_call(sim, tmp_path, kill)
+    # It writes at least once a second, so at most the last second before the kill (and frames in flight)
+    # fell into the outage, which the gap covers.
+    assert_continued(sim, call, recording, most_missing_s=1.2)
     assert len(list((tmp_path / "rec").rglob(f"*{other.uuid}*.wav"))) == 1
 
 
 def test_controller_stopped_with_sigterm_mid_call_continues_the_same_file_after_restart(sim, tmp_path):
-    process = controller_process(sim, tmp_path)
-    try:
-        sim.wait_for_command("event ", timeout=20)
-        call = sim.place_call("9999", duration_s=5.0)
-        streamed_for(sim, call, 1.0)
+    def terminate(process):
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
-        # The recorder closed the WebSocket from its side: the module keeps the dead stream attached (it
-        # refuses a new start until stop), and the ::disconnect event went to nobody.
-        assert sim.streams_for(call.uuid)[0].ended.wait(5)
-        since = len(sim.received_commands)
-        process = controller_process(sim, tmp_path)
-        assert call.hung_up.wait(15)
-        wait_until(lambda: len(sim.streams_for(call.uuid)) == 2 and sim.streams_for(call.uuid)[1].ended.is_set(),
-                   10, "the second stream to end")
-        wait_until(lambda: not list((tmp_path / "rec").rglob(f"*{call.uuid}*.part")), 10, "the WAV to be final")
-    finally:
-        process.terminate()
-        process.wait(10)
-    # The new process knows nothing of the call: it stops whatever the module holds, then starts, once.
-    sent = [first_line(c).split()[3] for c in sim.received_commands[since:]
-            if c.startswith("bgapi uuid_audio_stream") and call.uuid in c]
-    assert sent == ["stop", "start"]
-    first, second = sim.streams_for(call.uuid)
-    [path] = (tmp_path / "rec").rglob(f"*{call.uuid}*.wav")
-    with wave.open(str(path), "rb") as wav:
-        pcm = wav.readframes(wav.getnframes())
-    recording = Recording(path, 8000, 1, pcm, json.loads(path.with_suffix(".json").read_text()))
-    audio = recording.audio_outside_gaps()
-    assert recording.gap_causes() == ["controller_restart"]
-    assert audio.endswith(second.sent_pcm)
+
+    call, other, sent, recording = restart_mid_call(sim, tmp_path, terminate)
+    # The recorder closed the WebSocket from its side: the module kept the dead stream attached (it refuses a
+    # new start until stop), and its ::disconnect went to nobody. The new process knows nothing of the call:
+    # it stops whatever the module holds, then starts, once.
+    assert [first_line(c).split()[3] for c in sent
+            if c.startswith("bgapi uuid_audio_stream") and call.uuid in c] == ["stop", "start"]
     # A clean stop writes out everything it read: only frames in flight when it closed can be missing.
-    before = audio[: len(audio) - len(second.sent_pcm)]
-    assert first.sent_pcm.startswith(before) and len(first.sent_pcm) - len(before) <= 0.1 * 16000
-    assert abs(recording.duration_s - streamed_span_s([first, second])) <= TOLERANCE_S
+    assert_continued(sim, call, recording, most_missing_s=0.1)
+    assert len(list((tmp_path / "rec").rglob(f"*{other.uuid}*.wav"))) == 1
 
 
 def test_disk_full_on_one_call_stops_only_that_recording(sim, harness, monkeypatch):

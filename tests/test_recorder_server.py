@@ -177,6 +177,15 @@ class Recorder:
     def expect(self, uuid=UUID, rate=8000, channels=1, token=TOKEN, **extra):
         self.registry.expect(StreamSpec(uuid=uuid, token=token, rate=rate, channels=channels, **extra))
 
+    def drop_after_one_frame(self, captures, clock):
+        """The call's stream opens, sends one 20 ms frame of 1s, and drops without a close frame."""
+        self.expect()
+        client, _ = self.connect(captures)
+        clock.advance(0.02)
+        client.send(frame(OP_BINARY, pcm(1)))
+        client.close()
+        assert self.next_event() == ("open", UUID) and self.next_event() == ("detach", UUID, "eof")
+
     def connect(self, captures, path=f"/calls/{UUID}", headers=None, scenario="mono_8000", conn="conn1"):
         client = RawClient(self.port)
         request = (captures / "ws" / scenario / f"{conn}.request.bin").read_bytes()
@@ -719,12 +728,7 @@ def test_silence_inside_a_connection_comes_from_arrival_times(recorder, captures
 def test_end_call_pads_the_tail_to_when_the_call_ended(recorder, captures):
     clock = FakeClock()
     rec = recorder(end_on_detach=False, clock=clock)
-    rec.expect()
-    client, _ = rec.connect(captures)
-    clock.advance(0.02)
-    client.send(frame(OP_BINARY, pcm(1)))
-    client.close()
-    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    rec.drop_after_one_frame(captures, clock)
     clock.advance(4.0)  # the stream never came back; the call went on for 4 s
     rec.server.end_call(UUID, at=clock())
     assert rec.next_event() == ("close", UUID, "eof")
@@ -758,12 +762,7 @@ def test_end_call_while_attached_finalises_when_the_connection_closes(recorder, 
 def test_a_stream_that_never_returns_is_finalised_after_linger(recorder, captures):
     clock = FakeClock()
     rec = recorder(end_on_detach=False, clock=clock, linger_s=30.0, tick_interval_s=0.01)
-    rec.expect()
-    client, _ = rec.connect(captures)
-    clock.advance(0.02)
-    client.send(frame(OP_BINARY, pcm(1)))
-    client.close()
-    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    rec.drop_after_one_frame(captures, clock)
     clock.advance(30.5)  # the controller never said the call was over
     assert rec.next_event() == ("close", UUID, "linger")
     wav_path, side = rec.only_recording()
@@ -1055,12 +1054,7 @@ def test_a_stopped_stream_that_never_closes_ends_where_it_was_stopped(recorder, 
 def test_silence_for_an_outage_counts_against_the_recordings_limit(recorder, captures):
     clock = FakeClock()
     rec = recorder(end_on_detach=False, clock=clock, max_duration_s=10.0, tick_interval_s=3600)
-    rec.expect()
-    first, _ = rec.connect(captures)
-    clock.advance(0.02)
-    first.send(frame(OP_BINARY, pcm(1)))
-    first.close()
-    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    rec.drop_after_one_frame(captures, clock)
     clock.advance(25.0)  # a 25 s outage under a 10 s limit
     second, (status, _, _) = rec.connect(captures)
     assert status == 101 and rec.next_event() == ("open", UUID)
@@ -1076,12 +1070,7 @@ def test_silence_for_an_outage_counts_against_the_recordings_limit(recorder, cap
 def test_a_long_outage_is_written_in_pieces_while_other_greenlets_run(recorder, captures):
     clock = FakeClock()
     rec = recorder(end_on_detach=False, clock=clock, tick_interval_s=3600)
-    rec.expect()
-    first, _ = rec.connect(captures)
-    clock.advance(0.02)
-    first.send(frame(OP_BINARY, pcm(1)))
-    first.close()
-    assert rec.next_event() == ("open", UUID) and rec.next_event() == ("detach", UUID, "eof")
+    rec.drop_after_one_frame(captures, clock)
     writer = rec.server._recordings[UUID].writer
     clock.advance(1200.0)  # 19.2 MB of silence
     second, _ = rec.connect(captures)
