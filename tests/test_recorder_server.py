@@ -830,6 +830,21 @@ def test_a_slow_heartbeat_gets_three_missed_pings_before_the_connection_counts_a
     assert rec.next_event() == ("detach", UUID, "idle_timeout")
 
 
+def one_frame_after_restart(recorder, captures, wall_time, value):
+    """A new recorder process, started at `wall_time`, whose stream for the call sends one frame of `value`
+    and closes, and the call ends; returns it (its recordings are the earlier process's files continued)."""
+    after = recorder(end_on_detach=False, clock=FakeClock(5.0), wall_clock=lambda: wall_time)
+    after.expect()
+    client, (status, _, _) = after.connect(captures)
+    assert status == 101
+    after.server.clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(value)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    after.server.end_call(UUID)
+    assert after.wait_closed() == "client_close"
+    return after
+
+
 def write_killed_recording(directory, uuid, audio, stale_header_bytes):
     """What a SIGKILLed recorder leaves: a .part whose header counts less than the file holds, and the
     sidecar it wrote when the recording opened."""
@@ -888,15 +903,7 @@ def test_after_a_clean_stop_the_next_process_continues_the_same_file(recorder, c
     wav_path, side = before.only_recording()
     assert side["close_reason"] == "server_stop"
 
-    after = recorder(end_on_detach=False, clock=FakeClock(5.0), wall_clock=lambda: 20_004.0)
-    after.expect()
-    client, (status, _, _) = after.connect(captures)
-    assert status == 101
-    after.server.clock.advance(0.02)
-    client.send(frame(OP_BINARY, pcm(2)) + close_frame(1000))
-    assert client.recv_close()[0] == 1000
-    after.server.end_call(UUID)
-    assert after.wait_closed() == "client_close"
+    after = one_frame_after_restart(recorder, captures, wall_time=20_004.0, value=2)
     assert after.only_recording()[0] == wav_path
     side = json.loads(wav_path.with_suffix(".json").read_text())
     assert read_wav(wav_path)[3] == pcm(1) + pcm(0, 32000) + pcm(2)
@@ -964,15 +971,7 @@ def test_a_stop_while_the_stream_is_down_keeps_the_calls_timeline_across_the_res
     before.server.stop(timeout=2)  # ... when SIGTERM comes, 20 s later
     assert before.next_event() == ("close", UUID, "server_stop")
 
-    after = recorder(end_on_detach=False, clock=FakeClock(5.0), wall_clock=lambda: 20_024.0)  # up 4 s later
-    after.expect()
-    client, (status, _, _) = after.connect(captures)
-    assert status == 101
-    after.server.clock.advance(0.02)
-    client.send(frame(OP_BINARY, pcm(2)) + close_frame(1000))
-    assert client.recv_close()[0] == 1000
-    after.server.end_call(UUID)
-    assert after.wait_closed() == "client_close"
+    after = one_frame_after_restart(recorder, captures, wall_time=20_024.0, value=2)  # up 4 s later
     wav_path, side = after.only_recording()
     # 20 ms of audio, 20 s without a stream, 4 s without a recorder, 20 ms of audio: the call's 24.04 s.
     assert gaps_of(side) == [(160, 160000, "stream_lost"), (160160, 32000, "controller_restart")]
@@ -997,15 +996,7 @@ def test_a_call_whose_earlier_connection_failed_still_continues_its_file_after_a
     wav_path, side = before.only_recording()
     assert side["close_reason"] == "server_stop" and "reserved bits" in side["error"]
 
-    after = recorder(end_on_detach=False, clock=FakeClock(5.0), wall_clock=lambda: 20_000.0)
-    after.expect()
-    client, (status, _, _) = after.connect(captures)
-    assert status == 101
-    after.server.clock.advance(0.02)
-    client.send(frame(OP_BINARY, pcm(3)) + close_frame(1000))
-    assert client.recv_close()[0] == 1000
-    after.server.end_call(UUID)
-    assert after.wait_closed() == "client_close"
+    after = one_frame_after_restart(recorder, captures, wall_time=20_000.0, value=3)
     assert after.only_recording()[0] == wav_path  # the same file, not a second one
     assert read_wav(wav_path)[3] == pcm(1) + pcm(2) + pcm(3)
 
