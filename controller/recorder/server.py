@@ -304,7 +304,8 @@ class RecorderServer:
         self.handshake_timeout_s = handshake_timeout_s
         self.tick_interval_s = tick_interval_s
         self.max_connections = max_connections
-        # Generous: mixed/stereo streams are silent while nothing plays, and pings are optional.
+        # The least silence that counts as dead, for streams that ping (idle_limit_s); streams without pings
+        # are never closed for silence: mixed/stereo send nothing while nothing plays, pause sends nothing.
         self.idle_timeout_s = idle_timeout_s
         # After end_call, how long an attached connection may stay open: the module closes at hangup, so one
         # still open is half-open TCP (its host died) and would otherwise hold the file open for ever.
