@@ -19,6 +19,8 @@ import json
 import re
 from typing import Any, Mapping
 
+from .channel_uuid import UUID_RE, UUID_SHAPE
+
 MIX_TYPES = ("mono", "mixed", "stereo")
 RATE_STEP = 8000
 MAX_RATE = 48000
@@ -34,8 +36,6 @@ MAX_HEARTBEAT_S = 3600
 MAX_URL_BYTES = 4000
 MAX_METADATA_BYTES = 8000
 
-# FreeSWITCH channel uuids as FreeSWITCH makes them. Anything else (spaces, quotes) could change the command.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # The module's validate_ws_uri: a host of letters, digits, '-' and '.', then optionally ':' and digits.
 _HOST = re.compile(r"[A-Za-z0-9.-]+")
 _PORT = re.compile(r"[0-9]+")
@@ -48,8 +48,9 @@ MAX_TOKEN_LEN = 512
 
 
 def check_uuid(uuid: Any) -> str:
-    if not isinstance(uuid, str) or not _UUID.fullmatch(uuid):
-        raise ValueError(f"channel uuid {uuid!r} is not a uuid; expected 8-4-4-4-12 hex digits, "
+    # Anything but a uuid (spaces, quotes) could change the command.
+    if not isinstance(uuid, str) or not UUID_RE.fullmatch(uuid):
+        raise ValueError(f"channel uuid {uuid!r} is not a uuid; expected {UUID_SHAPE}, "
                          "e.g. 166eb301-3ca5-4fc5-9751-d8ca093577dd")
     return uuid
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import string
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
@@ -26,12 +25,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from . import audio_stream
+from .recorder.filenames import TEMPLATE_RULES, FilenameTemplate
 from .rules import DIRECTIONS, Match, Rule, TextPattern
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 
-FILENAME_FIELDS = ("date", "time", "uuid", "destination", "caller", "rule")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # A WAV file's sizes are 32-bit: the RIFF size (36 + data) must fit in 2**32 - 1.
 MAX_WAV_DATA_BYTES = 2**32 - 1 - 36
@@ -422,27 +421,11 @@ class _Reader:
         return url.rstrip("/")
 
     def filename_template(self, node: Node, path: str) -> str:
-        allowed = (f"fields {', '.join('{' + f + '}' for f in FILENAME_FIELDS)}; a relative path that "
-                   "contains {uuid} and ends in .wav, e.g. {date}/{uuid}.wav")
-        template = self.text(node, path, allowed=allowed)
+        template = self.text(node, path, allowed=TEMPLATE_RULES)
         try:
-            parsed = list(string.Formatter().parse(template))
+            FilenameTemplate(template)
         except ValueError as exc:
-            self.fail(node, path, f"{template!r} is not a valid template ({exc})", allowed)
-        names = set()
-        for _literal, name, spec, conversion in parsed:
-            if name is None:
-                continue
-            if name not in FILENAME_FIELDS or spec or conversion:
-                self.fail(node, path, f"{template!r} uses {{{name}{'!' + conversion if conversion else ''}"
-                                      f"{':' + spec if spec else ''}}}, which is not a plain allowed field", allowed)
-            names.add(name)
-        if "uuid" not in names:
-            self.fail(node, path, f"{template!r} does not contain {{uuid}}, so two calls could share a file", allowed)
-        if not template.endswith(".wav"):
-            self.fail(node, path, f"{template!r} does not end in .wav", allowed)
-        if template.startswith(("/", "~")) or ".." in template.replace("\\", "/").split("/"):
-            self.fail(node, path, f"{template!r} leaves the recordings directory", allowed)
+            self.fail(node, path, str(exc), TEMPLATE_RULES)
         return template
 
     def token(self, node: Node, path: str) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from controller.recorder.recording import (MAX_BYTES, MAX_DURATION, FilenameTemplate, Recording,
-                                           RecordingRegistry, StreamSpec, choose_path, recover_unfinished)
+from controller.recorder.filenames import FilenameTemplate, choose_path
+from controller.recorder.recording import (MAX_BYTES, MAX_DURATION, Recording, RecordingRegistry, StreamSpec,
+                                           recover_unfinished)
 from controller.recorder.sidecar import MAX_TEXT_FRAMES
 from controller.recorder.wav import WavWriter, part_path_for
 
@@ -45,15 +46,17 @@ def test_template_fields_are_filled_and_sanitised():
 
 
 @pytest.mark.parametrize("template, problem", [
-    ("{uuid}.mp3", "must end in '.wav'"),
-    ("/abs/{uuid}.wav", "relative path"),
-    ("../{uuid}.wav", "must not contain '.' or '..'"),
-    ("{date}/../{uuid}.wav", "must not contain '.' or '..'"),
-    ("{uuid.__class__}.wav", "unknown or decorated field"),
-    ("{uuid!r}.wav", "unknown or decorated field"),
-    ("{home}.wav", r"unknown or decorated field \{home\}; allowed: \{date\}"),
-    ("{uuid.wav", "malformed"),
-    ("", "non-empty"),
+    ("{uuid}.mp3", "does not end in .wav"),
+    ("/abs/{uuid}.wav", "leaves the recordings directory"),
+    ("../{uuid}.wav", "leaves the recordings directory"),
+    ("{date}/../{uuid}.wav", "leaves the recordings directory"),
+    ("{date}\\{uuid}.wav", "contains a backslash"),
+    ("{uuid.__class__}.wav", r"uses \{uuid.__class__\}, which is not a plain allowed field"),
+    ("{uuid!r}.wav", "not a plain allowed field"),
+    ("{home}.wav", r"uses \{home\}, which is not"),
+    ("{date}.wav", r"does not contain \{uuid\}"),
+    ("{uuid.wav", "is not a valid template"),
+    ("", "is empty"),
 ])
 def test_bad_templates_are_refused_with_the_reason(template, problem):
     with pytest.raises(ValueError, match=problem):

@@ -848,7 +848,8 @@ def one_frame_after_restart(recorder, captures, wall_time, value):
 def write_killed_recording(directory, uuid, audio, stale_header_bytes):
     """What a SIGKILLed recorder leaves: a .part whose header counts less than the file holds, and the
     sidecar it wrote when the recording opened."""
-    from controller.recorder.recording import FilenameTemplate, Recording
+    from controller.recorder.filenames import FilenameTemplate
+    from controller.recorder.recording import Recording
 
     recording = Recording.open(StreamSpec(uuid=uuid, token=TOKEN, rate=8000, channels=1), directory,
                                FilenameTemplate("{uuid}.wav"))

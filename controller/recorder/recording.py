@@ -7,21 +7,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import string
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
+from ..audio_stream import RATES_TEXT, rate_problem
+from ..channel_uuid import UUID_SHAPE, normalise_uuid
+from .filenames import FilenameTemplate, choose_path
 from .sidecar import Sidecar, sidecar_path_for, write_json_atomically
 from .timeline import Gap, Timeline
-from .wav import PART_SUFFIX, RecordingError, RepairResult, WavWriter, final_path_for, part_path_for, repair
+from .wav import PART_SUFFIX, RecordingError, RepairResult, WavWriter, final_path_for, repair
 
 log = logging.getLogger("controller.recorder")
-
-UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 # Why a recording ended, as written in the sidecar and passed to on_close.
 CLIENT_CLOSE = "client_close"  # the module sent a WebSocket close (stop, hangup)
@@ -61,13 +60,6 @@ SILENCE_CHUNK_BYTES = 1024 * 1024
 SIDECAR_SAVE_INTERVAL_S = 1.0
 
 
-def normalise_uuid(value: str) -> str | None:
-    """The uuid in canonical lower case, or None when it is not strictly 8-4-4-4-12 hex."""
-    if isinstance(value, str) and UUID_RE.fullmatch(value):
-        return value.lower()
-    return None
-
-
 @dataclass(frozen=True)
 class StreamSpec:
     """What the controller announces before it asks FreeSWITCH to stream a call here."""
@@ -87,12 +79,13 @@ class StreamSpec:
     def __post_init__(self) -> None:
         uuid = normalise_uuid(self.uuid)
         if uuid is None:
-            raise ValueError(f"stream uuid must be 8-4-4-4-12 hex digits, got {self.uuid!r}")
+            raise ValueError(f"stream uuid must be {UUID_SHAPE}, got {self.uuid!r}")
         object.__setattr__(self, "uuid", uuid)
         if not isinstance(self.token, str) or not self.token:
             raise ValueError("stream token must be a non-empty string (the module must prove who it is)")
-        if not isinstance(self.rate, int) or isinstance(self.rate, bool) or self.rate <= 0 or self.rate % 8000:
-            raise ValueError(f"stream rate must be a multiple of 8000 Hz (8000, 16000, ...), got {self.rate!r}")
+        problem = rate_problem(self.rate)
+        if problem:
+            raise ValueError(f"stream rate {problem}; {RATES_TEXT}")
         if self.channels not in (1, 2):
             raise ValueError(f"stream channels must be 1 (mono/mixed) or 2 (stereo), got {self.channels!r}")
         if not isinstance(self.heartbeat_s, int) or isinstance(self.heartbeat_s, bool) or self.heartbeat_s < 0:
@@ -118,83 +111,6 @@ class RecordingRegistry:
 
     def __len__(self) -> int:
         return len(self._expected)
-
-
-# ---- file names ---------------------------------------------------------------------------------------
-
-TEMPLATE_FIELDS = ("date", "time", "uuid", "destination", "caller", "rule")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-_MAX_FIELD = 64
-
-
-def _safe_component(value: str) -> str:
-    # Only characters that mean nothing to a filesystem or a shell; no leading dot, so never "." or "..".
-    cleaned = _UNSAFE.sub("_", str(value or "")).lstrip(".")[:_MAX_FIELD]
-    return cleaned or "unknown"
-
-
-class FilenameTemplate:
-    """``{date}/{uuid}.wav`` and the like, relative to the recordings directory, checked when configured."""
-
-    def __init__(self, template: str) -> None:
-        if not isinstance(template, str) or not template.strip():
-            raise ValueError("filename template must be a non-empty string such as '{date}/{uuid}.wav'")
-        try:
-            parsed = list(string.Formatter().parse(template))
-        except ValueError as exc:
-            raise ValueError(f"filename template {template!r} is malformed: {exc}") from None
-        used = set()
-        for _literal, name, spec, conversion in parsed:
-            if name is None:
-                continue
-            if name not in TEMPLATE_FIELDS or spec or conversion:
-                raise ValueError(f"filename template {template!r}: unknown or decorated field {{{name}}}; "
-                                 f"allowed: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}")
-            used.add(name)
-        path = PurePosixPath(template)
-        if path.is_absolute() or template.startswith("~") or "\\" in template:
-            raise ValueError(f"filename template {template!r} must be a relative path with '/' separators")
-        if any(part in ("..", ".") for part in path.parts):
-            raise ValueError(f"filename template {template!r} must not contain '.' or '..' path parts")
-        if not template.endswith(".wav"):
-            raise ValueError(f"filename template {template!r} must end in '.wav'")
-        if "uuid" not in used:
-            log.warning("filename template %r has no {uuid}: calls will share names and get -2, -3 suffixes",
-                        template)
-        self.template = template
-
-    def render(self, *, moment: datetime, uuid: str, caller: str, destination: str, rule: str) -> PurePosixPath:
-        moment = moment.astimezone(timezone.utc)
-        values = {
-            "date": moment.strftime("%Y-%m-%d"),
-            "time": moment.strftime("%H%M%S"),
-            "uuid": uuid,
-            "caller": caller,
-            "destination": destination,
-            "rule": rule,
-        }
-        return PurePosixPath(self.template.format(**{k: _safe_component(v) for k, v in values.items()}))
-
-
-def _taken(final: Path) -> bool:
-    return final.exists() or part_path_for(final).exists() or sidecar_path_for(final).exists()
-
-
-def choose_path(directory: Path, relative: PurePosixPath) -> Path:
-    """The final WAV path for a new recording: inside ``directory``, never an existing name."""
-    root = directory.resolve()
-    final = (root / relative).resolve()
-    if not final.is_relative_to(root):
-        raise RecordingError(final, f"file name escapes the recordings directory {root}")
-    if not _taken(final):
-        return final
-    # A second stream for the same call (restart at another rate, a reconnect) or a template without
-    # {uuid}: keep both recordings.
-    for n in range(2, 1000):
-        candidate = final.with_name(f"{final.stem}-{n}{final.suffix}")
-        if not _taken(candidate):
-            return candidate
-    raise RecordingError(final, "999 recordings with this name already exist")
 
 
 # ---- one recording ----------------------------------------------------------------------------------

@@ -40,10 +40,11 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
+from ..channel_uuid import normalise_uuid
+from .filenames import FilenameTemplate
 from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, EOF, FINAL_REASONS, IDLE_TIMEOUT,
                         INTERNAL_ERROR, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR,
-                        FilenameTemplate, Recording, RecordingRegistry, StreamSpec, normalise_uuid,
-                        recover_unfinished)
+                        Recording, RecordingRegistry, StreamSpec, recover_unfinished)
 from .sidecar import write_json_atomically
 from .wav import RecordingError
 
