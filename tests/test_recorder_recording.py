@@ -1,6 +1,7 @@
 """One call's recording without sockets: file names, limits, the sidecar, start-up recovery."""
 
 import json
+import os
 import wave
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -8,8 +9,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from controller.recorder.filenames import FilenameTemplate, choose_path
-from controller.recorder.recording import (MAX_BYTES, MAX_DURATION, Recording, RecordingRegistry, StreamSpec,
-                                           recover_unfinished)
+from controller.recorder.recording import MAX_BYTES, MAX_DURATION, Recording, RecordingRegistry, StreamSpec
+from controller.recorder.recovery import recover_unfinished
 from controller.recorder.sidecar import MAX_TEXT_FRAMES
 from controller.recorder.wav import WavWriter, part_path_for
 
@@ -381,3 +382,32 @@ def test_the_sidecar_is_saved_at_most_once_a_second_and_nothing_is_lost(tmp_path
     stutter(recording, clock, 1)
     recording.detach("eof")
     assert listed() == 3  # a drop saves what is due: the file may wait a long time for the next connection
+
+
+def test_a_finished_wav_whose_final_sidecar_was_never_written_gets_it_repaired_at_start(tmp_path, monkeypatch):
+    import errno
+
+    from controller.recorder import sidecar as sidecar_module
+
+    recording = open_recording(tmp_path)  # the sidecar as the call began: open, nothing recorded yet
+    recording.on_audio(pcm(1) * 10)
+
+    real_replace = os.replace
+
+    def no_space(src, dst):  # the sidecar's atomic rename fails; the WAV's rename needs no space
+        if str(dst).endswith(".json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as disk_full:
+        disk_full.setattr(sidecar_module.os, "replace", no_space)
+        recording.finish("client_close")  # the WAV is finalised; its final sidecar cannot be written
+    assert not recording.sidecar_saved
+    side_path = recording.sidecar_path
+    assert json.loads(side_path.read_text())["close_reason"] is None
+    began = recording.path.stat().st_mtime - 10  # it was written when the call began, the WAV at its end
+    os.utime(side_path, (began, began))
+    assert recover_unfinished(tmp_path) == []
+    side = json.loads(side_path.read_text())
+    assert (side["close_reason"], side["bytes"], side["duration_s"]) == ("recovered", 3200, 0.2)
+    assert side["captured_s"] == 0.2 and "could not write this sidecar" in side["error"]

@@ -20,6 +20,7 @@ import pytest
 from gevent.queue import Queue
 
 from controller.recorder.server import RecorderServer, RecordingRegistry, StreamSpec
+from harness import wait_until
 
 UUID = "166eb301-3ca5-4fc5-9751-d8ca093577dd"
 OTHER = "0b0e5f4a-8c3d-4e8f-9a6b-1c2d3e4f5a6b"
@@ -1128,3 +1129,81 @@ def test_endings_are_either_detaches_or_final_and_an_internal_error_is_final(rec
     assert rec.next_event() == ("open", UUID)
     assert rec.next_event() == ("close", UUID, "internal_error")  # on_close only, never on_detach
     assert "a bug in the recorder" in rec.only_recording()[1]["error"]
+
+
+# ---- what a kill, a full disk or a bug in the upkeep can cost -------------------------------------------
+
+def test_audio_reaches_the_file_within_a_flush_interval_even_while_the_clock_stands_still(recorder, captures):
+    # The recorder's clock never moves, so no header refresh is ever due: only the flush timer writes.
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    client.send(frame(OP_BINARY, pcm(1)) + frame(OP_BINARY, pcm(2)))
+    client.sync()
+    (part,) = rec.directory.rglob("*.wav.part")
+    # What a SIGKILL now would leave: the page cache keeps what reached the file, the process's buffer is lost.
+    wait_until(lambda: part.stat().st_size == 44 + 640, 2.0, "the two frames to reach the file")
+    assert part.read_bytes()[44:] == pcm(1) + pcm(2)
+
+
+def test_one_failing_upkeep_does_not_stop_the_upkeep_of_the_other_calls(recorder, captures, monkeypatch, caplog):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock, tick_interval_s=3600)  # ticks driven by hand
+    rec.expect(uuid=UUID)
+    rec.expect(uuid=OTHER)
+    broken, _ = rec.connect(captures, path=f"/calls/{UUID}")
+    fine, _ = rec.connect(captures, path=f"/calls/{OTHER}")
+    assert {rec.next_event(), rec.next_event()} == {("open", UUID), ("open", OTHER)}
+    broken.send(frame(OP_BINARY, pcm(1)))
+    fine.send(frame(OP_BINARY, pcm(2)))
+    broken.sync()
+    fine.sync()
+
+    def tick():
+        raise ZeroDivisionError("a bug in one call's upkeep")
+
+    monkeypatch.setattr(rec.server._recordings[UUID], "tick", tick)
+    clock.advance(1.5)  # both headers are due
+    rec.server._tick()
+    assert rec.server.tick_errors == 1 and "a bug in one call's upkeep" in caplog.text
+    (part,) = rec.directory.rglob(f"{OTHER}.wav.part")
+    assert read_wav(part)[3] == pcm(2)  # the other call's header was refreshed after the failure
+    clock.advance(1.5)
+    rec.server._tick()  # and the next tick runs too
+    assert rec.server.tick_errors == 2
+
+
+def test_a_final_sidecar_that_cannot_be_written_is_written_once_space_returns(recorder, captures, monkeypatch):
+    import errno
+
+    from controller.recorder import sidecar as sidecar_module
+
+    clock = FakeClock()
+    rec = recorder(clock=clock, tick_interval_s=0.01)
+    rec.expect()
+    client, _ = rec.connect(captures)
+    assert rec.next_event() == ("open", UUID)
+    disk = {"full": True}
+    real_replace = os.replace
+
+    def replace(src, dst):  # the sidecar's atomic rename is what fails when the disk is full
+        if disk["full"] and str(dst).endswith(".json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(sidecar_module.os, "replace", replace)
+    clock.advance(0.02)
+    client.send(frame(OP_BINARY, pcm(1)) + close_frame(1000))
+    assert client.recv_close()[0] == 1000
+    assert rec.wait_closed() == "client_close"
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1)  # the WAV is complete...
+    assert side["close_reason"] is None  # ...its sidecar is still the one written when the call began
+    disk["full"] = False
+    clock.advance(5.0)
+    wait_until(lambda: rec.only_recording()[1]["close_reason"] == "client_close", 2.0,
+               "the final sidecar to be written")
+    side = rec.only_recording()[1]
+    assert (side["bytes"], side["duration_s"], side["frames"]) == (320, 0.02, 1)

@@ -16,9 +16,9 @@ from typing import Callable
 from ..audio_stream import RATES_TEXT, rate_problem
 from ..channel_uuid import UUID_SHAPE, normalise_uuid
 from .filenames import FilenameTemplate, choose_path
-from .sidecar import Sidecar, sidecar_path_for, write_json_atomically
+from .sidecar import Sidecar, sidecar_path_for
 from .timeline import Gap, Timeline
-from .wav import PART_SUFFIX, RecordingError, RepairResult, WavWriter, final_path_for, repair
+from .wav import RecordingError, WavWriter
 
 log = logging.getLogger("controller.recorder")
 
@@ -34,6 +34,7 @@ INTERNAL_ERROR = "internal_error"
 IDLE_TIMEOUT = "idle_timeout"  # connected, but not even a ping for the recorder's idle timeout
 LINGER = "linger"  # detached longer than the recorder waits for the stream to come back
 CALL_END = "call_end"  # the call is over; its connection was detached, or did not close within a grace
+RULE_MAX_DURATION = "rule_max_duration"  # the controller stopped the stream at its rule's max_duration_s
 
 # What a connection's ending means for the call's recording; the one list the recorder and the controller use.
 # It only detaches the recording (reported through on_detach): the next connection continues the file.
@@ -156,6 +157,7 @@ class Recording:
         self._sidecar_due = False  # a gap not saved yet
         self.finished = False
         self.file_failed = False  # the WAV could not be written or finalised: never to be continued
+        self.sidecar_saved = True  # False: finished, but its final sidecar is not on disk yet
 
     @classmethod
     def open(cls, spec: StreamSpec, directory: os.PathLike | str, template: FilenameTemplate, *,
@@ -377,8 +379,18 @@ class Recording:
         sidecar.dropped_bytes = self.writer.dropped_bytes
         sidecar.captured_s = max(0.0, (self.writer.sample_frames - self.silent_frames) / self.spec.rate)
         sidecar.error = "; ".join(errors) or None
-        sidecar.write(self.sidecar_path)
+        self.sidecar_saved = self.save_final_sidecar()
         return self.path
+
+    def save_final_sidecar(self) -> bool:
+        """Write the finished recording's sidecar; False (logged) when it cannot be written yet (a full disk):
+        the server tries again until it can, and start-up recovery repairs it if the process ends first."""
+        try:
+            self.sidecar.write(self.sidecar_path)
+        except RecordingError as exc:
+            log.error("call %s: %s; the WAV is complete, the sidecar will be written again", self.spec.uuid, exc)
+            return False
+        return True
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -386,84 +398,3 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-# ---- start-up recovery ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Recovered:
-    final_path: Path
-    repair: RepairResult
-    renamed: bool  # False when a file with the final name already existed: the .part is kept as it is
-    last_write: float = 0.0  # wall-clock time the earlier process last wrote audio (the file's mtime)
-    uuid: str | None = None  # the call, from the sidecar (so a live call can continue the same file)
-
-
-def recover_unfinished(directory: os.PathLike | str) -> list[Recovered]:
-    """Make every ``*.wav.part`` a process left behind playable and give it its final name.
-
-    Meant for start-up, before the server accepts streams. Each sidecar found is marked as recovered.
-    """
-    results = []
-    for part in sorted(Path(directory).rglob(f"*.wav{PART_SUFFIX}")):
-        # One file that cannot be saved (empty, not ours, unreadable) must not keep the recorder from starting.
-        try:
-            results.append(_recover_one(part))
-        except (RecordingError, OSError) as exc:
-            why = f"{exc.problem}{f': {exc.cause}' if exc.cause else ''}" if isinstance(exc, RecordingError) \
-                else str(exc)
-            log.error("cannot recover unfinished recording %s (%s); leaving the file as it is", part, why)
-    return results
-
-
-def _recover_one(part: Path) -> Recovered:
-    last_write = part.stat().st_mtime
-    fixed = repair(part)
-    final = final_path_for(part)
-    renamed = not final.exists()
-    if renamed:
-        try:
-            os.replace(part, final)
-        except OSError as exc:
-            raise RecordingError(part, "cannot rename the repaired recording", exc) from exc
-    uuid = _mark_sidecar_recovered(final, fixed)
-    log.warning("recovered unfinished recording %s: %d bytes of audio, %d trailing bytes cut",
-                final if renamed else part, fixed.data_bytes, fixed.truncated_bytes)
-    return Recovered(final, fixed, renamed, last_write, uuid)
-
-
-def _mark_sidecar_recovered(final: Path, fixed: RepairResult) -> str | None:
-    """Mark the sidecar as recovered; returns the call uuid it names."""
-    path = sidecar_path_for(final)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # no sidecar (or an unreadable one): the WAV is what matters
-    if not isinstance(data, dict):
-        return None
-    uuid = normalise_uuid(str(data.get("uuid", "")))
-    if data.get("close_reason"):
-        return uuid
-    total = fixed.data_bytes // (2 * fixed.channels)
-    # A gap is saved before its silence reaches the disk: keep only what the repaired file really holds.
-    gaps, listed_end = [], 0
-    for gap in data.get("gaps") or []:
-        try:
-            start, frames = int(gap["start_frame"]), min(int(gap["frames"]), total - int(gap["start_frame"]))
-        except (KeyError, TypeError, ValueError):
-            continue
-        if frames > 0:
-            gaps.append(dict(gap, frames=frames, length_s=round(frames / fixed.rate, 3)))
-            listed_end = max(listed_end, start + frames)
-    try:  # the unlisted gaps all come after the listed ones
-        unlisted = min(int(data.get("gaps_unlisted_frames") or 0), total - listed_end)
-    except (TypeError, ValueError):
-        unlisted = 0
-    captured = (total - sum(g["frames"] for g in gaps) - unlisted) / fixed.rate
-    duration = total / fixed.rate
-    data.update(close_reason="recovered", bytes=fixed.data_bytes, duration_s=round(duration, 3), gaps=gaps,
-                gaps_unlisted_frames=unlisted,
-                captured_s=round(captured, 3), captured_ratio=round(captured / duration, 4) if duration else 0.0,
-                error="the recorder stopped without finalising this recording; repaired at start-up")
-    write_json_atomically(path, data)
-    return uuid

@@ -42,9 +42,10 @@ from geventwebsocket.websocket import Header, Stream, WebSocket
 
 from ..channel_uuid import normalise_uuid
 from .filenames import FilenameTemplate
-from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, EOF, FINAL_REASONS, IDLE_TIMEOUT,
+from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, DETACH_REASONS, EOF, FINAL_REASONS, IDLE_TIMEOUT,
                         INTERNAL_ERROR, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR,
-                        Recording, RecordingRegistry, StreamSpec, recover_unfinished)
+                        Recording, RecordingRegistry, StreamSpec)
+from .recovery import recover_unfinished
 from .sidecar import write_json_atomically
 from .wav import RecordingError
 
@@ -79,6 +80,11 @@ CLOSE_FOR_REASON = {
 # Beside the recordings: what the last stop() finalised while the calls were still live, so the next start
 # can continue those files instead of beginning second ones.
 STOPPED_STATE = ".recorder-stopped.json"
+# Audio that reached the process reaches the file (the page cache, which outlives the process) within this
+# long: a kill loses nothing the recorder had. Writes are batched per stream in between, off the frame path.
+FLUSH_INTERVAL_S = 0.05
+# A final sidecar that could not be written (a full disk) is tried again this often until it is.
+SIDECAR_RETRY_S = 5.0
 
 
 @dataclass
@@ -318,8 +324,12 @@ class RecorderServer:
         self.max_streams = min(max_streams, max(1, max_connections - 1))
         self._sessions: dict[str, _Session] = {}  # calls with a connection attached
         self._recordings: dict[str, Recording] = {}  # calls whose recording is open, attached or not
-        # Calls over while still attached: finalise at close. uuid -> (when the call ended, when we were told)
-        self._call_ended: dict[str, tuple[float | None, float]] = {}
+        # Calls over while still attached: finalise at close.
+        # uuid -> (when the call ended, when we were told, why the controller ended it or None)
+        self._call_ended: dict[str, tuple[float | None, float, str | None]] = {}
+        self._unsaved_sidecars: dict[str, tuple[Recording, float]] = {}  # finished; final sidecar, next try
+        self._flusher: gevent.Greenlet | None = None
+        self.tick_errors = 0  # unexpected failures in the periodic upkeep (logged, counted, survived)
         self._resumable: dict[str, tuple[Path, float, float]] = {}  # left by a process: path, last write, when
         self._stopped: dict[str, str] = {}  # finalised by this stop() with the call still live: uuid -> path
         self._server: WSGIServer | None = None
@@ -349,6 +359,7 @@ class RecorderServer:
         self._server = server
         self._stopping = False
         self._ticker = gevent.spawn(self._tick_forever)
+        self._flusher = gevent.spawn(self._flush_forever)
         return server.server_port
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -366,11 +377,13 @@ class RecorderServer:
             # Detached ones too get silence up to now: the file notes the stop time for the next process.
             self._finalise(uuid, SERVER_STOP, end_at=self.clock())
         self._save_stopped_state()
+        self._retry_sidecars(force=True)  # a last try; start-up recovery repairs what still fails
         self._server.stop(timeout=max(0.0, deadline - time.monotonic()))
-        if self._ticker is not None:
-            self._ticker.kill(block=False)
+        for greenlet in (self._ticker, self._flusher):
+            if greenlet is not None:
+                greenlet.kill(block=False)
         self._server = None
-        self._ticker = None
+        self._ticker = self._flusher = None
 
     @property
     def port(self) -> int | None:
@@ -380,23 +393,25 @@ class RecorderServer:
         """The uuids of the calls whose audio is arriving on a connection right now."""
         return [uuid for uuid, s in self._sessions.items() if s.recording is not None and not s.recording.finished]
 
-    def end_call(self, uuid: str, at: float | None = None) -> None:
+    def end_call(self, uuid: str, at: float | None = None, reason: str | None = None) -> None:
         """The call is over (hangup, gone, or its stream stopped on purpose): finalise its recording now if no
         connection is attached, else as soon as that connection ends. `at` (on ``clock``, time.monotonic()
         unless injected): when the call ended, so a stream that was down at the end still gives a WAV as long
-        as the call."""
+        as the call; None when that is unknown: the recording ends where its audio did. `reason`: why the
+        controller ended it (e.g. RULE_MAX_DURATION), written as the close reason instead of how the
+        connection happened to end."""
         uuid = normalise_uuid(uuid) or uuid
         self._resumable.pop(uuid, None)  # an earlier process's file for it stays as that process left it
         recording = self._recordings.get(uuid)
         if recording is None:
             if uuid in self._sessions:  # admitted, recording not open yet: end it with that connection
-                self._call_ended[uuid] = (at, self.clock())
+                self._call_ended[uuid] = (at, self.clock(), reason)
             return
         if recording.detached_at is None:
-            self._call_ended[uuid] = (at, self.clock())
+            self._call_ended[uuid] = (at, self.clock(), reason)
         else:
             # The recording ended with its last connection (plus silence to `at`): keep that connection's reason.
-            self._finalise(uuid, recording.detach_reason or CALL_END, end_at=at)
+            self._finalise(uuid, reason or recording.detach_reason or CALL_END, end_at=at)
 
     def _finalise(self, uuid: str, reason: str, *, end_at: float | None = None, **close) -> None:
         recording = self._recordings.pop(uuid, None)
@@ -407,6 +422,8 @@ class RecorderServer:
             recording.finish(reason, end_at=end_at, **close)
         except RecordingError as exc:
             log.error("call %s: cannot finalise %s: %s", uuid, recording.path, exc)
+        if not recording.sidecar_saved:
+            self._unsaved_sidecars[uuid] = (recording, self.clock() + SIDECAR_RETRY_S)
         reason = recording.sidecar.close_reason or reason  # a limit may have cut the silence up to the end
         # An earlier connection's error (protocol, EOF) does not stop the call continuing here; a file error does.
         if reason == SERVER_STOP and not recording.file_failed:
@@ -526,9 +543,12 @@ class RecorderServer:
                 close_code, close_text = reply
             close = {"close_code": close_code, "close_text": close_text, "error": error}
             if spec.uuid in self._call_ended:
-                at, asked = self._call_ended[spec.uuid]
+                at, asked, why = self._call_ended[spec.uuid]
                 if at is None and reason == CALL_END:
                     at = asked  # not to the end of the grace: nothing came after the call was over
+                # The controller's reason, unless the recorder itself ended the file first (a limit, an error).
+                if why is not None and reason in DETACH_REASONS + (CALL_END,):
+                    reason = why
                 self._finalise(spec.uuid, reason, end_at=at, **close)
             elif reason in FINAL_REASONS:
                 self._finalise(spec.uuid, reason, **close)
@@ -661,39 +681,78 @@ class RecorderServer:
             gevent.sleep(self.tick_interval_s)
             self._tick()
 
+    def _flush_forever(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_INTERVAL_S)
+            for session in list(self._sessions.values()):
+                recording = session.recording
+                if recording is not None and not recording.finished and recording.writer.buffered_bytes:
+                    self._guarded(self._flush_one, session, recording)
+
+    def _flush_one(self, session: _Session, recording: Recording) -> None:
+        try:
+            recording.writer.flush()
+        except RecordingError as exc:
+            log.error("call %s: %s", session.spec.uuid, exc)
+            self._end(session, WRITE_ERROR)
+
+    def _guarded(self, upkeep, *args) -> None:
+        # One unexpected failure must not end the upkeep of every other call for the life of the process.
+        try:
+            upkeep(*args)
+        except Exception:
+            self.tick_errors += 1
+            log.exception("recorder upkeep %s failed for %s; carrying on", upkeep.__name__, args[0])
+
     def _tick(self) -> None:
-        """Keep headers current while frames pause, end recordings past their wall-clock limit, and finalise
-        recordings whose stream never came back (the controller normally ends them first)."""
+        """Keep headers current while frames pause, end recordings past their wall-clock limit, finalise
+        recordings whose stream never came back (the controller normally ends them first), and write final
+        sidecars that could not be written before."""
         now = self.clock()
         for uuid, recording in list(self._recordings.items()):
             if recording.detached_at is not None and now - recording.detached_at > self.linger_s:
                 log.warning("call %s: no stream for %.0f s, finalising its recording", uuid, self.linger_s)
-                self._finalise(uuid, LINGER)
+                self._guarded(self._finalise, uuid, LINGER)
         for uuid, (_, _, since) in list(self._resumable.items()):
             if now - since > self.linger_s:
                 del self._resumable[uuid]
         for session in list(self._sessions.values()):
-            recording = session.recording
-            if recording is None or recording.finished or session.ending:
+            self._guarded(self._tick_session, session, now)
+        self._retry_sidecars()
+
+    def _tick_session(self, session: _Session, now: float) -> None:
+        recording = session.recording
+        if recording is None or recording.finished or session.ending:
+            return
+        ended = self._call_ended.get(session.spec.uuid)
+        if ended is not None and now - ended[1] > self.end_grace_s:
+            log.warning("call %s: over for %.0f s but the connection from %s is still open (half-open TCP?); "
+                        "ending its recording", session.spec.uuid, now - ended[1], session.peer)
+            self._end(session, CALL_END)
+            return
+        idle_limit = self.idle_limit_s(session.spec)
+        if idle_limit is not None and session.ws is not None and now - session.ws.last_frame_at > idle_limit:
+            log.warning("call %s: nothing from %s for %.0f s (not even a ping), closing the connection",
+                        session.spec.uuid, session.peer, idle_limit)
+            self._end(session, IDLE_TIMEOUT)
+            return
+        try:
+            limit = recording.tick()
+        except RecordingError as exc:
+            log.error("call %s: %s", session.spec.uuid, exc)
+            self._end(session, WRITE_ERROR)
+            return
+        if limit is not None:
+            log.warning("call %s: %s reached, ending the recording", session.spec.uuid, limit)
+            self._end(session, limit)
+
+    def _retry_sidecars(self, force: bool = False) -> None:
+        now = self.clock()
+        for uuid, (recording, next_try) in list(self._unsaved_sidecars.items()):
+            if not force and now < next_try:
                 continue
-            ended = self._call_ended.get(session.spec.uuid)
-            if ended is not None and now - ended[1] > self.end_grace_s:
-                log.warning("call %s: over for %.0f s but the connection from %s is still open (half-open TCP?); "
-                            "ending its recording", session.spec.uuid, now - ended[1], session.peer)
-                self._end(session, CALL_END)
-                continue
-            idle_limit = self.idle_limit_s(session.spec)
-            if idle_limit is not None and session.ws is not None and now - session.ws.last_frame_at > idle_limit:
-                log.warning("call %s: nothing from %s for %.0f s (not even a ping), closing the connection",
-                            session.spec.uuid, session.peer, idle_limit)
-                self._end(session, IDLE_TIMEOUT)
-                continue
-            try:
-                limit = recording.tick()
-            except RecordingError as exc:
-                log.error("call %s: %s", session.spec.uuid, exc)
-                self._end(session, WRITE_ERROR)
-                continue
-            if limit is not None:
-                log.warning("call %s: %s reached, ending the recording", session.spec.uuid, limit)
-                self._end(session, limit)
+            if recording.save_final_sidecar():
+                del self._unsaved_sidecars[uuid]
+                log.info("call %s: the final sidecar %s is written now", uuid, recording.sidecar_path)
+            else:
+                self._unsaved_sidecars[uuid] = (recording, now + SIDECAR_RETRY_S)

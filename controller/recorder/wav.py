@@ -9,7 +9,8 @@ The header is hand-written with ``struct`` because stdlib ``wave`` can neither r
 update its sizes on our schedule; tests read the results with ``wave`` to prove the layout is standard.
 Writes go straight to the file descriptor through a small bounded buffer, so the writer always knows how
 many bytes reached the file (which matters when the disk fills up) and memory stays flat however long the
-call is.
+call is. The buffer only batches writes: its owner flushes it every few tens of milliseconds (``flush``), so a
+killed process loses no audio it had received.
 """
 
 from __future__ import annotations
@@ -252,6 +253,11 @@ class WavWriter:
         return len(self._pending)
 
     @property
+    def buffered_bytes(self) -> int:
+        """Whole frames accepted but not yet handed to the file (see ``flush``)."""
+        return len(self._buffer)
+
+    @property
     def header_data_bytes(self) -> int:
         """What the header on disk currently claims."""
         return self._header_bytes
@@ -288,6 +294,13 @@ class WavWriter:
             self._accept(memoryview(_ZEROS)[:chunk])
             remaining -= chunk
         self._maybe_update_header()
+
+    def flush(self) -> None:
+        """Hand every buffered frame to the file now. The owner calls this on a short timer, so audio reaches
+        the page cache (which outlives a killed process) within that time, while a burst still goes out in
+        few writes."""
+        self._check_open()
+        self._flush()
 
     def drop_partial_frame(self) -> int:
         """Discard a frame begun but not completed (its connection ended); returns the bytes dropped."""
