@@ -25,12 +25,13 @@ import gevent
 from gevent.event import Event as GeventEvent
 
 from . import audio_stream, metrics
+from .channel_uuid import call_key
 from .calls import CallBook, ForgetCall, NotStreamed, StartStream, StopStream
 from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
 from .esl.client import CommandError, CommandTimeout, EventSocketClient
 from .esl.protocol import Event
-from .recorder.recording import DELIBERATE_REASONS, LOST_REASONS
+from .recorder.recording import DELIBERATE_REASONS, LOST_REASONS, RULE_MAX_DURATION
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
 from .rules import CallInfo, match_rule
 
@@ -155,7 +156,7 @@ class Controller:
                 self._reconcile_retry = gevent.spawn_later(self.reconcile_retry_s, self._reconcile_if_connected)
             return
         # Every listed channel is alive (UNHELD, RINGING, ... too); only answered ones are streamed.
-        present = {str(row["uuid"]) for row in rows if row.get("uuid")}
+        present = {call_key(str(row["uuid"])) for row in rows if row.get("uuid")}
         answered = [CallInfo.from_channel_row(row) for row in rows
                     if row.get("callstate") in ("ACTIVE", "HELD") and row.get("uuid")]
         actions = self.calls.reconcile(answered, set(self.recorder.open_recordings()), time.monotonic(),
@@ -189,21 +190,21 @@ class Controller:
         self._apply(self.calls.on_answer(CallInfo.from_headers(event.headers), time.monotonic()))
 
     def _on_hangup(self, event: Event) -> None:
-        self._apply(self.calls.on_hangup(event.uuid, time.monotonic()))
+        self._apply(self.calls.on_hangup(call_key(event.uuid), time.monotonic()))
 
     def _on_stream_connect(self, event: Event) -> None:
         log.info("call %s: module connected to the recorder", event.uuid)
-        self.calls.on_stream_connected(event.uuid)
+        self.calls.on_stream_connected(call_key(event.uuid), time.monotonic())
 
     def _on_stream_error(self, event: Event) -> None:
         log.error("call %s: mod_audio_stream error %s", event.uuid, event.body)
         metrics.STREAM_ERRORS.labels(_error_code(event.body)).inc()
-        self._apply(self.calls.on_stream_lost(event.uuid, f"module error {event.body}", time.monotonic()))
+        self._apply(self.calls.on_stream_lost(call_key(event.uuid), f"module error {event.body}", time.monotonic()))
 
     def _on_stream_disconnect(self, event: Event) -> None:
         log.warning("call %s: WebSocket closed by the server side %s", event.uuid, event.body)
         metrics.STREAM_DISCONNECTS.inc()
-        self._apply(self.calls.on_stream_lost(event.uuid, f"disconnected {event.body}", time.monotonic()))
+        self._apply(self.calls.on_stream_lost(call_key(event.uuid), f"disconnected {event.body}", time.monotonic()))
 
     def _on_stream_json(self, event: Event) -> None:
         log.info("call %s: module relayed text %s", event.uuid, event.body)
@@ -218,7 +219,7 @@ class Controller:
                 gevent.spawn(self._stop_stream, action.call, action.reason)
             elif isinstance(action, ForgetCall):
                 self.registry.forget(action.uuid)
-                self.recorder.end_call(action.uuid, at=time.monotonic())
+                self.recorder.end_call(action.uuid, at=action.at)
             elif isinstance(action, NotStreamed):
                 metrics.CALLS_NOT_STREAMED.labels(action.reason).inc()
                 level = logging.WARNING if action.reason == "limit" else logging.INFO
@@ -236,8 +237,9 @@ class Controller:
                 heartbeat_s=rule.heartbeat_s,
             )
             url = audio_stream.stream_url(self.public_url, info.uuid)
-            commands = audio_stream.setvar_commands(info.uuid, rule, call.token)
-            commands.append(audio_stream.start_command(info.uuid, url, rule.mix, rule.rate, rule.metadata))
+            # Commands name the channel as FreeSWITCH spells it: its session table is case-sensitive.
+            commands = audio_stream.setvar_commands(info.channel_uuid, rule, call.token)
+            commands.append(audio_stream.start_command(info.channel_uuid, url, rule.mix, rule.rate, rule.metadata))
         except ValueError as exc:
             # Nothing is sent for a call whose arguments would be refused (or worse, leak a WebSocket).
             log.error("call %s: not streamed, invalid stream arguments: %s", info.uuid, exc)
@@ -251,7 +253,7 @@ class Controller:
         if start.restart:
             # After a server-side close the module keeps the dead stream attached and refuses a new start
             # until stop; after ::error it has detached already and stop just answers -ERR. Either way: stop.
-            self._send_quietly(audio_stream.stop_command(info.uuid))
+            self._send_quietly(audio_stream.stop_command(info.channel_uuid))
         detail = ""
         for command in commands:
             if not self.calls.still_starting(start):
@@ -281,8 +283,8 @@ class Controller:
         # Stopped on purpose: the recording ends when this connection closes, whatever the call does next,
         # and a stream that comes anyway (a start that landed after the stop) is refused, not a second file.
         self.registry.forget(call.uuid)
-        self.recorder.end_call(call.uuid)
-        reply = self._send_quietly(audio_stream.stop_command(call.uuid))
+        self.recorder.end_call(call.uuid, reason=RULE_MAX_DURATION)
+        reply = self._send_quietly(audio_stream.stop_command(call.info.channel_uuid))
         if not reply.startswith("+OK"):
             log.warning("call %s: stop answered %r", call.uuid, reply)
 

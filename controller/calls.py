@@ -54,6 +54,9 @@ class ForgetCall:
 
     uuid: str
     reason: str
+    # When the call ended, on the book's clock; None when nobody knows (it vanished while the Event Socket
+    # was down): its recording then ends where its audio did, not when we learned of it.
+    at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,16 @@ Action = StartStream | StopStream | ForgetCall | NotStreamed
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Restarts after a lost stream wait longer each time, up to a cap, for a bounded number of tries."""
+    """Restarts after a lost stream wait longer each time, up to a cap, for a bounded number of tries in a row.
+
+    A stream that then stays up for `stable_s` has shown that restarting works: its next loss starts a
+    fresh count, so a long call is never given up for drops spread over hours.
+    """
 
     initial_s: float = 0.5
     max_s: float = 8.0
     max_attempts: int = 8
+    stable_s: float = 30.0
 
     def delay(self, attempt: int) -> float:
         return capped_exponential(self.initial_s, 2.0, self.max_s, attempt)
@@ -90,7 +98,8 @@ class Call:
     start_at: float = 0.0
     stop_at: float | None = None
     retry_at: float = 0.0
-    restarts: int = 0
+    restarts: int = 0  # losses in a row (see RetryPolicy.stable_s)
+    connected_at: float | None = None  # when the current stream was confirmed (::connect)
     errors: list[str] = field(default_factory=list)
     # Found by reconcile, never seen answered: an earlier controller process may have left the module holding
     # a stream for it (after a server-side close it stays attached and refuses a new start), so stop first.
@@ -211,10 +220,11 @@ class CallBook:
             return []
         return self._lost(call, f"start refused: {detail}", now)
 
-    def on_stream_connected(self, uuid: str) -> None:
+    def on_stream_connected(self, uuid: str, now: float) -> None:
         call = self.calls.get(uuid)
         if call is not None and call.phase is Phase.STARTING:
             call.phase = Phase.STREAMING
+            call.connected_at = now
 
     def on_stream_lost(self, uuid: str, detail: str, now: float) -> list[Action]:
         """The WebSocket went away while the call goes on (::error, ::disconnect, or the recorder saw it)."""
@@ -238,7 +248,7 @@ class CallBook:
         self._forget_old_hangups(now)
         if self.calls.pop(uuid, None) is None:
             return []
-        return [ForgetCall(uuid, "hangup")]
+        return [ForgetCall(uuid, "hangup", at=now)]
 
     # ---- after an Event Socket (re)connect ---------------------------------------------------------
 
@@ -268,6 +278,7 @@ class CallBook:
             elif info.uuid in live_recordings:
                 if call.phase is Phase.STARTING:
                     call.phase = Phase.STREAMING
+                    call.connected_at = now
             elif self._may_be_dead(call):
                 if call.phase is Phase.FAILED:
                     call.restarts = 0  # it gave up while the switch was out of reach: a fresh set of tries
@@ -290,6 +301,9 @@ class CallBook:
 
     def _lost(self, call: Call, detail: str, now: float, at_once: bool = False) -> list[Action]:
         call.errors.append(detail)
+        if call.connected_at is not None and now - call.connected_at >= self.retry.stable_s:
+            call.restarts = 0
+        call.connected_at = None
         call.restarts += 1
         if call.restarts > self.retry.max_attempts:
             call.phase = Phase.FAILED

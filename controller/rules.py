@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from .channel_uuid import call_key
+
 DIRECTIONS = ("inbound", "outbound", "any")
 
 
@@ -75,12 +77,17 @@ class Rule:
 class CallInfo:
     """What rules can look at about one channel (one leg)."""
 
-    uuid: str
+    uuid: str  # the call's key inside the controller: lower case (channel_uuid.call_key)
     destination: str = ""
     context: str = ""
     direction: str = ""
     caller_number: str = ""
     caller_name: str = ""
+    channel_uuid: str = ""  # as FreeSWITCH spells it (any case): what uuid_* commands must name
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel_uuid", self.channel_uuid or self.uuid)
+        object.__setattr__(self, "uuid", call_key(self.uuid))
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> "CallInfo":

@@ -54,7 +54,7 @@ def test_start_delay_holds_the_start_until_due():
 def test_max_duration_sends_one_stop():
     calls = book(FakeRule(max_duration_s=5.0))
     calls.on_answer(Info("a"), now=0.0)
-    calls.on_stream_connected("a")
+    calls.on_stream_connected("a", now=0.0)
     assert calls.calls["a"].phase is Phase.STREAMING
     assert calls.next_deadline() == 5.0
     assert calls.due(4.99) == []
@@ -66,7 +66,7 @@ def test_max_duration_sends_one_stop():
 def test_hangup_forgets_the_call_once():
     calls = book()
     calls.on_answer(Info("a"), now=0.0)
-    assert calls.on_hangup("a", now=20.0) == [ForgetCall("a", "hangup")]
+    assert calls.on_hangup("a", now=20.0) == [ForgetCall("a", "hangup", at=20.0)]
     assert calls.on_hangup("a", now=21.0) == []
     assert calls.next_deadline() is None
 
@@ -109,7 +109,7 @@ def test_the_time_limit_wins_over_a_restart_due_at_the_same_moment():
     calls = book(FakeRule(max_duration_s=1.2))
     [start] = calls.on_answer(Info("a"), now=0.0)
     calls.on_start_result(start, ok=True, detail="+OK Success", now=0.0)
-    calls.on_stream_connected("a")
+    calls.on_stream_connected("a", now=0.0)
     calls.on_stream_lost("a", "recorder saw EOF", now=0.9)  # restart due at 1.4, the limit at 1.2
     assert calls.next_deadline() == 1.2
     [stop] = calls.due(1.2)
@@ -130,7 +130,7 @@ def test_a_start_accepted_after_the_stop_is_stopped_again():
 def test_one_loss_reported_twice_restarts_once():
     calls = book()
     calls.on_answer(Info("a"), now=0.0)
-    calls.on_stream_connected("a")
+    calls.on_stream_connected("a", now=0.0)
     calls.on_stream_lost("a", "recorder saw EOF", now=10.0)
     calls.on_stream_lost("a", "module error code 1", now=10.01)
     assert calls.calls["a"].restarts == 1
@@ -169,9 +169,9 @@ def test_limits_refuse_calls_beyond_the_global_and_per_rule_caps_for_their_whole
 def test_reconcile_starts_missed_calls_restarts_dead_streams_and_forgets_gone_ones():
     calls = book()
     calls.on_answer(Info("live"), now=0.0)
-    calls.on_stream_connected("live")
+    calls.on_stream_connected("live", now=0.0)
     calls.on_answer(Info("dead"), now=0.0)
-    calls.on_stream_connected("dead")
+    calls.on_stream_connected("dead", now=0.0)
     calls.on_answer(Info("gone"), now=0.0)
     actions = calls.reconcile([Info("live"), Info("dead"), Info("new"), Info("other", destination="5")],
                               live_recordings={"live"}, now=9.0)
@@ -205,7 +205,7 @@ def test_reconcile_restarts_accepted_starts_and_given_up_calls_whose_events_were
 def test_reconcile_keeps_calls_listed_in_any_state_and_never_revives_a_recent_hangup():
     calls = book()
     calls.on_answer(Info("unheld"), now=0.0)
-    calls.on_stream_connected("unheld")
+    calls.on_stream_connected("unheld", now=0.0)
     calls.on_answer(Info("hung_up"), now=0.0)
     calls.on_hangup("hung_up", now=5.0)
     # A listing taken just before the hangup was handled still shows it answered; "unheld" is listed in a
@@ -216,3 +216,52 @@ def test_reconcile_keeps_calls_listed_in_any_state_and_never_revives_a_recent_ha
     # A minute on, the uuid is forgotten: the memory of hangups does not grow over months.
     calls.reconcile([], set(), now=70.0, present={"unheld"})
     assert calls.ended == {}
+
+
+def test_a_long_call_whose_stream_drops_now_and_then_keeps_being_restarted():
+    # Every restart worked and ran a minute before the next drop: the budget is for losses in a row,
+    # not for a whole call's, so the tenth drop of a long call is restarted like the first.
+    calls = book(retry=RetryPolicy(max_attempts=3))
+    [start] = calls.on_answer(Info("a"), now=0.0)
+    now = 0.0
+    for drop in range(10):
+        calls.on_start_result(start, ok=True, detail="+OK Success", now=now)
+        calls.on_stream_connected("a", now=now)
+        now += 60.0
+        calls.on_stream_lost("a", "recorder: eof", now=now)
+        assert calls.calls["a"].phase is Phase.RETRYING, f"given up at drop {drop + 1}"
+        now = calls.next_deadline()
+        [start] = calls.due(now)
+        assert start.restart
+
+
+def test_a_stream_that_drops_right_after_each_restart_is_given_up_after_the_budget():
+    calls = book(retry=RetryPolicy(max_attempts=3))
+    [start] = calls.on_answer(Info("a"), now=0.0)
+    now = 0.0
+    for _ in range(3):
+        calls.on_start_result(start, ok=True, detail="+OK Success", now=now)
+        calls.on_stream_connected("a", now=now)
+        now += 1.0  # connects, then drops a second later: the restarts do not help
+        calls.on_stream_lost("a", "recorder: eof", now=now)
+        now = calls.next_deadline()
+        [start] = calls.due(now)
+    calls.on_start_result(start, ok=True, detail="+OK Success", now=now)
+    calls.on_stream_connected("a", now=now)
+    calls.on_stream_lost("a", "recorder: eof", now=now + 1.0)
+    assert calls.calls["a"].phase is Phase.FAILED and calls.next_deadline() is None
+
+
+def test_upper_case_channel_uuids_are_one_call_and_commands_keep_their_spelling():
+    from controller.rules import CallInfo
+
+    calls = book()
+    upper = "166EB301-3CA5-4FC5-9751-D8CA093577DD"
+    [start] = calls.on_answer(CallInfo(upper, "9999", direction="inbound"), now=0.0)
+    assert start.call.uuid == upper.lower() and start.call.info.channel_uuid == upper
+    calls.on_start_result(start, ok=True, detail="+OK Success", now=0.0)
+    calls.on_stream_connected(upper.lower(), now=0.1)
+    # A reconnect lists the channel as FreeSWITCH spells it; the recorder keys it in lower case.
+    listed = [CallInfo.from_channel_row({"uuid": upper, "dest": "9999", "direction": "inbound"})]
+    assert calls.reconcile(listed, live_recordings={upper.lower()}, now=5.0) == []
+    assert calls.calls[upper.lower()].phase is Phase.STREAMING

@@ -95,13 +95,14 @@ def test_stream_stops_after_the_rules_max_duration(sim, harness):
     call = sim.place_call("9999", duration_s=3.0)
     stop = sim.wait_for_command(lambda c: c.startswith(f"bgapi uuid_audio_stream {call.uuid} stop"), timeout=5)
     assert stop
-    h.wait_closed(call.uuid)
+    assert h.wait_closed(call.uuid) == "rule_max_duration"  # why it ended, not how the module closed
     [stream] = sim.streams_for(call.uuid)
     assert stream.ended.wait(5)
     assert stream.end_reason.startswith("stop")
     assert not call.hung_up.is_set()  # the call goes on; only the stream stopped
     recording = h.recording(call.uuid)
     assert recording.pcm == stream.sent_pcm
+    assert (recording.sidecar["close_reason"], recording.sidecar["close_code"]) == ("rule_max_duration", 1000)
     assert 0.2 <= recording.duration_s <= 0.8  # 0.5 s after start was sent, less the connection set-up
 
 
