@@ -3,14 +3,22 @@ cannot live with is shown not to affect it, and the connection comes back after 
 
 from __future__ import annotations
 
+import logging
+import secrets
 import socket
 import time
+import traceback
 
 import gevent
 import pytest
 from gevent.event import Event as GeventEvent
 from gevent.queue import Queue
+from gevent.server import StreamServer
+from greenswitch.esl import NotConnectedError
+from prometheus_client import generate_latest
 
+import controller.metrics  # noqa: F401  (the controller's metrics, registered where generate_latest looks)
+from controller.esl import protocol
 from controller.esl.backoff import Backoff
 from controller.esl.client import (
     AccessDenied,
@@ -20,6 +28,7 @@ from controller.esl.client import (
     ConnectionLost,
     EventSocketClient,
 )
+from harness import wait_until
 
 SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM "
                 "mod_audio_stream::connect mod_audio_stream::disconnect mod_audio_stream::error "
@@ -38,6 +47,42 @@ def connected(sim, **kwargs) -> EventSocketClient:
     client.connect()
     client.subscribe()
     return client
+
+
+class ScriptedSwitch:
+    """A raw Event Socket peer on loopback, for what the simulator has no knob for: it sends auth/request,
+    then answers only the commands named in `replies` (by first word, with that Reply-Text) and is silent
+    to everything else."""
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies = replies
+        self.server = StreamServer(("127.0.0.1", 0), self._serve)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def _serve(self, sock, address) -> None:
+        reader = protocol.CommandReader()
+        try:
+            sock.sendall(protocol.auth_request())
+            while data := sock.recv(65536):
+                for command in reader.feed(data):
+                    reply = self.replies.get(command.split(" ", 1)[0])
+                    if reply is not None:
+                        sock.sendall(protocol.command_reply(reply))
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self.server.stop(timeout=0)
+
+
+def secret_password() -> str:
+    return f"S3cretPassw0rd-{secrets.token_hex(8)}"
+
+
+def chained_text(exc: BaseException) -> str:
+    """Everything a traceback of `exc` would print, its causes and contexts included."""
+    return "".join(traceback.format_exception(exc))
 
 
 def test_authenticates_and_subscribes_narrowly(sim):
@@ -191,3 +236,55 @@ def test_reconnects_after_restart_and_events_flow_again(sim):
         assert sim.received_commands.count(SUBSCRIPTION) == 2
     finally:
         client.close()
+
+
+# ---- secrets ----
+
+
+def test_a_password_that_gets_no_answer_reaches_no_log_error_or_metric(caplog):
+    password = secret_password()
+    caplog.set_level(logging.DEBUG)
+    switch = ScriptedSwitch({})  # greets, then never answers auth
+    client = EventSocketClient("127.0.0.1", switch.port, password, connect_timeout=1.0, command_timeout=0.2,
+                               backoff=Backoff(initial_s=0.05, max_s=0.1, jitter=0.0))
+    other = EventSocketClient("127.0.0.1", switch.port, password, connect_timeout=1.0, command_timeout=0.2)
+    try:
+        client.start()
+        wait_until(lambda: sum("no answer to auth" in r.getMessage() for r in caplog.records) >= 2, 10,
+                   "two failed attempts to authenticate")
+        with pytest.raises(ConnectError, match="no answer to auth") as raised:
+            other.connect()
+    finally:
+        client.close()
+        other.close()
+        switch.stop()
+    assert "no reply to auth within" in client.last_error
+    assert password not in client.last_error
+    assert password not in chained_text(raised.value)
+    assert password not in caplog.text  # messages and any tracebacks, every logger
+    assert all(password not in r.getMessage() for r in caplog.records)
+    assert password not in generate_latest().decode()
+
+
+def test_commands_are_named_without_their_arguments_in_errors(caplog):
+    secret = secret_password()
+    caplog.set_level(logging.DEBUG)
+    switch = ScriptedSwitch({"auth": "+OK accepted", "event": "+OK event listener enabled plain",
+                             "bgapi": "+OK Job-UUID: 1"})  # never answers api, never runs the job
+    client = EventSocketClient("127.0.0.1", switch.port, "ClueCon", connect_timeout=1.0, command_timeout=0.2)
+    try:
+        client.connect()
+        client.subscribe()
+        with pytest.raises(CommandTimeout, match="^no result for background job bgapi uuid_setvar") as no_job:
+            client.bgapi(f"uuid_setvar 00000000-0000-0000-0000-000000000000 token {secret}")
+        # Last: the unanswered api's waiter stays queued and would take any later reply.
+        with pytest.raises(CommandTimeout, match="^no reply to api uuid_setvar within") as no_reply:
+            client.api(f"uuid_setvar 00000000-0000-0000-0000-000000000000 token {secret}")
+        with pytest.raises(ValueError, match="^api uuid_setvar: the command contains a line break") as smuggled:
+            client.api(f"uuid_setvar 00000000-0000-0000-0000-000000000000 token {secret}\n\nexit")
+    finally:
+        client.close()
+        switch.stop()
+    for raised in (no_reply, no_job, smuggled):
+        assert secret not in chained_text(raised.value)
+    assert secret not in caplog.text

@@ -212,6 +212,7 @@ class EventSocketClient(InboundESL):
 
     def send(self, data: str, timeout: float | None = None, headers=None) -> protocol.Message:
         """Override: every command has a deadline, and fails at once if the connection goes."""
+        name = protocol.command_name(data)  # never the arguments: auth's is the password
         if not self.connected:
             raise NotConnectedError(f"not connected to {self.host}:{self.port}")
         raw = protocol.encode_command(data, headers)
@@ -232,7 +233,7 @@ class EventSocketClient(InboundESL):
             # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
             return result.get(timeout=wait)
         except gevent.Timeout:
-            raise CommandTimeout(f"no reply to {data.split(' ', 2)[:2]} within {wait:g}s") from None
+            raise CommandTimeout(f"no reply to {name} within {wait:g}s") from None
 
     def api(self, command: str, timeout: float | None = None) -> str:
         """Run an api command inline and return its text (FreeSWITCH holds our events while it runs)."""
@@ -255,8 +256,8 @@ class EventSocketClient(InboundESL):
             try:
                 return result.get(timeout=wait)
             except gevent.Timeout:
-                raise CommandTimeout(f"no result for background job {command.split(' ', 2)[:2]} within "
-                                     f"{wait:g}s") from None
+                raise CommandTimeout(f"no result for background job {protocol.command_name('bgapi ' + command)} "
+                                     f"within {wait:g}s") from None
         finally:
             self._jobs.pop(job_uuid, None)
 

@@ -191,6 +191,20 @@ def parse_json_event(data: bytes) -> Event:
 # ---- encoding: what the client sends, and what the simulator sends in FreeSWITCH's place ----
 
 
+def command_name(command: str) -> str:
+    """What a command may be called in logs and error messages: never its arguments.
+
+    `auth`'s argument is the password, and other arguments carry callers' data, so only the command word
+    is named (for `api`/`bgapi` also the api's name, e.g. `api show`).
+    """
+    words = command.split("\n", 1)[0].split(None, 2)
+    if not words:
+        return "(empty command)"
+    if words[0].lower() in ("api", "bgapi") and len(words) > 1:
+        return f"{words[0]} {words[1]}"
+    return words[0]
+
+
 def encode_command(command: str, headers: list[tuple[str, str]] | None = None) -> bytes:
     """One client command, with optional header lines (e.g. bgapi's Job-UUID).
 
@@ -199,7 +213,9 @@ def encode_command(command: str, headers: list[tuple[str, str]] | None = None) -
     lines = [command, *(f"{name}: {value}" for name, value in headers or [])]
     for line in lines:
         if "\n" in line or "\r" in line:
-            raise ValueError(f"command contains a line break: {line!r}")
+            # The offending text is not quoted: it may be a password (auth) or a caller's data.
+            raise ValueError(f"{command_name(command)}: the command contains a line break, which would "
+                             f"smuggle in a second command")
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
