@@ -288,3 +288,15 @@ def test_commands_are_named_without_their_arguments_in_errors(caplog):
     for raised in (no_reply, no_job, smuggled):
         assert secret not in chained_text(raised.value)
     assert secret not in caplog.text
+
+
+# ---- lifecycle ----
+
+
+def test_close_before_any_connect_is_clean():
+    client = EventSocketClient("127.0.0.1", 1, "ClueCon")  # never connects: nothing is dialled
+    client.close()
+    client.close()
+    assert not client.connected and not client.connected_event.is_set()
+    with pytest.raises(NotConnectedError):
+        client.api("status")

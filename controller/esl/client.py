@@ -88,7 +88,8 @@ class EventSocketClient(InboundESL):
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.sock = None
-        self._session_over = GeventEvent()
+        # Per-session state exists from the start, so close() on a client that never connected is clean.
+        self._new_session()
         self._session_over.set()
         self._send_lock = Semaphore()
         self._jobs: dict[str, AsyncResult] = {}
