@@ -450,6 +450,7 @@ def test_the_captured_control_session_gets_the_same_replies(sim, ws, captures):
     leaked, first, second = ws.next_peer(), ws.next_peer(), ws.next_peer()
     assert leaked.request.startswith(b"GET / HTTP/1.1\r\n")  # the `mono abc` start that failed, yet connected
     assert first.request.startswith(f"GET /stream?call={call.uuid} HTTP/1.1".encode())
+    assert first.closed.wait(WAIT)  # every frame of the stopped stream has reached the server
     assert first.all_frames[0] == (wsf.TEXT, b'{"meta":"initial metadata","with":"spaces in it"}')  # before audio
     texts = [payload.decode() for opcode, payload in first.all_frames if opcode == wsf.TEXT]
     assert texts == ['{"meta":"initial metadata","with":"spaces in it"}', '{"type":"note","n":1}', "bg-text",

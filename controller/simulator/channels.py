@@ -38,9 +38,10 @@ class SimCall:
         dial_target: str = "",
         frame_sizes: list[int] | None = None,
         odd_frames: bool = False,
+        uuid: str | None = None,
     ):
         self.switch = switch
-        self.uuid = str(uuid_module.uuid4())
+        self.uuid = uuid or str(uuid_module.uuid4())
         self.a_leg = a_leg
         self.b_leg: SimCall | None = None
         self.call_uuid = a_leg.uuid if a_leg else self.uuid

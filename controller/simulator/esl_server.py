@@ -435,6 +435,8 @@ class EslServer:
         self.port = self._server.server_port
 
     def _handle(self, sock, address) -> None:
+        # mod_event_socket sets it: without it small replies stall ~40 ms behind Nagle and delayed ACKs.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._count += 1
         connection = EslConnection(self, sock, address, self._count)
         self.connections.append(connection)

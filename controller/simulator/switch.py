@@ -149,6 +149,7 @@ class Simulator:
         variables: dict[str, str] | None = None,
         frame_sizes: list[int] | None = None,
         odd_frames: bool = False,
+        uuid: str | None = None,
     ) -> SimCall:
         """An inbound call to `destination`; returns its A-leg at once (CHANNEL_CREATE already fired).
 
@@ -163,7 +164,14 @@ class Simulator:
         variables: channel variables set before the call is answered (e.g. STREAM_BUFFER_SIZE).
         frame_sizes / odd_frames: streams on this call re-cut their audio into frames of these sizes
             (cycled) / of one byte more, then one byte less than the buffer: the same total audio.
+        uuid: the A-leg's channel uuid, as `originate {origination_uuid=...}` gives it (taken as written,
+            upper case included: FreeSWITCH finds a channel by the exact string).
         """
+        if uuid is not None:
+            if not uuid or any(char.isspace() for char in uuid):
+                raise ValueError(f"uuid must be a non-empty string without spaces; got {uuid!r}")
+            if uuid in self.calls:
+                raise ValueError(f"a live channel already has uuid {uuid}")
         if codec_rate not in ce.CODECS:
             raise ValueError(f"codec_rate must be one of {sorted(ce.CODECS)}; got {codec_rate}")
         if not destination:
@@ -183,6 +191,7 @@ class Simulator:
             media=media,
             frame_sizes=frame_sizes,
             odd_frames=odd_frames,
+            uuid=uuid,
         )
         call.hold_ms = int(duration_s * 1000)
         call.set_variables(**(variables or {}))
@@ -319,6 +328,7 @@ class Simulator:
     def _api_commands(self) -> dict[str, Callable[[str], str]]:
         return {
             "status": self._api_status,
+            "echo": lambda args: args,
             "version": lambda args: f"FreeSWITCH Version {ce.FREESWITCH_VERSION} ( 64bit)\n",
             "hostname": lambda args: self.identity.hostname,
             "module_exists": lambda args: "true" if args.strip() in KNOWN_MODULES else "false",
