@@ -30,10 +30,35 @@ What lives where:
     media.py              the call's audio on the 20 ms clock, per mix type (pure)
     signals.py            generated audio, WAV input, resampling, mixing (pure)
 
-Fault knobs: sim.drop_esl_connections(reset=False), sim.cut_next_event(after_bytes=N),
-sim.delay_replies(seconds), sim.restart(keep_calls=False), sim.silent_accept = True,
-sim.reject_acl = True; per stream stream.abort_ws_tcp(); per call
-place_call(..., odd_frames=True) or place_call(..., frame_sizes=[...]).
+Fidelity: Event Socket connections have TCP_NODELAY (as mod_event_socket sets it); HEARTBEAT fires every
+`Simulator(heartbeat_interval_s=20.0)` seconds (settable while running: sim.heartbeat_interval_s = 0.2;
+None or 0: never; sim.fire_heartbeat() fires one now) with the captured header set; `api echo <text>`
+answers <text>; place_call(..., uuid="ABC...") gives the A-leg that channel uuid, as origination_uuid
+does, and every api finds a channel only by its exact (case-sensitive) uuid.
+
+Fault knobs:
+    sim.drop_esl_connections(reset=False)  every Event Socket connection closes now, no notice (RST if reset)
+    sim.cut_next_event(after_bytes=N)      the next event stops after N bytes and its connection closes
+    sim.delay_replies(seconds)             every api reply (and the events behind it) waits; 0 ends it
+    sim.delay_handshake(seconds)           every auth and event reply waits; 0 ends it
+    sim.stop_reading()                     the switch never reads the connections open now again: the
+                                           kernel buffers fill and the client's sends block; new
+                                           connections are read as usual
+    sim.freeze_esl_connections()           the connections open now go half-open: open at TCP level, but
+                                           nothing is ever sent on them again (no replies, events,
+                                           HEARTBEATs) and what arrives is ignored; new ones are served
+    sim.crash()                            FreeSWITCH killed (SIGKILL): every Event Socket connection and
+                                           every module WebSocket ends at once (FIN, or RST when data was
+                                           unread): no disconnect notice, no hangup or module events, no
+                                           WebSocket close frame (stream.end_reason says "switch crashed");
+                                           every call vanishes (call.vanished, hung_up set, no events);
+                                           nothing listens until sim.start(), which comes back with a new
+                                           Core-UUID and no calls
+    sim.restart(keep_calls=False)          a clean shutdown and start (keep_calls=True: only the event
+                                           socket restarts)
+    sim.silent_accept = True, sim.reject_acl = True   for new connections
+    per stream: stream.abort_ws_tcp(); per call: place_call(..., odd_frames=True) or
+    place_call(..., frame_sizes=[...]).
 """
 
 from .channels import SimCall

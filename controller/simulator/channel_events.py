@@ -29,7 +29,11 @@ CALLED_FROM = {
     "API": ("switch_loadable_module.c", "switch_api_execute", "2954"),
     "SHUTDOWN": ("switch_core.c", "switch_core_destroy", "3023"),
     "MODULE_UNLOAD": ("switch_loadable_module.c", "switch_loadable_module_unprocess", "1297"),
+    "HEARTBEAT": ("switch_core.c", "send_heartbeat", "95"),
 }
+MAX_SESSIONS = 200
+SESSIONS_PER_SEC = 50
+IDLE_CPU = 97.5
 
 # Channel-State, Channel-Call-State, Channel-State-Number, Answer-State per moment of a call.
 PHASES = {
@@ -529,15 +533,40 @@ def show_channels_row(
     return {column: values.get(column, "") for column in SHOW_CHANNELS_COLUMNS}
 
 
-def status_text(uptime_us: int, sessions_since_start: int, sessions_now: int, peak: int) -> str:
+def uptime_text(uptime_us: int) -> str:
+    """`0 years, 0 days, 0 hours, 3 minutes, 39 seconds, 658 milliseconds, 454 microseconds`"""
     seconds, micro = divmod(uptime_us, 1_000_000)
     minutes, seconds = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
     years, days = divmod(days, 365)
+    return (f"{years} years, {days} days, {hours} hours, {minutes} minutes, {seconds} seconds, "
+            f"{micro // 1000} milliseconds, {micro % 1000} microseconds")
+
+
+def heartbeat_headers(uptime_us: int, sessions_since_start: int, sessions_now: int, peak: int) -> list[tuple[str, str]]:
+    """What HEARTBEAT adds after the common headers (switch_core.c send_heartbeat), in the captured order."""
+    return [
+        ("Event-Info", "System Ready"),
+        ("Up-Time", uptime_text(uptime_us)),
+        ("FreeSWITCH-Version", FREESWITCH_VERSION),
+        ("Uptime-msec", str(uptime_us // 1000)),
+        ("Session-Count", str(sessions_now)),
+        ("Max-Sessions", str(MAX_SESSIONS)),
+        ("Session-Per-Sec", str(SESSIONS_PER_SEC)),
+        ("Session-Per-Sec-Last", "0"),
+        ("Session-Per-Sec-Max", str(min(peak, 1))),
+        ("Session-Per-Sec-FiveMin", str(min(peak, 1))),
+        ("Session-Since-Startup", str(sessions_since_start)),
+        ("Session-Peak-Max", str(peak)),
+        ("Session-Peak-FiveMin", str(peak)),
+        ("Idle-CPU", f"{IDLE_CPU:.6f}"),
+    ]
+
+
+def status_text(uptime_us: int, sessions_since_start: int, sessions_now: int, peak: int) -> str:
     return (
-        f"UP {years} years, {days} days, {hours} hours, {minutes} minutes, {seconds} seconds, "
-        f"{micro // 1000} milliseconds, {micro % 1000} microseconds\n"
+        f"UP {uptime_text(uptime_us)}\n"
         "FreeSWITCH (Version 1.10.12-release  64bit) is ready\n"
         f"{sessions_since_start} session(s) since startup\n"
         f"{sessions_now} session(s) - peak {peak}, last 5min {peak} \n"

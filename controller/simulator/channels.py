@@ -21,7 +21,8 @@ class SimCall:
     Public: uuid, call_uuid, direction, destination, caller_id_number, caller_id_name, context,
     b_leg / a_leg, answered / hung_up (gevent Events), hangup_cause, streams (every stream the
     module opened on it), answer(), hangup(cause), set_variables(**values), get_variable(name),
-    variables (a copy, in FreeSWITCH's order).
+    variables (a copy, in FreeSWITCH's order), vanished (True when the switch crashed under it:
+    hung_up is set, but no event said so and hangup_cause stays empty).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class SimCall:
         self.hangup_cause = ""
         self.answered = Event()
         self.hung_up = Event()
+        self.vanished = False
         self.attached_stream = None  # the stream mod_audio_stream considers attached, if any
         self.streams: list = []
         self.application, self.application_data = "", ""
@@ -166,6 +168,16 @@ class SimCall:
         other = self.other_leg
         if other is not None and not other.hangup_us:
             other.hangup(cause)
+
+    def vanish(self) -> None:
+        """The switch died under this call (Simulator.crash): it is gone, with no event and no hangup cause.
+        hung_up is set so nothing of this call (its dialplan, its playbacks) acts again."""
+        if self.hangup_us:
+            return
+        self.vanished = True
+        self.hangup_us = ce.now_us()
+        self.attached_stream = None
+        self.hung_up.set()
 
     def run(self, answer: bool, duration_s: float, auto_hangup: bool) -> None:
         """The dialplan: answer (B-leg first when bridged), hold the call, hang up."""

@@ -2,7 +2,8 @@
 
 Per connection, as FreeSWITCH does it: `auth/request` first; commands answered in order; events
 only after auth and `event`, in the connection's format, through the connection's filters; while
-an `api` command runs, events for that connection wait. The fault knobs live on `EslServer`.
+an `api` command runs, events for that connection wait; TCP_NODELAY set, as mod_event_socket does.
+The fault knobs live on `EslServer` and, per connection, on `EslConnection`.
 """
 
 from __future__ import annotations
@@ -142,7 +143,12 @@ class Subscription:
 
 
 class EslConnection:
-    """One client of the event socket. `commands` lists every command it sent, in order."""
+    """One client of the event socket. `commands` lists every command it sent, in order.
+
+    Faults: stop_reading() (the switch never calls recv on it again, so the kernel buffers fill and the
+    client's sends block), freeze() (half-open: open at TCP level, but nothing is sent on it again and
+    what arrives is ignored), vanish() (the process died: the socket closes with no notice).
+    """
 
     def __init__(self, server: EslServer, sock, address, number: int):
         self.server = server
@@ -152,7 +158,10 @@ class EslConnection:
         self.commands: list[str] = []
         self.authenticated = False
         self.subscription = Subscription()
+        self.frozen = False
         self.closed = Event()
+        self._reading = Event()  # cleared by stop_reading()
+        self._reading.set()
         self._queue: Queue = Queue()
         self._idle = Event()  # cleared while a command runs: events wait for its reply
         self._idle.set()
@@ -181,9 +190,14 @@ class EslConnection:
             self._send_now(protocol.auth_request())
             reader = protocol.CommandReader()
             while not self._closing:
+                if not self._reading.is_set():
+                    gevent.wait([self._reading, self.closed], count=1)
+                    continue
                 data = self.sock.recv(65536)
                 if not data:
                     break
+                if self.frozen:
+                    continue  # half-open: what arrives never reaches the switch
                 for command in reader.feed(data):
                     self._handle(command)
                     if self._closing:
@@ -215,6 +229,7 @@ class EslConnection:
             elif word == "bgapi":
                 self._bgapi(line[6:].strip(), headers.get("job-uuid"))
             elif word == "event":
+                self._handshake_delay()
                 self._reply(self._event(line))
             elif word == "nixevent":
                 self._reply(self._nixevent(line))
@@ -233,6 +248,7 @@ class EslConnection:
         if not line.lower().startswith("auth "):
             self._reply("-ERR command not found")
             return
+        self._handshake_delay()
         if line[5:] == self.server.password:
             self.authenticated = True
             self._reply("+OK accepted")
@@ -248,6 +264,8 @@ class EslConnection:
         delay = self.server.reply_delay_s
         if delay:
             gevent.sleep(delay)  # the knob: this reply (and this connection's events) held back
+            if self.server.crashed:
+                return  # the process died while the command waited: it never ran
         result = self.server.switch.run_api(command, args or None)
         if result is None:
             result = f"-ERR {command} Command not found!\n"
@@ -257,7 +275,12 @@ class EslConnection:
         command, _, args = text.partition(" ")
         job_uuid = job_uuid or self.server.switch.new_uuid()
         self._send_now(protocol.command_reply(f"+OK Job-UUID: {job_uuid}", [("Job-UUID", job_uuid)]))
-        gevent.spawn(self.server.switch.run_background_job, job_uuid, command, args or None)
+        gevent.spawn(self.server.run_background_job, job_uuid, command, args or None)
+
+    def _handshake_delay(self) -> None:
+        delay = self.server.handshake_delay_s
+        if delay:
+            gevent.sleep(delay)  # the knob: a switch slow to answer auth and event (see delay_handshake)
 
     def _event(self, line: str) -> str:
         tokens = [t for t in line.split(" ")[1:] if t]
@@ -321,7 +344,7 @@ class EslConnection:
     # ---- events ----
 
     def deliver(self, event: SwitchEvent) -> None:
-        if self._closing or not self.authenticated or not self.subscription.wants(event):
+        if self._closing or self.frozen or not self.authenticated or not self.subscription.wants(event):
             return
         if self._queue.qsize() >= MAX_QUEUED_EVENTS:
             log.warning("%r is %d events behind; dropping it as FreeSWITCH does", self, MAX_QUEUED_EVENTS)
@@ -338,6 +361,8 @@ class EslConnection:
             if isinstance(item, bytes):  # the shutdown notice: send it and hang up
                 self._closing = True
                 data, cut = item, None
+            elif self.frozen:
+                continue
             else:
                 data = item.wire(self.subscription.event_format)
                 cut = self.server.take_cut()
@@ -367,7 +392,33 @@ class EslConnection:
 
     def _send_now(self, data: bytes) -> None:
         with self._send_lock:
+            if self.frozen:
+                return  # half-open: nothing the switch writes gets through
             self.sock.sendall(data)
+
+    # ---- faults ----
+
+    def stop_reading(self) -> None:
+        """The switch stops reading this connection (a wedged listener thread): the kernel buffers fill, the
+        client's sends block. A recv already under way still completes."""
+        self._reading.clear()
+
+    def freeze(self) -> None:
+        """Half-open from here on: the TCP connection stays, nothing is sent on it again (no replies, no
+        events, no notices) and what the client sends is ignored."""
+        self.frozen = True
+        self._drop_queued_events()
+
+    def vanish(self) -> None:
+        """The switch process died: its socket is closed as the kernel closes a dead process's sockets (FIN,
+        or RST when data was unread). No notice, nothing more sent."""
+        self._closing = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self._queue.put(None)
+        self.closed.set()
 
     def _close_with_notice(self, text: str) -> None:
         self._closing = True
@@ -414,6 +465,8 @@ class EslServer:
     reject_acl: new connections get text/rude-rejection and are closed (no auth/request).
     silent_accept: new connections are accepted and never spoken to.
     reply_delay_s: every api reply waits this long (see Simulator.delay_replies).
+    handshake_delay_s: every auth and event reply waits this long (see Simulator.delay_handshake).
+    crashed: set by crash(); nothing this server started may act afterwards.
     """
 
     def __init__(self, switch, host: str, port: int, password: str):
@@ -424,6 +477,8 @@ class EslServer:
         self.reject_acl = False
         self.silent_accept = False
         self.reply_delay_s = 0.0
+        self.handshake_delay_s = 0.0
+        self.crashed = False
         self.connections: list[EslConnection] = []  # live ones
         self._cut_after: int | None = None
         self._count = 0
@@ -462,9 +517,32 @@ class EslServer:
             raise ValueError(f"after_bytes must be 0 or more; got {after_bytes}")
         self._cut_after = after_bytes
 
+    def run_background_job(self, job_uuid: str, command: str, args: str | None) -> None:
+        if not self.crashed:  # a job queued when the process died never runs
+            self.switch.run_background_job(job_uuid, command, args)
+
     def drop_all(self, reset: bool = False) -> None:
         for connection in list(self.connections):
             connection.abort(reset=reset)
+
+    def stop_reading(self) -> None:
+        for connection in list(self.connections):
+            connection.stop_reading()
+
+    def freeze_all(self) -> None:
+        for connection in list(self.connections):
+            connection.freeze()
+
+    def crash(self) -> None:
+        """The process is gone: nothing listens, every connection closes at once with no notice."""
+        self.crashed = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.vanish()
+        if self._server is not None:
+            self._server.stop(timeout=0)
+            self._server = None
 
     def stop(self) -> None:
         """Stop listening; every client gets the shutdown notice after its queued events."""

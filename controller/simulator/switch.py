@@ -39,6 +39,8 @@ SHOW_USAGE = (
 KNOWN_MODULES = frozenset({"mod_audio_stream", "mod_event_socket", "mod_sofia", "mod_commands", "mod_dptools"})
 NO_SUCH_CHANNEL = "-ERR No such channel!\n"
 FIRED_EVENTS_KEPT = 10_000
+HEARTBEAT_INTERVAL_S = 20.0  # switch.conf.xml event-heartbeat-interval's default
+FIRST_SEQUENCE = 500
 
 
 class Simulator:
@@ -53,7 +55,9 @@ class Simulator:
         hostname: str = "freeswitch-sim",
         reject_acl: bool = False,
         silent_accept: bool = False,
+        heartbeat_interval_s: float | None = HEARTBEAT_INTERVAL_S,
     ):
+        """heartbeat_interval_s: fire HEARTBEAT this often while running (None or 0: never)."""
         self.host = host
         self.password = password
         self.identity = ce.SwitchIdentity(core_uuid=self.new_uuid(), hostname=hostname)
@@ -67,9 +71,12 @@ class Simulator:
         self._reject_acl = reject_acl
         self._silent_accept = silent_accept
         self._reply_delay_s = 0.0
+        self._handshake_delay_s = 0.0
         self._esl: EslServer | None = None
         self._command_arrived = Event()
-        self._sequence = 500
+        self._heartbeat_interval_s = self._check_interval(heartbeat_interval_s)
+        self._heartbeat: gevent.Greenlet | None = None
+        self._sequence = FIRST_SEQUENCE
         self._started_us = ce.now_us()
         self._sessions = 0
         self._peak = 0
@@ -83,9 +90,12 @@ class Simulator:
         self._esl.reject_acl = self._reject_acl
         self._esl.silent_accept = self._silent_accept
         self._esl.reply_delay_s = self._reply_delay_s
+        self._esl.handshake_delay_s = self._handshake_delay_s
         self._esl.start()
         self._port = self._esl.port
         self._started_us = ce.now_us()
+        if self._heartbeat is None:  # an event-socket-only restart keeps the core's timer
+            self._start_heartbeat()
         log.info("event socket listening on %s:%d", self.host, self._port)
         return self
 
@@ -102,6 +112,7 @@ class Simulator:
         `The system is being shut down.` to every connection, and close everything."""
         if self._esl is None:
             return
+        self._stop_heartbeat()
         self._hang_up_all("SYSTEM_SHUTDOWN")
         self.audio_stream.shutdown()
         self.fire(ce.event_headers(self.identity, "SHUTDOWN", self._next_sequence(), ce.now_us())
@@ -123,6 +134,31 @@ class Simulator:
             self.stop()
             self.identity = ce.SwitchIdentity(core_uuid=self.new_uuid(), hostname=self.identity.hostname)
         self.start()
+
+    def crash(self) -> None:
+        """FreeSWITCH killed (SIGKILL): everything ends at once as the kernel ends a dead process's sockets.
+
+        Every Event Socket connection and every module WebSocket closes (FIN, or RST when data was unread)
+        with no disconnect notice, no hangup or module event and no WebSocket close frame; every call
+        vanishes (call.vanished); nothing listens on the Event Socket port. start() later brings up a new
+        process on the same port: a new Core-UUID, no calls, counters from zero.
+        """
+        if self._esl is None:
+            raise RuntimeError("the simulator is not running")
+        log.warning("crashed: every connection and every call ends with no notice")
+        # Nothing below yields until every socket is closed, so no greenlet can send in between.
+        esl, self._esl = self._esl, None
+        self._stop_heartbeat()
+        for stream in self.audio_stream.streams:
+            stream.crash()
+        for call in list(self.calls.values()):
+            call.vanish()
+        self.calls.clear()
+        esl.crash()
+        self.identity = ce.SwitchIdentity(core_uuid=self.new_uuid(), hostname=self.identity.hostname)
+        self._sequence = FIRST_SEQUENCE
+        self._sessions = 0
+        self._peak = 0
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -293,6 +329,44 @@ class Simulator:
             self._esl.deliver(event)
         return event
 
+    def fire_heartbeat(self) -> SwitchEvent:
+        """One HEARTBEAT, as the core's timer fires it every heartbeat_interval_s."""
+        headers = ce.event_headers(self.identity, "HEARTBEAT", self._next_sequence(), ce.now_us())
+        headers += ce.heartbeat_headers(ce.now_us() - self._started_us, self._sessions, len(self.calls), self._peak)
+        return self.fire(headers)
+
+    @property
+    def heartbeat_interval_s(self) -> float | None:
+        return self._heartbeat_interval_s
+
+    @heartbeat_interval_s.setter
+    def heartbeat_interval_s(self, value: float | None) -> None:
+        """Takes effect at once: the next HEARTBEAT comes `value` seconds from now."""
+        self._heartbeat_interval_s = self._check_interval(value)
+        if self.running:
+            self._start_heartbeat()
+
+    @staticmethod
+    def _check_interval(value: float | None) -> float | None:
+        if value is not None and value < 0:
+            raise ValueError(f"heartbeat_interval_s must be positive, 0 or None; got {value}")
+        return value or None
+
+    def _start_heartbeat(self) -> None:
+        self._stop_heartbeat()
+        if self._heartbeat_interval_s:
+            self._heartbeat = gevent.spawn(self._heartbeat_loop, self._heartbeat_interval_s)
+
+    def _stop_heartbeat(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.kill(block=False)
+
+    def _heartbeat_loop(self, interval: float) -> None:
+        while True:
+            gevent.sleep(interval)  # a timer, as the core's scheduler runs it
+            self.fire_heartbeat()
+
     def fire_channel_event(self, call: SimCall, name: str, phase: str, subclass: str | None = None,
                            body: str = "") -> SwitchEvent:
         headers = ce.channel_event(self.identity, name, self._next_sequence(), ce.now_us(), call.facts(),
@@ -452,6 +526,27 @@ class Simulator:
         self._reply_delay_s = seconds
         if self._esl:
             self._esl.reply_delay_s = seconds
+
+    def delay_handshake(self, seconds: float) -> None:
+        """Hold every `auth` and `event` reply for this long (a switch slow to let clients in); 0 ends it."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be 0 or more; got {seconds}")
+        self._handshake_delay_s = seconds
+        if self._esl:
+            self._esl.handshake_delay_s = seconds
+
+    def stop_reading(self) -> None:
+        """The switch stops reading every Event Socket connection open now: the kernel buffers fill and the
+        client's sends block (a wedged listener). New connections are read as usual."""
+        if self._esl:
+            self._esl.stop_reading()
+
+    def freeze_esl_connections(self) -> None:
+        """Every Event Socket connection open now goes half-open: it stays open at TCP level, but the switch
+        never sends anything on it again (no replies, no events, no HEARTBEAT) and ignores what arrives.
+        New connections are served as usual."""
+        if self._esl:
+            self._esl.freeze_all()
 
     def drop_esl_connections(self, reset: bool = False) -> None:
         """Close every event socket connection at once, without a notice (reset=True: with RST)."""

@@ -35,6 +35,7 @@ CLOSE_WAIT_S = 1.0  # how long a closing client waits for the server's close rep
 SEND_TIMEOUT_S = 5.0
 NORMAL_CLOSURE_REASON = "Normal closure"
 ABNORMAL_EOF = "Connection closed without WebSocket CLOSE (abnormal EOF)"
+CRASHED = "switch crashed: TCP closed by the kernel, no WebSocket close frame, no event"
 PLAY_FILE_SUFFIX = {8000: ".r8", 16000: ".r16", 24000: ".r24", 32000: ".r32", 48000: ".r48", 64000: ".r64"}
 
 # notify(stream, kind, body): kind is connect | disconnect | error | json | play.
@@ -157,6 +158,15 @@ class SimStream:
             return
         # The server's close reply is awaited elsewhere so `stop` answers at once, as the module does.
         gevent.spawn(self._await_close_reply, reason)
+
+    def crash(self) -> None:
+        """The switch process died (Simulator.crash): the kernel closes the TCP connection (FIN, or RST when
+        data was unread). No close frame, no event: nobody is left to send them."""
+        if self.ended.is_set():
+            return
+        self._state = "closed"  # first: nothing below may send a frame or report an event
+        self._close_socket()
+        self._finish(CRASHED)
 
     def abort_ws_tcp(self) -> None:
         """Fault: the TCP connection drops under the stream (RST, no close frame): ::error code 1."""
