@@ -28,7 +28,7 @@ from controller.esl.client import (
     ConnectionLost,
     EventSocketClient,
 )
-from harness import wait_until
+from harness import first_line, wait_until
 
 SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM "
                 "mod_audio_stream::connect mod_audio_stream::disconnect mod_audio_stream::error "
@@ -300,3 +300,39 @@ def test_close_before_any_connect_is_clean():
     assert not client.connected and not client.connected_event.is_set()
     with pytest.raises(NotConnectedError):
         client.api("status")
+
+
+# ---- when commands may go out ----
+
+
+def test_a_command_issued_while_connecting_waits_for_auth_and_subscription(sim):
+    sim.delay_handshake(0.3)  # a window in which the socket is up but the handshake still runs
+    client = make_client(sim)
+    client.start()
+    try:
+        sim.wait_for_command("auth ", timeout=5)
+        assert client.connected and not client.connected_event.is_set()
+        early = gevent.spawn(client.api, "uuid_exists 00000000-0000-0000-0000-000000000000")
+        assert early.get(timeout=5) == "false"  # a real reply, not -ERR command not found
+        assert [first_line(c) for c in sim.received_commands] == [
+            "auth ClueCon", SUBSCRIPTION, "api uuid_exists 00000000-0000-0000-0000-000000000000"]
+    finally:
+        client.close()
+
+
+def test_a_command_fails_at_once_with_no_connection_or_when_the_handshake_is_cut(sim):
+    client = make_client(sim, command_timeout=30.0)
+    with gevent.Timeout(1):
+        with pytest.raises(NotConnectedError):
+            client.api("status")  # never connected
+    sim.delay_handshake(30.0)
+    client.start()
+    try:
+        sim.wait_for_command("auth ", timeout=5)
+        waiting = gevent.spawn(client.api, "status")
+        sim.drop_esl_connections()
+        with gevent.Timeout(2):  # not the 30 s command timeout
+            with pytest.raises(NotConnectedError):
+                waiting.get()
+    finally:
+        client.close()

@@ -9,6 +9,15 @@ of it cannot live in a long-running controller and are replaced here, each overr
 - connecting: `connect()` waits forever for `auth/request`, and a used object cannot connect again;
 - dispatch: all handlers run one after another in one greenlet, so one slow handler delays every event.
 
+Commands and the connection's life:
+
+- An ordinary command goes out only on a connection that is authenticated and subscribed
+  (`connected_event`); the handshake's own `auth` and `event` are the only commands sent before that.
+  While a connection is being established (socket up, handshake running) a command waits for it, within
+  its own timeout; with no connection at all (never connected, lost, waiting to reconnect) it fails at once
+  with NotConnectedError, and commands in flight fail at once when the connection is lost.
+- Error messages and logs name a command, never its arguments (`auth`'s argument is the password).
+
 The wire format lives in `protocol.py`; this module only moves bytes and greenlets.
 """
 
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import socket as stdlib_socket
+import time
 import uuid as uuid_module
 from collections import deque
 from typing import Callable
@@ -96,7 +106,8 @@ class EventSocketClient(InboundESL):
         self._channel_queues: dict[str, Queue] = {}
         self._keeper: gevent.Greenlet | None = None
         self._closing = False
-        self.connected_event = GeventEvent()  # set while connected and subscribed
+        # Set once authenticated and subscribed; cleared the moment the session drops.
+        self.connected_event = GeventEvent()
         self.last_error = ""
 
     # ---- connecting -------------------------------------------------------------------------------------
@@ -138,7 +149,7 @@ class EventSocketClient(InboundESL):
     def authenticate(self) -> None:
         """Override: greenswitch raises a bare ValueError; say what happened and drop the socket."""
         try:
-            reply = self.send(f"auth {self.password}")
+            reply = self._send(f"auth {self.password}", gated=False)
         except (CommandTimeout, NotConnectedError) as exc:
             self._drop("authentication failed")
             raise ConnectError(f"no answer to auth from {self.host}:{self.port}: {exc}") from None
@@ -148,10 +159,16 @@ class EventSocketClient(InboundESL):
                                       f"(reply {reply.reply_text!r}); check esl.password")
 
     def subscribe(self) -> None:
+        """Subscribe; from then on the connection is ready and ordinary commands go out (connected_event)."""
         names = " ".join(SUBSCRIBED_EVENTS + ("CUSTOM",) + SUBSCRIBED_CUSTOM)
-        reply = self.send(f"event plain {names}")
+        session_over = self._session_over
+        reply = self._send(f"event plain {names}", gated=False)
         if not reply.reply_text.startswith("+OK"):
             raise CommandError(f"subscription refused: {reply.reply_text!r}")
+        # The reply and the end of the session can arrive in one read: never mark a dead session ready.
+        if session_over.is_set():
+            raise ConnectionLost(self.last_error or "connection lost during the subscription")
+        self.connected_event.set()
 
     def _new_session(self) -> None:
         # greenswitch keeps per-connection state on the object; start each connection from a clean slate.
@@ -182,11 +199,9 @@ class EventSocketClient(InboundESL):
                 continue
             self.backoff.reset()
             log.info("Event Socket connected to %s:%s and subscribed", self.host, self.port)
-            self.connected_event.set()
             if self.on_connect:
                 gevent.spawn(self._safe_call, self.on_connect, self)
             self._session_over.wait()
-            self.connected_event.clear()
             if self.on_disconnect:
                 gevent.spawn(self._safe_call, self.on_disconnect, self.last_error)
             if not self._closing:
@@ -199,7 +214,7 @@ class EventSocketClient(InboundESL):
         self._closing = True
         if self.connected:
             try:
-                self.send("exit", timeout=min(timeout, 1.0))
+                self._send("exit", timeout=min(timeout, 1.0), gated=False)
             except (NotConnectedError, CommandTimeout, OSError):
                 pass
         self._drop("closed by the controller")
@@ -212,29 +227,48 @@ class EventSocketClient(InboundESL):
     # ---- commands ---------------------------------------------------------------------------------------
 
     def send(self, data: str, timeout: float | None = None, headers=None) -> protocol.Message:
-        """Override: every command has a deadline, and fails at once if the connection goes."""
-        name = protocol.command_name(data)  # never the arguments: auth's is the password
+        """Override: every command has a deadline, waits for a connection being established, and fails at
+        once if there is none or it goes (see the module docstring)."""
+        return self._send(data, timeout, headers, gated=True)
+
+    def _send(self, data: str, timeout: float | None = None, headers=None, *, gated: bool) -> protocol.Message:
+        """gated=False only for the handshake's own commands (auth, event) and exit."""
+        name = protocol.command_name(data)
+        wait = self.command_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        raw = protocol.encode_command(data, headers)
         if not self.connected:
             raise NotConnectedError(f"not connected to {self.host}:{self.port}")
-        raw = protocol.encode_command(data, headers)
+        if gated and not self.connected_event.is_set():
+            self._wait_until_ready(name, wait)
         result = AsyncResult()
         # Replies come back in the order commands went out; the lock keeps queue order == wire order.
         with self._send_lock:
             # The session may have dropped while this command waited for the lock (another send blocked).
             sock = self.sock
-            if sock is None or not self.connected:
+            if sock is None or not self.connected or (gated and not self.connected_event.is_set()):
                 raise NotConnectedError(f"not connected to {self.host}:{self.port}")
             self._commands_sent.append(result)
             try:
                 sock.sendall(raw)
             except OSError as exc:
                 self._drop(f"send failed: {exc}", sock)
-        wait = self.command_timeout if timeout is None else timeout
         try:
             # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
-            return result.get(timeout=wait)
+            return result.get(timeout=max(0.0, deadline - time.monotonic()))
         except gevent.Timeout:
             raise CommandTimeout(f"no reply to {name} within {wait:g}s") from None
+
+    def _wait_until_ready(self, name: str, wait: float) -> None:
+        """Socket up, handshake running: wait for it rather than fail a command that would work a moment later."""
+        session_over = self._session_over
+        gevent.wait([self.connected_event, session_over], timeout=wait, count=1)
+        if self.connected_event.is_set():
+            return
+        if session_over.is_set():
+            raise ConnectionLost(self.last_error or f"not connected to {self.host}:{self.port}")
+        raise CommandTimeout(f"{name} not sent: the Event Socket handshake with {self.host}:{self.port} did not "
+                             f"finish within {wait:g}s")
 
     def api(self, command: str, timeout: float | None = None) -> str:
         """Run an api command inline and return its text (FreeSWITCH holds our events while it runs)."""
@@ -353,6 +387,7 @@ class EventSocketClient(InboundESL):
         if self.connected:
             self.last_error = reason
         self.connected = False
+        self.connected_event.clear()  # at once: nothing may be sent on a session that is over
         self._run = False
         sock, self.sock = self.sock, None
         if sock is not None:
