@@ -336,3 +336,28 @@ def test_a_command_fails_at_once_with_no_connection_or_when_the_handshake_is_cut
                 waiting.get()
     finally:
         client.close()
+
+
+# ---- a switch that stops reading ----
+
+
+def test_a_command_the_switch_does_not_read_times_out_and_the_client_reconnects(sim):
+    connects: Queue = Queue()
+    client = make_client(sim, command_timeout=1.0, on_connect=connects.put)
+    client.start()
+    try:
+        connects.get(timeout=5)
+        sim.stop_reading()
+        big = gevent.spawn(client.api, "echo " + "x" * (16 * 1024 * 1024))  # far more than socket buffers hold
+        small = gevent.spawn(client.api, "status")  # queued behind it
+        with gevent.Timeout(5):  # the send used to block for ever, and every later command behind it
+            with pytest.raises(CommandTimeout, match="^api echo could not be sent within 1s"):
+                big.get()
+            with pytest.raises((CommandTimeout, NotConnectedError)):
+                small.get()
+        assert client.last_error.startswith("api echo could not be sent within 1s")
+        connects.get(timeout=5)
+        assert client.api("echo back again") == "back again"
+        assert sim.received_commands.count("auth ClueCon") == 2
+    finally:
+        client.close()

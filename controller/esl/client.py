@@ -16,6 +16,9 @@ Commands and the connection's life:
   While a connection is being established (socket up, handshake running) a command waits for it, within
   its own timeout; with no connection at all (never connected, lost, waiting to reconnect) it fails at once
   with NotConnectedError, and commands in flight fail at once when the connection is lost.
+- Every command is bounded by its timeout end to end: waiting for the handshake, for the send lock, for
+  the socket to take the bytes (a switch that stops reading), and for the reply. A send that times out
+  drops the connection, since a half-written command would corrupt the stream.
 - Error messages and logs name a command, never its arguments (`auth`'s argument is the password).
 
 The wire format lives in `protocol.py`; this module only moves bytes and greenlets.
@@ -241,18 +244,32 @@ class EventSocketClient(InboundESL):
             raise NotConnectedError(f"not connected to {self.host}:{self.port}")
         if gated and not self.connected_event.is_set():
             self._wait_until_ready(name, wait)
-        result = AsyncResult()
         # Replies come back in the order commands went out; the lock keeps queue order == wire order.
-        with self._send_lock:
+        if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise CommandTimeout(f"{name} not sent within {wait:g}s: an earlier command is still being sent")
+        try:
             # The session may have dropped while this command waited for the lock (another send blocked).
             sock = self.sock
             if sock is None or not self.connected or (gated and not self.connected_event.is_set()):
                 raise NotConnectedError(f"not connected to {self.host}:{self.port}")
+            result = AsyncResult()
             self._commands_sent.append(result)
+            # A switch that stops reading fills the socket buffers; sendall would then block for ever.
+            timer = gevent.Timeout(max(0.001, deadline - time.monotonic()))
             try:
-                sock.sendall(raw)
+                with timer:
+                    sock.sendall(raw)
+            except gevent.Timeout as fired:
+                if fired is not timer:
+                    raise
+                # Part of the command may be on the wire: the stream is corrupt, so the connection goes.
+                reason = f"{name} could not be sent within {wait:g}s (is the switch reading?)"
+                self._drop(reason, sock)
+                raise CommandTimeout(f"{reason}; connection dropped") from None
             except OSError as exc:
                 self._drop(f"send failed: {exc}", sock)
+        finally:
+            self._send_lock.release()
         try:
             # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
             return result.get(timeout=max(0.0, deadline - time.monotonic()))
