@@ -30,7 +30,7 @@ from controller.esl.client import (
 )
 from harness import first_line, wait_until
 
-SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB CUSTOM "
+SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB HEARTBEAT CUSTOM "
                 "mod_audio_stream::connect mod_audio_stream::disconnect mod_audio_stream::error "
                 "mod_audio_stream::json")
 
@@ -361,3 +361,48 @@ def test_a_command_the_switch_does_not_read_times_out_and_the_client_reconnects(
         assert sim.received_commands.count("auth ClueCon") == 2
     finally:
         client.close()
+
+
+# ---- a half-open connection ----
+
+
+def test_the_socket_has_nodelay_and_short_keepalive(sim):
+    client = connected(sim)
+    try:
+        sock = client.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert [sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, option))
+                    for option in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")] == [10, 5, 3]
+    finally:
+        client.close()
+
+
+def test_heartbeats_keep_the_connection_and_a_half_open_one_is_replaced(sim):
+    sim.heartbeat_interval_s = 0.2
+    connects: Queue = Queue()
+    heartbeats: Queue = Queue()
+    client = make_client(sim, liveness_timeout=1.0, on_connect=lambda c: connects.put(time.monotonic()))
+    client.register_handle("HEARTBEAT", heartbeats.put)
+    client.start()
+    try:
+        connects.get(timeout=5)
+        for _ in range(15):  # 3 s: three liveness timeouts with nothing but heartbeats
+            heartbeats.get(timeout=5)
+        assert sim.received_commands.count("auth ClueCon") == 1 and client.connected_event.is_set()
+        frozen_at = time.monotonic()
+        sim.freeze_esl_connections()
+        reconnected_at = connects.get(timeout=5)
+        assert reconnected_at - frozen_at >= 0.7  # the last heartbeat came at most 0.2 s before the freeze
+        assert client.last_error.startswith(f"nothing received from 127.0.0.1:{sim.esl_port} for 1 s")
+        assert sim.received_commands.count("auth ClueCon") == 2
+        heartbeats.get(timeout=5)  # flowing again, on the new connection
+    finally:
+        client.close()
+
+
+def test_liveness_timeout_must_be_positive_or_none():
+    with pytest.raises(ValueError, match="liveness_timeout"):
+        EventSocketClient("127.0.0.1", 1, "ClueCon", liveness_timeout=0)
+    assert EventSocketClient("127.0.0.1", 1, "ClueCon").liveness_timeout == 60.0

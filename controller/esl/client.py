@@ -19,6 +19,8 @@ Commands and the connection's life:
 - Every command is bounded by its timeout end to end: waiting for the handshake, for the send lock, for
   the socket to take the bytes (a switch that stops reading), and for the reply. A send that times out
   drops the connection, since a half-written command would corrupt the stream.
+- FreeSWITCH sends a HEARTBEAT event every 20 s by default and we subscribe to it: a connection on which
+  nothing at all arrives for `liveness_timeout` seconds is taken for half-open, dropped and re-established.
 - Error messages and logs name a command, never its arguments (`auth`'s argument is the password).
 
 The wire format lives in `protocol.py`; this module only moves bytes and greenlets.
@@ -47,13 +49,19 @@ log = logging.getLogger(__name__)
 
 # What the controller needs and nothing more: a narrow subscription keeps FreeSWITCH from dropping us for
 # falling behind (it drops a listener 500+ events behind) and keeps our CPU for the calls we care about.
-SUBSCRIBED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB")
+# HEARTBEAT (every 20 s by default) keeps a healthy connection from ever being silent for long.
+SUBSCRIBED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB", "HEARTBEAT")
 SUBSCRIBED_CUSTOM = (
     "mod_audio_stream::connect",
     "mod_audio_stream::disconnect",
     "mod_audio_stream::error",
     "mod_audio_stream::json",
 )
+
+# Three missed heartbeats at FreeSWITCH's default interval (20 s).
+DEFAULT_LIVENESS_TIMEOUT_S = 60.0
+# Probe a silent peer after 10 s, every 5 s, give up after 3 unanswered probes (where the platform allows).
+TCP_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 
 
 class ConnectError(NotConnectedError):
@@ -94,9 +102,15 @@ class EventSocketClient(InboundESL):
         backoff: Backoff | None = None,
         on_connect: Callable[["EventSocketClient"], None] | None = None,
         on_disconnect: Callable[[str], None] | None = None,
+        liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT_S,
     ) -> None:
+        """liveness_timeout: drop and re-establish a connection on which nothing at all (no reply, no event,
+        no HEARTBEAT) has arrived for this many seconds; None disables the check."""
         super().__init__(host, port, password, timeout=connect_timeout)
+        if liveness_timeout is not None and liveness_timeout <= 0:
+            raise ValueError(f"liveness_timeout must be positive or None; got {liveness_timeout}")
         self.command_timeout = command_timeout
+        self.liveness_timeout = liveness_timeout
         self.backoff = backoff or Backoff()
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -129,12 +143,14 @@ class EventSocketClient(InboundESL):
         except (OSError, socket.timeout) as exc:
             raise ConnectError(f"cannot connect to {address}: {exc or 'timed out'}") from None
         sock.settimeout(None)
-        # A dead peer behind a silent network is otherwise never noticed.
-        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE, 1)
+        _tune_socket(sock)
         self.sock = sock
         self.connected = True
         self._run = True
+        self._last_received = time.monotonic()
         self._receive_events_greenlet = gevent.spawn(self.receive_events)
+        if self.liveness_timeout is not None:
+            gevent.spawn(self._watch_liveness, sock, self._session_over)
         try:
             greeting = self._greeting.get(timeout=self.timeout)
         except gevent.Timeout:
@@ -180,6 +196,7 @@ class EventSocketClient(InboundESL):
         self._greeting = AsyncResult()
         self._session_over = GeventEvent()
         self._notice = ""
+        self._last_received = time.monotonic()
 
     # ---- keeping a connection ---------------------------------------------------------------------------
 
@@ -322,6 +339,7 @@ class EventSocketClient(InboundESL):
         try:
             while self._run:
                 data = sock.recv(65536)
+                self._last_received = time.monotonic()
                 if not data:
                     if self._reader.mid_message:
                         reason = "connection closed in the middle of a message"
@@ -335,6 +353,18 @@ class EventSocketClient(InboundESL):
         except OSError as exc:
             reason = f"read failed: {exc}"
         self._drop(reason, sock)
+
+    def _watch_liveness(self, sock, session_over: GeventEvent) -> None:
+        """Drop a session on which nothing has arrived for liveness_timeout: wakes once per timeout, no polling."""
+        timeout = self.liveness_timeout
+        while True:
+            remaining = self._last_received + timeout - time.monotonic()
+            if remaining <= 0:
+                self._drop(f"nothing received from {self.host}:{self.port} for {timeout:g} s "
+                           f"(no reply, no event, no HEARTBEAT): taken for half-open", sock)
+                return
+            if session_over.wait(remaining):
+                return
 
     def handle_event(self, message: protocol.Message) -> None:
         """Override: route one framed message; events are decoded per value, bodies kept whole."""
@@ -421,3 +451,13 @@ class EventSocketClient(InboundESL):
             if not job.ready():
                 job.set_exception(lost)
         self._session_over.set()
+
+
+def _tune_socket(sock) -> None:
+    # Commands are small and each waits for its reply: Nagle would only add delay (FreeSWITCH sets it too).
+    sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+    # A dead peer behind a silent network is otherwise noticed only after about two hours.
+    sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_KEEPALIVE, 1)
+    for option, value in TCP_KEEPALIVE:
+        if hasattr(stdlib_socket, option):  # Linux has all three; some platforms lack them
+            sock.setsockopt(stdlib_socket.IPPROTO_TCP, getattr(stdlib_socket, option), value)
