@@ -125,7 +125,7 @@ class Recording:
     def __init__(self, spec: StreamSpec, writer: WavWriter, sidecar: Sidecar, *, max_duration_s: float | None,
                  max_bytes: int | None, clock: Callable[[], float], now: Callable[[], datetime],
                  gap_threshold_s: float = 0.3, origin: float | None = None,
-                 first_cause: str | None = None, pause: Callable[[], None] | None = None) -> None:
+                 pause: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.writer = writer
         self.sidecar = sidecar
@@ -136,7 +136,7 @@ class Recording:
         self._pause = pause or (lambda: None)
         self.timeline = Timeline(spec.rate, clock() if origin is None else origin, gap_threshold_s)
         # Why the next silence is there: after a detach the stream was lost; otherwise nothing was sent.
-        self._next_cause = first_cause
+        self._next_cause: str | None = None
         self.detached_at: float | None = None
         self._lost_at: float | None = None  # when the last connection ended, until audio flows again
         self.detach_reason: str | None = None  # how the last connection ended, while detached
@@ -213,10 +213,13 @@ class Recording:
             sidecar.connections = int(earlier.get("connections", 1))
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("call %s: no usable sidecar beside %s; starting a new one", spec.uuid, final_path)
-        # The audio on disk ends where the earlier process stopped; `away_s` later is now.
-        origin = clock() - writer.sample_frames / spec.rate - away_s
+        # The audio on disk ends where the earlier process stopped, `away_s` ago (wall time, exact): that time
+        # is silence now, whatever its length, and the timeline goes on from here.
+        away = int(round(away_s * spec.rate))
+        origin = clock() - (writer.sample_frames + away) / spec.rate
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now, gap_threshold_s=gap_threshold_s, origin=origin, first_cause=cause, pause=pause)
+                        now=now, gap_threshold_s=gap_threshold_s, origin=origin, pause=pause)
+        recording._add_silence(away, cause, save=False)  # the sidecar is saved below
         recording.attach()
         # Open again: the sidecar must say so, or a second crash would leave the first one's verdict on it.
         recording._save_sidecar()
