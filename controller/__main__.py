@@ -2,6 +2,6 @@
 
 import sys
 
-from controller.app import main
+from controller.cli import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""Wiring: Event Socket events -> call state -> commands out; module audio -> recorder -> WAV. The console script.
+"""Wiring: Event Socket events -> call state -> commands out; module audio -> recorder -> WAV.
 
 The path of one call: CHANNEL_ANSWER arrives (`_on_answer`) -> `CallBook` matches a rule and returns
 StartStream -> `_start_stream` announces the call to the recorder and sends uuid_setvar + uuid_audio_stream
@@ -8,17 +8,11 @@ limit ends it.
 
 from __future__ import annotations
 
-from gevent import monkey
-
-monkey.patch_all()  # the entry point: patch before anything below imports socket, ssl or threading
-
-import argparse  # noqa: E402
 import dataclasses
 import json
 import logging
 import secrets
 import signal
-import sys
 import time
 
 import gevent
@@ -33,13 +27,15 @@ from .esl.client import CommandError, CommandTimeout, EventSocketClient
 from .esl.protocol import Event
 from .recorder.recording import DELIBERATE_REASONS, LOST_REASONS, RULE_MAX_DURATION
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
-from .rules import CallInfo, match_rule
+from .rules import CallInfo, channel_rows, match_rule
 
 from greenswitch.esl import NotConnectedError
 
 log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
+# Configuration sections read only when the controller starts (SIGHUP applies rules and limits).
+RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging")
 
 
 class Controller:
@@ -100,6 +96,8 @@ class Controller:
     def start(self) -> None:
         rec = self.config.recorder
         self.recorder_port = self.recorder.start(rec.listen_host, rec.listen_port)
+        if self.public_url is None:  # listen_port 0: any free port, told to FreeSWITCH in each start
+            self.public_url = f"ws://{rec.listen_host}:{self.recorder_port}"
         log.info("recorder listening on %s:%s, writing to %s", rec.listen_host, self.recorder_port, rec.directory)
         if self.config.metrics is not None:
             metrics.serve(self.config.metrics.listen_host, self.config.metrics.listen_port)
@@ -116,7 +114,8 @@ class Controller:
                 greenlet.kill(block=False)
 
     def reload(self) -> bool:
-        """Re-read the rules; a broken file is refused and the rules in force stay. Live calls keep theirs."""
+        """Re-read the rules and limits; a broken file is refused and the ones in force stay. Live calls keep
+        theirs. The other sections are read at start only: a change there is logged as needing a restart."""
         if not self.config_path:
             return False
         try:
@@ -124,8 +123,13 @@ class Controller:
         except ConfigError as exc:
             log.error("reload refused, keeping the current rules: %s", exc)
             return False
-        self.config = dataclasses.replace(self.config, rules=new.rules)
-        log.info("reloaded %d rules from %s", len(new.rules), self.config_path)
+        unapplied = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
+        self.config = dataclasses.replace(self.config, rules=new.rules, limits=new.limits)
+        self.calls.max_streams = new.limits.max_streams
+        log.info("reloaded %d rules and the limits from %s", len(new.rules), self.config_path)
+        if unapplied:
+            log.warning("reload: %s changed in %s; restart the controller to apply %s", ", ".join(unapplied),
+                        self.config_path, "them" if len(unapplied) > 1 else "it")
         return True
 
     def serve_forever(self) -> None:
@@ -146,9 +150,8 @@ class Controller:
     def reconcile(self) -> None:
         """After any (re)connect: events may have been missed, so ask FreeSWITCH what is live."""
         try:
-            listing = self.esl.api("show channels as json")
-            rows = json.loads(listing).get("rows", [])
-        except (CommandError, CommandTimeout, NotConnectedError, ValueError, AttributeError) as exc:
+            rows = channel_rows(self.esl.api("show channels as json"))
+        except (CommandError, CommandTimeout, NotConnectedError, ValueError) as exc:
             # Until it succeeds, calls whose hangup was missed would hold their stream slots for good.
             log.error("reconcile: cannot list channels: %s; trying again in %g s", exc, self.reconcile_retry_s)
             pending = self._reconcile_retry  # one retry at a time (this may be it, failing again)
@@ -307,27 +310,3 @@ def _error_code(body: str) -> str:
         return str(json.loads(body)["message"]["code"])
     except (ValueError, KeyError, TypeError):
         return "unknown"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fs-stream-controller", description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", default="config/controller.yaml", help="YAML configuration file")
-    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (overrides the file)")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    level = args.log_level or config.logging.level
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.check:
-        print(f"{args.config}: OK ({len(config.rules)} rules)")
-        return 0
-    Controller(config, args.config).serve_forever()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

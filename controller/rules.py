@@ -6,6 +6,7 @@ A rule says which answered calls are streamed (``match``) and how (mix, rate, bu
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -118,6 +119,18 @@ class CallInfo:
             caller_number=str(row.get("cid_num") or ""),
             caller_name=str(row.get("cid_name") or ""),
         )
+
+
+def channel_rows(listing: str) -> list[Mapping[str, Any]]:
+    """The rows of ``show channels as json``; ValueError when the text is not such a listing (e.g. ``-ERR``).
+
+    With no calls FreeSWITCH answers ``{"row_count": 0}``, without a ``rows`` key.
+    """
+    data = json.loads(listing)
+    rows = data.get("rows", []) if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"not a channel listing: {listing[:200]!r}")
+    return rows
 
 
 def rule_matches(rule: Rule, call: CallInfo) -> bool:

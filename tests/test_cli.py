@@ -57,3 +57,19 @@ def test_check_flag_validates_and_exits_0():
     result = run_controller("--check", "-c", str(root / "config" / "demo.yaml"))
     assert result.returncode == 0, result.stderr
     assert "OK (1 rules)" in result.stdout
+
+
+def test_an_unknown_log_level_is_refused_with_the_allowed_ones():
+    demo = pathlib.Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+    result = run_controller("--log-level", "chatty", "--check", "-c", str(demo))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--log-level: invalid choice: 'CHATTY' (choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')" \
+        in result.stderr
+
+
+def test_importing_the_controller_patches_nothing():
+    # Only the entry point monkey-patches: a program that imports the controller keeps its own choice.
+    probe = "import controller.app, gevent.monkey as m; print(m.is_module_patched('socket'))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
