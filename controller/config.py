@@ -81,7 +81,7 @@ class EslConfig:
 
 @dataclass(frozen=True, repr=False)
 class RecorderConfig:
-    public_url: str
+    public_url: str | None  # None: listen_port is 0, the URL is derived from the port the recorder gets
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     directory: str = "./recordings"
@@ -390,10 +390,12 @@ class _Reader:
         url_node = s.get("public_url")
         if url_node is not None:
             public_url = self.public_url(url_node, _join(path, "public_url"))
-        elif listen_host in ("0.0.0.0", "::", "") or listen_port == 0:
+        elif listen_host in ("0.0.0.0", "::", ""):
             self.fail(s.values.get("public_url", node), _join(path, "public_url"),
-                      "is required when listen_host is a wildcard or listen_port is 0",
+                      "is required when listen_host is a wildcard",
                       "give the URL FreeSWITCH connects to, e.g. ws://10.0.0.5:8080")
+        elif listen_port == 0:
+            public_url = None  # ws://<listen_host>:<the port the recorder is given>, known once it listens
         else:
             public_url = self.public_url(None, _join(path, "public_url"), f"ws://{listen_host}:{listen_port}", node)
         max_bytes_rules = f"a whole number of bytes from 1 to {MAX_WAV_DATA_BYTES} (the WAV format's limit)"

@@ -1,7 +1,9 @@
 """The demo behind scripts/demo: a simulated FreeSWITCH (this process) and the controller (a child process,
 exactly as a user runs it) record one call to 9999; then the WAV is checked against what the switch sent.
 
-Exit status 0 only if the WAV holds, byte for byte, the audio the simulated mod_audio_stream sent.
+Both take free ports (the simulator's Event Socket, the recorder), so the demo also runs on a machine where a
+real FreeSWITCH already listens on 8021. Exit status 0 only if the WAV holds, byte for byte, the audio the
+simulated mod_audio_stream sent.
 """
 
 from gevent import monkey
@@ -15,8 +17,11 @@ import pathlib  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import wave  # noqa: E402
 from importlib import resources  # noqa: E402
+
+import yaml  # noqa: E402
 
 from controller.config import ConfigError, load_config  # noqa: E402
 from controller.simulator import Simulator  # noqa: E402
@@ -42,14 +47,17 @@ def main() -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
-    sim = Simulator(host=config.esl.host, esl_port=config.esl.port, password=config.esl.password)
+    sim = Simulator(host=config.esl.host, esl_port=0, password=config.esl.password)
     try:
         sim.start()
     except OSError as exc:
-        return fail(f"cannot listen on {config.esl.host}:{config.esl.port} for the simulator ({exc}); "
-                    f"is something else using it?")
-    print(f"simulated FreeSWITCH listening on {config.esl.host}:{sim.esl_port}")
-    controller = subprocess.Popen([sys.executable, "-m", "controller", "-c", args.config], cwd=ROOT,
+        return fail(f"cannot listen on {config.esl.host} for the simulator: {exc}")
+    print(f"simulated FreeSWITCH: Event Socket on {config.esl.host}:{sim.esl_port} (a free port, so a real "
+          f"FreeSWITCH on {config.esl.port} is left alone)")
+    run_dir = tempfile.TemporaryDirectory(prefix="fsctl-demo-")
+    run_config = pathlib.Path(run_dir.name) / "demo.yaml"
+    run_config.write_text(with_free_ports(pathlib.Path(args.config).read_text(), sim.esl_port))
+    controller = subprocess.Popen([sys.executable, "-m", "controller", "-c", str(run_config)], cwd=ROOT,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         try:
@@ -66,6 +74,7 @@ def main() -> int:
         streams = sim.streams_for(call.uuid)
         if not streams:
             return fail("the controller never started a stream for the call", controller)
+        print(f"the recorder took a free port too: the switch streamed to {streams[0].url}")
         for stream in streams:
             stream.ended.wait(10)
     finally:
@@ -77,6 +86,7 @@ def main() -> int:
             controller.kill()
             status = "killed after 15 s"
         sim.stop()
+        run_dir.cleanup()
     if status != 0:
         return fail(f"the controller exited with {status}")
 
@@ -99,6 +109,16 @@ def main() -> int:
         return fail(f"the WAV's audio ({len(pcm)} bytes) differs from what the switch sent ({len(sent)} bytes)")
     print(f"check:     the WAV's {len(pcm)} bytes of PCM equal what the simulated switch sent, byte for byte")
     return 0
+
+
+def with_free_ports(config_text: str, esl_port: int) -> str:
+    """The demo configuration pointed at the simulator's port, its recorder on any free port."""
+    data = yaml.safe_load(config_text)
+    data["esl"]["port"] = esl_port
+    recorder = data.setdefault("recorder", {})
+    recorder["listen_port"] = 0
+    recorder.pop("public_url", None)  # derived from the port the recorder gets
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 if __name__ == "__main__":

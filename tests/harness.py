@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,15 +23,6 @@ RULE_9999 = """\
 - name: ext9999
   match: {destination: "9999"}
 """
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (for a child process that must be told its port)."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -88,7 +78,6 @@ class Harness:
             recorder:
               listen_host: 127.0.0.1
               listen_port: 0
-              public_url: ws://127.0.0.1:1
               directory: {directory}
             rules:
             """) + textwrap.indent(textwrap.dedent(rules), "  ") + textwrap.dedent(extra)
@@ -106,7 +95,6 @@ class Harness:
 
     def start(self) -> "Harness":
         self.controller.start()
-        self.controller.public_url = f"ws://127.0.0.1:{self.controller.recorder_port}"
         if not self.controller.esl.connected_event.wait(5):
             raise TimeoutError(f"controller did not connect: {self.controller.esl.last_error}")
         return self
@@ -147,7 +135,7 @@ def controller_process(sim, tmp_path: pathlib.Path, rules: str = RULE_9999) -> s
     config = tmp_path / "controller.yaml"
     config.write_text(textwrap.dedent(f"""\
         esl: {{host: 127.0.0.1, port: {sim.esl_port}, password: ClueCon}}
-        recorder: {{listen_host: 127.0.0.1, listen_port: {free_port()}, directory: {tmp_path / 'rec'}}}
+        recorder: {{listen_host: 127.0.0.1, listen_port: 0, directory: {tmp_path / 'rec'}}}
         rules:
         """) + textwrap.indent(textwrap.dedent(rules), "  "))
     with open(tmp_path / "controller.log", "ab") as log:

@@ -250,8 +250,13 @@ def test_quoted_number_is_not_a_rate():
 
 def test_public_url_is_required_when_it_cannot_be_derived():
     message = error_of(MINIMAL.replace("rules:", "recorder:\n  listen_host: 0.0.0.0\nrules:"))
-    assert message == ("test.yaml:4: recorder.public_url: is required when listen_host is a wildcard or "
-                       "listen_port is 0; give the URL FreeSWITCH connects to, e.g. ws://10.0.0.5:8080")
+    assert message == ("test.yaml:4: recorder.public_url: is required when listen_host is a wildcard; "
+                       "give the URL FreeSWITCH connects to, e.g. ws://10.0.0.5:8080")
+
+
+def test_any_free_port_derives_the_public_url_once_the_recorder_listens():
+    config = parse(MINIMAL.replace("rules:", "recorder:\n  listen_port: 0\nrules:"))
+    assert (config.recorder.listen_port, config.recorder.public_url) == (0, None)
 
 
 @pytest.mark.parametrize("url, problem", [

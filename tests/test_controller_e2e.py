@@ -36,7 +36,8 @@ def test_matched_answer_sends_the_exact_command_sequence(sim, harness):
     assert len(token) >= 16
 
 
-@pytest.mark.parametrize("mix,rate,channels", [("mono", 8000, 1), ("mono", 16000, 1), ("stereo", 8000, 2)])
+@pytest.mark.parametrize("mix,rate,channels", [("mono", 8000, 1), ("mono", 16000, 1), ("mixed", 16000, 1),
+                                              ("stereo", 8000, 2)])
 def test_wav_holds_exactly_what_the_switch_sent(sim, harness, mix, rate, channels):
     h = harness(RULE_9999 % (mix, rate))
     speech = signals.speech_like(1.5, 8000, seed=3)
@@ -50,7 +51,7 @@ def test_wav_holds_exactly_what_the_switch_sent(sim, harness, mix, rate, channel
     if mix == "mono":
         assert recording.pcm == stream.sent_pcm  # the caller's audio, every frame, nothing else
     else:
-        # Stereo carries frames only while the switch plays (from 0.5 s after answer): the time before is
+        # Mixed and stereo carry frames only while the switch plays (from 0.5 s after answer): the time before is
         # silence in the WAV, listed as a gap, so the WAV keeps the call's timeline.
         assert recording.gap_causes() == ["no_audio"]
         assert recording.audio_outside_gaps() == stream.sent_pcm

@@ -312,7 +312,7 @@ ROUND_TRIP_KNOWN_DIFFERENCES = {
 @pytest.mark.parametrize(
     "stem",
     [
-        pytest.param(s, marks=[pytest.mark.xfail(strict=False, reason=ROUND_TRIP_KNOWN_DIFFERENCES[s])]
+        pytest.param(s, marks=[pytest.mark.xfail(strict=True, reason=ROUND_TRIP_KNOWN_DIFFERENCES[s])]
                      if s in ROUND_TRIP_KNOWN_DIFFERENCES else [])
         for s in _example_stems("plain")
     ],
