@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import struct
-import time
 import wave
 
 import gevent
