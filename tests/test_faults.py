@@ -13,6 +13,8 @@ import subprocess
 import time
 import wave
 
+import gevent
+
 from harness import RULE_9999, Harness, Recording, controller_process, first_line, wait_until
 
 TOLERANCE_S = 0.1
@@ -60,6 +62,20 @@ def test_hangup_missed_while_disconnected_is_finalised_by_reconcile(sim, harness
     wait_until(lambda: call.uuid not in h.controller.calls.calls, 10, "reconcile to forget the call")
     assert len(h.recordings_for(call.uuid)) == 1
     assert h.recording(call.uuid).pcm == sim.streams_for(call.uuid)[0].sent_pcm
+
+
+def test_a_call_that_died_with_the_switch_ends_where_its_audio_did(sim, harness):
+    h = harness()
+    call = sim.place_call("9999", duration_s=30.0, auto_hangup=False)
+    streamed_for(sim, call, 1.0)
+    [stream] = sim.streams_for(call.uuid)
+    sim.crash()  # FreeSWITCH killed: the call, its stream and the Event Socket end with no word
+    gevent.sleep(1.5)  # the fault itself: the switch stays down this long while the controller retries
+    sim.start()  # back, without the call: only the reconcile after the reconnect can tell it is gone
+    assert h.wait_closed(call.uuid) == "eof"
+    recording = h.recording(call.uuid)
+    assert recording.pcm == stream.sent_pcm  # not padded with the time the switch was down
+    assert recording.sidecar["gaps"] == []
 
 
 def test_a_reconcile_that_times_out_is_tried_again_while_connected(sim, harness):
