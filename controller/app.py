@@ -64,6 +64,7 @@ class Controller:
             esl.password,
             connect_timeout=esl.connect_timeout_s,
             command_timeout=esl.command_timeout_s,
+            liveness_timeout=esl.liveness_timeout_s,
             backoff=Backoff(esl.reconnect.initial_s, esl.reconnect.max_s, esl.reconnect.multiplier,
                             esl.reconnect.jitter),
             on_connect=self._on_esl_connect,
@@ -287,7 +288,17 @@ class Controller:
         # and a stream that comes anyway (a start that landed after the stop) is refused, not a second file.
         self.registry.forget(call.uuid)
         self.recorder.end_call(call.uuid, reason=RULE_MAX_DURATION)
-        reply = self._send_quietly(audio_stream.stop_command(call.info.channel_uuid))
+        try:
+            reply = self.esl.bgapi(audio_stream.stop_command(call.info.channel_uuid)).strip()
+        except (CommandTimeout, NotConnectedError) as exc:
+            # Lost with the connection: the module may still hold the stream (and one of its licensed
+            # slots). The reconcile after the reconnect sends the stop again.
+            log.warning("call %s: stop not confirmed (%s); it is sent again after the reconnect", call.uuid, exc)
+            self.calls.on_stop_result(call, delivered=False)
+            return
+        except CommandError as exc:
+            reply = str(exc)
+        self.calls.on_stop_result(call, delivered=True)
         if not reply.startswith("+OK"):
             log.warning("call %s: stop answered %r", call.uuid, reply)
 

@@ -107,6 +107,7 @@ class Call:
     start_accepted: bool = False  # the module answered +OK to the latest start: it is connecting, or failed
     starts: int = 0  # start attempts so far, restarts included
     permanent: bool = False  # FAILED for a reason no retry can mend (invalid arguments)
+    stop_delivered: bool = False  # STOPPING: the switch answered the stop (whatever it said)
 
     @property
     def uuid(self) -> str:
@@ -234,6 +235,10 @@ class CallBook:
             return []
         return self._lost(call, detail, now)
 
+    def on_stop_result(self, call: Call, delivered: bool) -> None:
+        """Whether the stop reached the switch; one lost with the connection is sent again at reconcile."""
+        call.stop_delivered = delivered
+
     def on_recording_finished(self, uuid: str, reason: str) -> None:
         """The recorder closed the stream on purpose (its limits, a write error): do not restart it."""
         call = self.calls.get(uuid)
@@ -275,6 +280,9 @@ class CallBook:
             call = self.calls.get(info.uuid)
             if call is None:
                 actions += self.on_answer(info, now, stop_first=True)
+            elif call.phase is Phase.STOPPING:
+                if not call.stop_delivered:
+                    actions.append(StopStream(call, "again after a reconnect: the stop may not have reached it"))
             elif info.uuid in live_recordings:
                 if call.phase is Phase.STARTING:
                     call.phase = Phase.STREAMING

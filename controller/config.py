@@ -74,6 +74,9 @@ class EslConfig:
     connect_timeout_s: float = 5.0
     command_timeout_s: float = 5.0
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    # Nothing at all received for this long (FreeSWITCH sends HEARTBEAT every 20 s): the connection is
+    # taken for half-open, dropped and made again.
+    liveness_timeout_s: float = 60.0
 
     def __repr__(self) -> str:
         return _masked_repr(self, ("password",))
@@ -338,7 +341,7 @@ class _Reader:
 
     def esl(self, node: Node, path: str) -> EslConfig:
         s = _Section(self, node, path, ("host", "port", "password", "connect_timeout_s", "command_timeout_s",
-                                        "reconnect"), "the esl section")
+                                        "liveness_timeout_s", "reconnect"), "the esl section")
         host_rules = "a host name or IP address without spaces"
         timeout_rules = "seconds, above 0 and at most 300"
         password_node = s.require("password", "give the event socket password (e.g. ${ESL_PASSWORD})")
@@ -353,6 +356,9 @@ class _Reader:
             command_timeout_s=s.read("command_timeout_s",
                                      lambda n, p: self.number(n, p, 0, 300, timeout_rules, lo_open=True), 5.0),
             reconnect=s.read("reconnect", self.reconnect, ReconnectConfig()),
+            liveness_timeout_s=s.read("liveness_timeout_s", lambda n, p: self.number(
+                n, p, 1, 3600, "seconds from 1 to 3600; keep it above FreeSWITCH's event-heartbeat-interval "
+                "(20 s by default): three missed heartbeats is the default 60"), 60.0),
         )
 
     def hostname(self, node: Node, path: str, allowed: str) -> str:

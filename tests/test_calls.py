@@ -265,3 +265,16 @@ def test_upper_case_channel_uuids_are_one_call_and_commands_keep_their_spelling(
     listed = [CallInfo.from_channel_row({"uuid": upper, "dest": "9999", "direction": "inbound"})]
     assert calls.reconcile(listed, live_recordings={upper.lower()}, now=5.0) == []
     assert calls.calls[upper.lower()].phase is Phase.STREAMING
+
+
+def test_a_stop_lost_with_the_connection_is_sent_again_at_reconcile():
+    calls = book(FakeRule(max_duration_s=5.0))
+    [start] = calls.on_answer(Info("a"), now=0.0)
+    calls.on_start_result(start, ok=True, detail="+OK Success", now=0.0)
+    calls.on_stream_connected("a", now=0.1)
+    [stop] = calls.due(5.0)
+    calls.on_stop_result(stop.call, delivered=False)  # the Event Socket dropped with the stop in flight
+    [again] = calls.reconcile([Info("a")], live_recordings={"a"}, now=6.0)
+    assert isinstance(again, StopStream) and again.call is stop.call
+    calls.on_stop_result(again.call, delivered=True)
+    assert calls.reconcile([Info("a")], live_recordings=set(), now=7.0) == []  # once delivered: never again

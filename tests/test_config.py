@@ -81,7 +81,7 @@ def test_full_config_round_trip():
 
     esl = config.esl
     assert (esl.host, esl.port, esl.password) == ("fs.example.net", 8022, PASSWORD)
-    assert (esl.connect_timeout_s, esl.command_timeout_s) == (2.5, 10.0)
+    assert (esl.connect_timeout_s, esl.command_timeout_s, esl.liveness_timeout_s) == (2.5, 10.0, 90.0)
     r = esl.reconnect
     assert (r.initial_s, r.max_s, r.multiplier, r.jitter) == (1.0, 60.0, 1.5, 0.0)
 
@@ -109,7 +109,7 @@ def test_full_config_round_trip():
     assert (sales.heartbeat_s, sales.deflate, sales.enabled) == (5, True, True)
     assert sales.metadata == {"queue": "sales", "tier": 2, "vip": True, "score": 0.5, "none": None,
                               "tags": ["a b", "ü"], "nested": {"site": "Zürich office"}}
-    assert sales.line == 33
+    assert sales.line == 34
 
     assert support.match.destination.regex is not None
     assert support.rate == 8000  # "8k"
@@ -124,6 +124,7 @@ def test_defaults_fill_everything_left_out():
     config = parse(MINIMAL)
     esl, rec = config.esl, config.recorder
     assert (esl.host, esl.port, esl.connect_timeout_s, esl.command_timeout_s) == ("127.0.0.1", 8021, 5.0, 5.0)
+    assert esl.liveness_timeout_s == 60.0
     r = esl.reconnect
     assert (r.initial_s, r.max_s, r.multiplier, r.jitter) == (0.5, 30.0, 2.0, 0.2)
     assert (rec.listen_host, rec.listen_port, rec.public_url) == ("127.0.0.1", 8080, "ws://127.0.0.1:8080")
