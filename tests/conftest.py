@@ -46,3 +46,23 @@ def harness(sim, tmp_path):
     yield make
     for h in made:
         h.stop()
+
+
+@pytest.fixture
+def ws():
+    """A plain WebSocket server (tests/test_simulator.py) standing in for the recorder, for simulator tests."""
+    from test_simulator import WsServer
+
+    server = WsServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def esl(sim):
+    """A raw Event Socket client, logged in to `sim`."""
+    from test_simulator import EslClient
+
+    client = EslClient(sim.esl_port).login()
+    yield client
+    client.close()

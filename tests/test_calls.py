@@ -218,6 +218,14 @@ def test_reconcile_keeps_calls_listed_in_any_state_and_never_revives_a_recent_ha
     assert calls.ended == {}
 
 
+def stream_up_then_lost(calls, start, now: float, up_s: float) -> float:
+    """The start is accepted, the stream connects at `now`, runs `up_s` and drops; returns when it dropped."""
+    calls.on_start_result(start, ok=True, detail="+OK Success", now=now)
+    calls.on_stream_connected(start.call.uuid, now=now)
+    calls.on_stream_lost(start.call.uuid, "recorder: eof", now=now + up_s)
+    return now + up_s
+
+
 def test_a_long_call_whose_stream_drops_now_and_then_keeps_being_restarted():
     # Every restart worked and ran a minute before the next drop: the budget is for losses in a row,
     # not for a whole call's, so the tenth drop of a long call is restarted like the first.
@@ -225,10 +233,7 @@ def test_a_long_call_whose_stream_drops_now_and_then_keeps_being_restarted():
     [start] = calls.on_answer(Info("a"), now=0.0)
     now = 0.0
     for drop in range(10):
-        calls.on_start_result(start, ok=True, detail="+OK Success", now=now)
-        calls.on_stream_connected("a", now=now)
-        now += 60.0
-        calls.on_stream_lost("a", "recorder: eof", now=now)
+        stream_up_then_lost(calls, start, now, up_s=60.0)
         assert calls.calls["a"].phase is Phase.RETRYING, f"given up at drop {drop + 1}"
         now = calls.next_deadline()
         [start] = calls.due(now)
@@ -240,15 +245,10 @@ def test_a_stream_that_drops_right_after_each_restart_is_given_up_after_the_budg
     [start] = calls.on_answer(Info("a"), now=0.0)
     now = 0.0
     for _ in range(3):
-        calls.on_start_result(start, ok=True, detail="+OK Success", now=now)
-        calls.on_stream_connected("a", now=now)
-        now += 1.0  # connects, then drops a second later: the restarts do not help
-        calls.on_stream_lost("a", "recorder: eof", now=now)
+        stream_up_then_lost(calls, start, now, up_s=1.0)  # the restarts do not help
         now = calls.next_deadline()
         [start] = calls.due(now)
-    calls.on_start_result(start, ok=True, detail="+OK Success", now=now)
-    calls.on_stream_connected("a", now=now)
-    calls.on_stream_lost("a", "recorder: eof", now=now + 1.0)
+    stream_up_then_lost(calls, start, now, up_s=1.0)
     assert calls.calls["a"].phase is Phase.FAILED and calls.next_deadline() is None
 
 

@@ -225,20 +225,6 @@ def sim():
     simulator.stop()
 
 
-@pytest.fixture
-def ws():
-    server = WsServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def esl(sim):
-    client = EslClient(sim.esl_port).login()
-    yield client
-    client.close()
-
-
 def start_stream(esl, call, url: str, mix: str = "mono", rate: str = "8k", metadata: str = "") -> str:
     return esl.api(f"uuid_audio_stream {call.uuid} start {url} {mix} {rate} {metadata}".rstrip())
 

@@ -12,21 +12,7 @@ import pytest
 
 from controller.simulator import Simulator
 from controller.simulator import ws_frames as wsf
-from test_simulator import WAIT, EslClient, WsServer, captured_event, event_header_names, held_call, start_stream
-
-
-@pytest.fixture
-def ws():
-    server = WsServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def esl(sim):
-    client = EslClient(sim.esl_port).login()
-    yield client
-    client.close()
+from test_simulator import WAIT, EslClient, captured_event, event_header_names, held_call, start_stream
 
 
 def no_data_waiting(sock) -> bool:
