@@ -632,7 +632,7 @@ def test_streams_beyond_the_limit_are_refused_with_503_and_the_rest_carry_on(rec
 
 def test_a_dropped_stream_resumes_into_the_same_file_with_the_gap_as_silence(recorder, captures):
     clock = FakeClock()
-    rec = recorder(end_on_detach=False, gap_threshold_s=0.05, clock=clock)
+    rec = recorder(end_on_detach=False, jitter_s=0.05, clock=clock)
     rec.expect()
     first, _ = rec.connect(captures)
     clock.advance(0.02)
@@ -709,7 +709,7 @@ def test_silence_inside_a_connection_comes_from_arrival_times(recorder, captures
     rec.expect(channels=2)  # stereo: frames only while the switch plays
     client, _ = rec.connect(captures, scenario="stereo_8000")
     sent = b""
-    for n, late in enumerate([0.0, 0.25, 0.0, 1.5, 0.0]):  # jitter of 250 ms, then 1.5 s with nothing played
+    for n, late in enumerate([0.0, 0.05, 0.0, 1.5, 0.0]):  # jitter of 50 ms, then 1.5 s with nothing played
         clock.advance(0.02 + late)
         client.send(frame(OP_BINARY, bytes([n + 1, 0]) * 320))
         client.sync()  # stamped before the clock moves on
@@ -718,10 +718,11 @@ def test_silence_inside_a_connection_comes_from_arrival_times(recorder, captures
     assert client.recv_close()[0] == 1000
     assert rec.wait_closed() == "client_close"
     wav_path, side = rec.only_recording()
-    # The 250 ms of jitter inserted nothing. The 4th frame covers [1.81, 1.83) s with 0.06 s written: 1.75 s
-    # of silence (the timeline is absolute, so the jitter absorbed earlier is part of it now).
-    assert gaps_of(side) == [(480, 14000, "no_audio")]
-    assert read_wav(wav_path)[3] == sent[:3 * 640] + bytes(14000 * 4) + sent[3 * 640:]
+    # The 50 ms of jitter inserted nothing. The 4th frame covers [1.61, 1.63) s with 0.06 s written: 1.55 s
+    # of silence (the timeline is absolute, so the jitter absorbed earlier is part of it now). The frame
+    # after it came in step: nothing caught up, so at the close the deficit is decided as a hole.
+    assert gaps_of(side) == [(480, 12400, "no_audio")]
+    assert read_wav(wav_path)[3] == sent[:3 * 640] + bytes(12400 * 4) + sent[3 * 640:]
 
 
 def test_end_call_pads_the_tail_to_when_the_call_ended(recorder, captures):

@@ -17,7 +17,7 @@ from ..audio_stream import RATES_TEXT, rate_problem
 from ..channel_uuid import UUID_SHAPE, normalise_uuid
 from .filenames import FilenameTemplate, choose_path
 from .sidecar import Sidecar, sidecar_path_for
-from .timeline import Gap, Timeline
+from .timeline import Gap, Piece, Silence, Timeline
 from .wav import RecordingError, WavWriter
 
 log = logging.getLogger("controller.recorder")
@@ -53,6 +53,10 @@ STREAM_LOST = "stream_lost"  # no connection between two connections of the call
 CONTROLLER_RESTART = "controller_restart"  # an earlier process stopped or died, this one continues the file
 TAIL = "tail"  # from the last audio to the end of the call
 
+# Lateness below this is network and scheduling jitter, never silence (see timeline.py).
+JITTER_S = 0.1
+# How long a deficit may stay undecided, its audio held back, before it is taken for missing audio.
+SETTLE_S = 2.0
 # Silence for a long gap is written in pieces this big, with `pause` (a yield to the event loop) in between:
 # an hour-long outage must not hold up every other call's frames while it is written.
 SILENCE_CHUNK_BYTES = 1024 * 1024
@@ -124,7 +128,7 @@ class Recording:
 
     def __init__(self, spec: StreamSpec, writer: WavWriter, sidecar: Sidecar, *, max_duration_s: float | None,
                  max_bytes: int | None, clock: Callable[[], float], now: Callable[[], datetime],
-                 gap_threshold_s: float = 0.3, origin: float | None = None,
+                 jitter_s: float = JITTER_S, settle_s: float = SETTLE_S, origin: float | None = None,
                  pause: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.writer = writer
@@ -134,7 +138,8 @@ class Recording:
         self._clock = clock
         self._now = now
         self._pause = pause or (lambda: None)
-        self.timeline = Timeline(spec.rate, clock() if origin is None else origin, gap_threshold_s)
+        self.timeline = Timeline(spec.rate, writer.frame_size, clock() if origin is None else origin,
+                                 jitter_s=jitter_s, settle_s=settle_s)
         # Why the next silence is there: after a detach the stream was lost; otherwise nothing was sent.
         self._next_cause: str | None = None
         self.detached_at: float | None = None
@@ -164,7 +169,8 @@ class Recording:
              max_duration_s: float | None = None, max_bytes: int | None = None,
              header_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
              now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-             gap_threshold_s: float = 0.3, pause: Callable[[], None] | None = None) -> "Recording":
+             jitter_s: float = JITTER_S, settle_s: float = SETTLE_S,
+             pause: Callable[[], None] | None = None) -> "Recording":
         started = now()
         directory = Path(directory)
         relative = template.render(moment=started, uuid=spec.uuid, caller=spec.caller,
@@ -180,7 +186,7 @@ class Recording:
                           rate=spec.rate, channels=spec.channels, wav=final.name, started_at=started,
                           metadata=spec.metadata)
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now, gap_threshold_s=gap_threshold_s, pause=pause)
+                        now=now, jitter_s=jitter_s, settle_s=settle_s, pause=pause)
         recording.attach()
         try:
             sidecar.write(recording.sidecar_path)
@@ -195,7 +201,8 @@ class Recording:
                max_duration_s: float | None = None, max_bytes: int | None = None, header_interval_s: float = 1.0,
                clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-               gap_threshold_s: float = 0.3, pause: Callable[[], None] | None = None) -> "Recording":
+               jitter_s: float = JITTER_S, settle_s: float = SETTLE_S,
+             pause: Callable[[], None] | None = None) -> "Recording":
         """Continue a recording an earlier process left (repaired at start-up), `away_s` seconds later."""
         writer = WavWriter.resume(final_path, spec.rate, spec.channels, header_interval_s=header_interval_s,
                                   clock=clock)
@@ -218,7 +225,7 @@ class Recording:
         away = int(round(away_s * spec.rate))
         origin = clock() - (writer.sample_frames + away) / spec.rate
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now, gap_threshold_s=gap_threshold_s, origin=origin, pause=pause)
+                        now=now, jitter_s=jitter_s, settle_s=settle_s, origin=origin, pause=pause)
         recording._add_silence(away, cause, save=False)  # the sidecar is saved below
         recording.attach()
         # Open again: the sidecar must say so, or a second crash would leave the first one's verdict on it.
@@ -237,7 +244,9 @@ class Recording:
 
     def detach(self, reason: str, error: str | None = None) -> None:
         """The connection ended but the call goes on: keep the file open, its header current."""
-        self.detached_at = self._lost_at = self._clock()
+        lost_at = self._clock()
+        self._write(self.timeline.settle_now())  # no more frames will tell what a held-back deficit was
+        self.detached_at = self._lost_at = lost_at
         self.detach_reason = reason
         if error:
             self._connection_errors.append(error)
@@ -305,39 +314,49 @@ class Recording:
         return self._clock() - self.timeline.origin
 
     def on_audio(self, data: bytes | bytearray | memoryview) -> str | None:
-        """Write one binary frame; returns the limit reason once a limit is reached (the rest is cut off)."""
+        """Take one binary frame; returns the limit reason once a limit is reached (the rest is cut off)."""
         if self.limit_reason is not None:
             return self.limit_reason
-        frame_s = len(data) / (self.writer.frame_size * self.spec.rate)
-        silence = self.timeline.silence_before(self._clock(), frame_s, self.writer.sample_frames)
-        self._add_silence(silence, self._next_cause or NO_AUDIO)
-        self._next_cause = None
-        self._lost_at = None
         self.sidecar.frames += 1
-        if self.limit_reason is not None:  # the silence before this frame used up the budget
-            return self.limit_reason
-        if self._budget is not None:
-            room = self._budget - self.writer.data_bytes - self.writer.pending_bytes
-            if len(data) >= room:
-                self.writer.write(memoryview(data)[:max(room, 0)])
-                self.limit_reason = self._budget_reason
-                return self.limit_reason
-        self.writer.write(data)
-        if self.max_duration_s is not None and self.elapsed_s() >= self.max_duration_s:
-            self.limit_reason = MAX_DURATION
+        writer = self.writer
+        self._write(self.timeline.place(self._clock(), data, writer.data_bytes + writer.pending_bytes))
+        return self._check_duration()
+
+    def _check_duration(self) -> str | None:
+        """The wall-clock limit (it also ends a recording that receives nothing)."""
+        if self.limit_reason is None and self.max_duration_s is not None and self.elapsed_s() >= self.max_duration_s:
+            self._write(self.timeline.settle_now())  # the end has come: decide what is held back now
+            self.limit_reason = self.limit_reason or MAX_DURATION
         return self.limit_reason
+
+    def _write(self, pieces: list[Piece]) -> None:
+        """Write what the timeline placed, in order, within the limits."""
+        for piece in pieces:
+            if self.limit_reason is not None:
+                return
+            if isinstance(piece, Silence):
+                self._add_silence(piece.frames, self._next_cause or NO_AUDIO)
+                continue
+            self._next_cause = self._lost_at = None  # audio flows again
+            if self._budget is not None:
+                room = self._budget - self.writer.data_bytes - self.writer.pending_bytes
+                if len(piece) >= room:
+                    self.writer.write(memoryview(piece)[:max(room, 0)])
+                    self.limit_reason = self._budget_reason
+                    return
+            self.writer.write(piece)
 
     def on_text(self, text: str) -> None:
         self.sidecar.add_text(self.elapsed_s(), text)
 
     def tick(self) -> str | None:
-        """Periodic upkeep while no frame may be arriving: header and sidecar current, wall time enforced."""
+        """Periodic upkeep while no frame may be arriving: a held-back deficit decided once its time has come,
+        header and sidecar current, wall time enforced."""
+        self._write(self.timeline.settle(self._clock()))
         self.writer.refresh_header()
         if self._sidecar_due and self._clock() - self._sidecar_saved_at >= SIDECAR_SAVE_INTERVAL_S:
             self._save_sidecar()
-        if self.limit_reason is None and self.max_duration_s is not None and self.elapsed_s() >= self.max_duration_s:
-            self.limit_reason = MAX_DURATION
-        return self.limit_reason
+        return self._check_duration()
 
     def finish(self, reason: str, *, close_code: int | None = None, close_text: str | None = None,
                error: str | None = None, end_at: float | None = None) -> Path:
@@ -364,6 +383,7 @@ class Recording:
             if reason == SERVER_STOP:
                 cause = STREAM_LOST if self.detached_at is not None else NO_AUDIO
             try:
+                self._write(self.timeline.settle_now())  # audio held back for an undecided deficit first
                 tail = self.timeline.silence_until(moment, self.writer.sample_frames)
                 self._add_silence(tail, cause, save=False)  # the sidecar is written once, below
             except RecordingError as exc:

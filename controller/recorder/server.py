@@ -43,7 +43,8 @@ from geventwebsocket.websocket import Header, Stream, WebSocket
 from ..channel_uuid import normalise_uuid
 from .filenames import FilenameTemplate
 from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, DETACH_REASONS, EOF, FINAL_REASONS, IDLE_TIMEOUT,
-                        INTERNAL_ERROR, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP, WRITE_ERROR,
+                        INTERNAL_ERROR, JITTER_S, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP,
+                        SETTLE_S, WRITE_ERROR,
                         Recording, RecordingRegistry, StreamSpec)
 from .recovery import recover_unfinished
 from .sidecar import write_json_atomically
@@ -274,7 +275,8 @@ class RecorderServer:
                  on_open: Callable[[str], None] | None = None,
                  on_close: Callable[[str, str], None] | None = None,
                  on_detach: Callable[[str, str], None] | None = None,
-                 gap_threshold_s: float = 0.3,
+                 jitter_s: float = JITTER_S,
+                 settle_s: float = SETTLE_S,
                  linger_s: float = 30.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  handshake_timeout_s: float = 10.0,
@@ -305,7 +307,8 @@ class RecorderServer:
         self.on_open = on_open
         self.on_close = on_close  # once per recording, when it is finalised
         self.on_detach = on_detach  # a connection ended but the call's recording stays open
-        self.gap_threshold_s = gap_threshold_s
+        self.jitter_s = jitter_s
+        self.settle_s = settle_s
         self.linger_s = linger_s
         self.max_frame_bytes = max_frame_bytes
         self.handshake_timeout_s = handshake_timeout_s
@@ -556,9 +559,13 @@ class RecorderServer:
                 # The connection went, the call may not have: the next connection continues this file.
                 recording.sidecar.close_code, recording.sidecar.close_text = close_code, close_text
                 recording.detach(reason, error)
-                log.info("call %s: stream detached (%s%s); the recording stays open", spec.uuid, reason,
-                         f" {close_code}" if close_code is not None else "")
-                self._notify(self.on_detach, spec.uuid, reason)
+                if spec.uuid in self._call_ended:  # the call ended while the detach wrote held-back audio
+                    at, _, why = self._call_ended[spec.uuid]
+                    self._finalise(spec.uuid, why or reason, end_at=at)
+                else:
+                    log.info("call %s: stream detached (%s%s); the recording stays open", spec.uuid, reason,
+                             f" {close_code}" if close_code is not None else "")
+                    self._notify(self.on_detach, spec.uuid, reason)
             if reply is not None:
                 self._send_close(ws, *reply)
 
@@ -569,7 +576,8 @@ class RecorderServer:
             recording.attach()
             return recording
         limits = {"max_duration_s": self.max_duration_s, "max_bytes": self.max_bytes,
-                  "gap_threshold_s": self.gap_threshold_s, "clock": self.clock, "pause": gevent.sleep}
+                  "jitter_s": self.jitter_s, "settle_s": self.settle_s, "clock": self.clock,
+                  "pause": gevent.sleep}
         resumable = self._resumable.pop(spec.uuid, None)
         if resumable is not None:
             path, last_write, _ = resumable
