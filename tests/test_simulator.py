@@ -69,6 +69,10 @@ class EslClient:
     def command(self, command: str):
         """Send a command and return its reply; events met on the way are kept for wait_event."""
         self.send(command)
+        return self.reply()
+
+    def reply(self):
+        """The next reply (command/reply or api/response); events met on the way are kept for wait_event."""
         while True:
             message = self.read()
             if message.content_type in ("command/reply", "api/response"):
@@ -387,6 +391,53 @@ def test_uuid_commands_on_a_live_call(sim, esl):
     assert call.hung_up.is_set() and esl.api(f"uuid_exists {call.uuid}") == "false"
     event, _ = esl.wait_event("CHANNEL_HANGUP_COMPLETE", call.uuid)
     assert event.get("Hangup-Cause") == "NORMAL_CLEARING" and event.get("variable_last_app") == "sleep"
+
+
+def test_uuid_setvar_multi_sets_each_variable_with_mod_commands_replies(sim, esl):
+    call = held_call(sim)
+    call.set_variables(GONE="x", ALSO_GONE="y")
+    headers = '{"Authorization":"Bearer t0k3n-with-16-chars"}'
+    reply = esl.api(f"uuid_setvar_multi {call.uuid} STREAM_BUFFER_SIZE=100; STREAM_EXTRA_HEADERS={headers} "
+                    f";A=x=y;GONE;ALSO_GONE=;EXPANDED=${{caller_id_number}}")
+    assert reply == "+OK\n"  # once, for six variables
+    assert call.get_variable("STREAM_BUFFER_SIZE") == "100"
+    assert call.get_variable("STREAM_EXTRA_HEADERS") == headers  # its space kept, the trailing one trimmed
+    assert call.get_variable("A") == "x=y"  # split at the first '='
+    assert call.get_variable("GONE") is None and call.get_variable("ALSO_GONE") is None  # no value: unset
+    assert call.get_variable("EXPANDED") is None  # "${" is refused by the channel, yet counted as set
+    # An empty name adds an error line before the +OK; nothing set at all falls through to the usage.
+    assert esl.api(f"uuid_setvar_multi {call.uuid} =1;B=2") == "-ERR No variable specified\n+OK\n"
+    assert esl.api(f"uuid_setvar_multi {call.uuid} =1") == ("-ERR No variable specified\n"
+                                                           "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n")
+    assert call.get_variable("B") == "2"
+
+
+def test_uuid_setvar_multi_without_a_channel_or_arguments(sim, esl):
+    usage = "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
+    unknown = "00000000-0000-0000-0000-000000000000"
+    # mod_commands writes the -ERR and then falls through to the usage as well.
+    assert esl.api(f"uuid_setvar_multi {unknown} A=1") == "-ERR No such channel!\n" + usage
+    assert esl.api("uuid_setvar_multi") == usage
+    assert esl.api(f"uuid_setvar_multi {unknown}") == usage  # no space after the uuid: not even looked up
+    assert esl.api(f"uuid_setvar_multi {unknown}   ") == usage  # the api's arguments are trimmed first
+    call = held_call(sim)
+    assert esl.api(f"uuid_setvar_multi {call.uuid.upper()} A=1") == "-ERR No such channel!\n" + usage
+
+
+def test_commands_written_together_are_read_together_and_run_in_order(sim, esl):
+    call = held_call(sim)
+    connection = sim.all_connections[-1]
+    esl.sock.sendall(f"api uuid_setvar_multi {call.uuid} A=1;B=2\n\n"
+                     f"bgapi uuid_getvar {call.uuid} B\nJob-UUID: after-the-setvar\n\n".encode())
+    assert esl.reply().text == "+OK\n"
+    assert esl.reply().reply_text == "+OK Job-UUID: after-the-setvar"
+    event, _ = esl.wait_event("BACKGROUND_JOB")
+    assert event.body == "2"  # the api ran before the job that came behind it
+    setvar, job = connection.commands[-2:]
+    assert setvar.startswith("api uuid_setvar_multi") and job.startswith("bgapi uuid_getvar")
+    assert connection.command_reads[-2] == connection.command_reads[-1]
+    esl.api("status")
+    assert connection.command_reads[-1] == connection.command_reads[-2] + 1  # a later write, a later read
 
 
 def test_bgapi_answers_at_once_then_a_background_job_event(sim, esl, captures):

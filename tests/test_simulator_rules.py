@@ -93,6 +93,25 @@ def test_quotes_and_backslashes_in_metadata_get_mangled_like_freeswitch_does():
 
 
 @pytest.mark.parametrize(
+    "text, words",
+    [
+        # mod_commands' uuid_setvar_multi splits at ';': spaces inside a value stay, around a part they go.
+        ('A=1;B={"k":"Bearer x y"} ;C', ["A=1", 'B={"k":"Bearer x y"}', "C"]),
+        (" A = 1 ", ["A = 1"]),  # the part is trimmed, not the name or the value around '='
+        (";A=1;;B=2;", ["", "A=1", "", "B=2"]),  # empty parts between delimiters, none after the last
+        ("", []),
+        ("A='x;y';B=\\;z", ["A=x;y", "B=;z"]),  # a quoted or escaped ';' does not split
+        ("A=it's;B=2", ["A=it's", "B=2"]),  # a lone quote is kept (and does not group)
+        ("A=a\\sb\\\\c", ["A=a b\\c"]),  # \s is a space, \\ a backslash
+        ("^^:A=1:B=2;3", ["A=1", "B=2;3"]),  # ^^<c> picks another delimiter
+        ("a;b;c;d", ["a", "b;c;d"]),  # limit 2 here: the last word keeps the rest
+    ],
+)
+def test_switch_separate_string_at_a_delimiter_other_than_space(text, words):
+    assert rules.separate_string(text, ";", 2 if text == "a;b;c;d" else 64) == words
+
+
+@pytest.mark.parametrize(
     "url, expected",
     [
         ("ws://127.0.0.1:8080", ("ws", "127.0.0.1", 8080, "/")),

@@ -16,7 +16,8 @@ module's quirks and bugs) but never needs them: header templates are Python data
     sim.stop()
 
 History for assertions: sim.received_commands (every command, in order), sim.all_connections
-(each with .commands), sim.all_calls, sim.streams / sim.leaked_streams, sim.fired_events.
+(each with .commands and .command_reads: which recv() each command arrived in), sim.all_calls,
+sim.streams / sim.leaked_streams, sim.fired_events.
 
 What lives where:
     switch.py             Simulator: channels, api commands, events, fault knobs
@@ -33,8 +34,9 @@ What lives where:
 Fidelity: Event Socket connections have TCP_NODELAY (as mod_event_socket sets it); HEARTBEAT fires every
 `Simulator(heartbeat_interval_s=20.0)` seconds (settable while running: sim.heartbeat_interval_s = 0.2;
 None or 0: never; sim.fire_heartbeat() fires one now) with the captured header set; `api echo <text>`
-answers <text>; place_call(..., uuid="ABC...") gives the A-leg that channel uuid, as origination_uuid
-does, and every api finds a channel only by its exact (case-sensitive) uuid.
+answers <text>; `uuid_setvar_multi <uuid> a=1;b=2` is mod_commands' (splitting, replies and quirks);
+place_call(..., uuid="ABC...") gives the A-leg that channel uuid, as origination_uuid does, and every api
+finds a channel only by its exact (case-sensitive) uuid.
 
 Fault knobs:
     sim.drop_esl_connections(reset=False)  every Event Socket connection closes now, no notice (RST if reset)

@@ -28,8 +28,10 @@ _UNESCAPED = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
 DEFAULT_BUFFER_MS = 20
 
 
-def _cleanup_word(word: str) -> str:
-    """FreeSWITCH's cleanup_separated_string: drop paired single quotes, unescape, trim spaces."""
+def _cleanup_word(word: str, delim: str = "") -> str:
+    """FreeSWITCH's cleanup_separated_string: drop paired single quotes, unescape, trim spaces.
+
+    `delim` is the separator the word was split at ("" for spaces): an escaped one stands for itself."""
     i = 0
     while i < len(word) and word[i] == " ":
         i += 1
@@ -42,7 +44,7 @@ def _cleanup_word(word: str) -> str:
         if char == "\\" and i + 1 < len(word):
             follower = word[i + 1]
             replacement = _UNESCAPED.get(follower, follower)
-            if follower in ("'", '"', "\\") or replacement != follower:
+            if follower in ("'", '"', "\\") or (delim and follower == delim) or replacement != follower:
                 i += 1
                 out.append(replacement)
                 end = len(out)
@@ -92,6 +94,39 @@ def separate_words(text: str, limit: int = MAX_WORDS) -> list[str]:
             else:
                 state = "start"
     return [_cleanup_word(text[start:end]) for start, end in spans]
+
+
+def separate_string(text: str, delim: str, limit: int) -> list[str]:
+    """switch_separate_string(text, delim, argv, limit) for a delimiter other than a space (e.g. ';').
+
+    As the C code does it: a text starting `^^<c>` (and longer) uses <c> as the delimiter instead; single
+    quotes group only when a closing one follows; a backslash keeps the next character from splitting;
+    the last word keeps the rest of the text; each word is then cleaned like any other (quotes dropped,
+    escapes undone, leading and trailing spaces stripped). Empty words between two delimiters are kept.
+    """
+    if text.startswith("^^") and len(text) >= 4:
+        delim, text = text[2], text[3:]
+        if delim == " ":
+            return separate_words(text, limit)
+    starts: list[int] = []
+    ends: list[int] = []
+    i, inside_quotes, looking = 0, False, False
+    while i < len(text) and len(starts) < limit:
+        if not looking:  # START: a word begins here (the character itself is examined next)
+            starts.append(i)
+            looking = True
+            continue
+        char = text[i]
+        if char == "\\":
+            i += 1  # the escaped character never splits
+        elif char == "'" and (inside_quotes or "'" in text[i + 1 :]):
+            inside_quotes = not inside_quotes
+        elif char == delim and not inside_quotes:
+            ends.append(i)
+            looking = False
+        i += 1
+    ends += [len(text)] * (len(starts) - len(ends))
+    return [_cleanup_word(text[start:end], delim) for start, end in zip(starts, ends)]
 
 
 def c_atoi(text: str) -> int:

@@ -143,7 +143,9 @@ class Subscription:
 
 
 class EslConnection:
-    """One client of the event socket. `commands` lists every command it sent, in order.
+    """One client of the event socket. `commands` lists every command it sent, in order; `command_reads`
+    says for each which recv() it was completed in (1, 2, ...): commands that share a number arrived in one
+    read, i.e. the client wrote the later ones without waiting for the earlier ones' replies.
 
     Faults: stop_reading() (the switch never calls recv on it again, so the kernel buffers fill and the
     client's sends block), freeze() (half-open: open at TCP level, but nothing is sent on it again and
@@ -156,6 +158,8 @@ class EslConnection:
         self.address = address
         self.number = number
         self.commands: list[str] = []
+        self.command_reads: list[int] = []
+        self.reads = 0
         self.authenticated = False
         self.subscription = Subscription()
         self.frozen = False
@@ -196,6 +200,7 @@ class EslConnection:
                 data = self.sock.recv(65536)
                 if not data:
                     break
+                self.reads += 1
                 if self.frozen:
                     continue  # half-open: what arrives never reaches the switch
                 for command in reader.feed(data):
@@ -210,6 +215,7 @@ class EslConnection:
 
     def _handle(self, command: str) -> None:
         self.commands.append(command)
+        self.command_reads.append(self.reads)
         self.server.switch.record_command(self, command)
         line, *header_lines = command.split("\n")
         headers = {}

@@ -38,9 +38,28 @@ SHOW_USAGE = (
 )
 KNOWN_MODULES = frozenset({"mod_audio_stream", "mod_event_socket", "mod_sofia", "mod_commands", "mod_dptools"})
 NO_SUCH_CHANNEL = "-ERR No such channel!\n"
+# mod_commands' SETVAR_MULTI_SYNTAX; its argv holds 64 entries.
+SETVAR_MULTI_USAGE = "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
+SETVAR_MULTI_MAX = 64
+# switch_strip_whitespace: what switch_api_execute trims from both ends of an api's arguments.
+API_WHITESPACE = " \t\r\n\v"
 FIRED_EVENTS_KEPT = 10_000
 HEARTBEAT_INTERVAL_S = 20.0  # switch.conf.xml event-heartbeat-interval's default
 FIRST_SEQUENCE = 500
+
+
+def _refers_to_a_variable(value: str) -> bool:
+    """switch_string_var_check_const: "${" (backslashes allowed between) marks a value FreeSWITCH will not set."""
+    dollar = False
+    for char in value:
+        if char == "$":
+            dollar = True
+        elif dollar:
+            if char == "{":
+                return True
+            if char != "\\":
+                dollar = False
+    return False
 
 
 class Simulator:
@@ -410,6 +429,7 @@ class Simulator:
             "uuid_exists": lambda args: "true" if args.strip() in self.calls else "false",
             "uuid_kill": self._api_uuid_kill,
             "uuid_setvar": self._api_uuid_setvar,
+            "uuid_setvar_multi": self._api_uuid_setvar_multi,
             "uuid_getvar": self._api_uuid_getvar,
             "uuid_audio_stream": self.audio_stream.api,
         }
@@ -454,6 +474,31 @@ class Simulator:
             return NO_SUCH_CHANNEL
         call.set_variable(words[1], words[2] if len(words) > 2 else None)
         return "+OK\n"
+
+    def _api_uuid_setvar_multi(self, args: str) -> str:
+        """mod_commands' uuid_setvar_multi, line for line: the uuid is everything up to the first space; the
+        rest is split at ';' (switch_separate_string), each part at its first '='. Its quirks are kept: an
+        unknown uuid answers -ERR and then the usage too; an empty name adds a -ERR line; +OK comes once,
+        after those, if any variable was set; no variable set at all falls through to the usage."""
+        uuid, space, variables = args.strip(API_WHITESPACE).partition(" ")
+        if not uuid or not space:
+            return SETVAR_MULTI_USAGE
+        call = self.calls.get(uuid)
+        if call is None:
+            return NO_SUCH_CHANNEL + SETVAR_MULTI_USAGE
+        out, count = [], 0
+        for part in rules.separate_string(variables, ";", SETVAR_MULTI_MAX):
+            name, equals, value = part.partition("=")
+            if not name:
+                out.append("-ERR No variable specified\n")
+                continue
+            count += 1
+            # switch_channel_set_variable: an empty value unsets; one holding "${" is refused (logged only).
+            if _refers_to_a_variable(value):
+                log.error("%s: Invalid data (${%s} contains a variable)", call.uuid, name)
+            else:
+                call.set_variable(name, value if equals and value else None)
+        return "".join(out) + ("+OK\n" if count else SETVAR_MULTI_USAGE)
 
     def _api_uuid_getvar(self, args: str) -> str:
         words = args.split()
