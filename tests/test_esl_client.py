@@ -23,10 +23,14 @@ from controller.esl.backoff import Backoff
 from controller.esl.client import (
     AccessDenied,
     AuthenticationError,
+    Command,
+    CommandError,
     CommandTimeout,
     ConnectError,
     ConnectionLost,
     EventSocketClient,
+    api,
+    bgapi,
 )
 from harness import first_line, wait_until
 
@@ -238,6 +242,117 @@ def test_reconnects_after_restart_and_events_flow_again(sim):
         client.close()
 
 
+# ---- several commands in one write ----
+
+
+def test_commands_in_order_go_out_in_one_write_and_each_gives_its_own_result(sim):
+    client = connected(sim)
+    try:
+        call = sim.place_call("9999", duration_s=10.0, auto_hangup=False)
+        assert call.answered.wait(5)
+        results = client.run_in_order([
+            api(f"uuid_setvar_multi {call.uuid} A=1;B=2"),
+            bgapi(f"uuid_getvar {call.uuid} B"),  # a job: it runs only after the api before it has answered
+            api(f"uuid_getvar {call.uuid} A"),
+            bgapi("no_such_api"),
+        ])
+        assert results == ["+OK\n", "2", "1", "-ERR no_such_api Command not found!\n"]
+        [connection] = sim.connections
+        sent = [(first_line(c), read) for c, read in zip(connection.commands, connection.command_reads)][-4:]
+        assert [c for c, _ in sent] == [f"api uuid_setvar_multi {call.uuid} A=1;B=2", f"bgapi uuid_getvar {call.uuid} B",
+                                        f"api uuid_getvar {call.uuid} A", "bgapi no_such_api"]
+        assert len({read for _, read in sent}) == 1  # one write, one read at the switch
+        assert client._jobs == {}  # nothing left registered
+    finally:
+        client.close()
+
+
+def test_commands_in_order_keep_each_ones_timeout(sim):
+    client = connected(sim, command_timeout=5.0)
+    try:
+        sim.delay_replies(0.5)  # each api's reply waits 0.5 s, one after the other
+        began = time.monotonic()
+        quick, patient = client.run_in_order([api("echo a", timeout=0.2), api("echo b")])
+        assert isinstance(quick, CommandTimeout) and str(quick) == "no reply to api echo within 0.2s"
+        assert patient == "b" and time.monotonic() - began >= 0.9  # behind the first one's delayed reply
+    finally:
+        client.close()
+
+
+def test_a_dropped_connection_fails_every_command_in_order_at_once(sim):
+    client = connected(sim, command_timeout=30.0)
+    sim.delay_replies(30.0)
+    pending = client.send_in_order([api("status"), bgapi("status"), api("echo x")])
+    sim.wait_for_command("api status", timeout=5)
+    sim.drop_esl_connections()
+    with gevent.Timeout(2):  # not the 30 s timeouts
+        results = pending.results()
+    assert [type(r) for r in results] == [ConnectionLost] * 3
+    assert client._jobs == {}
+
+
+def test_commands_in_order_without_a_connection_or_with_a_bad_one_send_nothing(sim):
+    client = make_client(sim)
+    results = client.run_in_order([api("status"), bgapi("status")])
+    assert [type(r) for r in results] == [NotConnectedError] * 2 and client._jobs == {}
+    client = connected(sim)
+    try:
+        before = len(sim.received_commands)
+        with pytest.raises(ValueError, match="^api uuid_kill: the command contains a line break"):
+            client.send_in_order([api("status"), api("uuid_kill x\n\nexit")])
+        with pytest.raises(ValueError, match="api or bgapi"):
+            client.send_in_order([Command("exit", "")])
+        assert client.api("echo still in step") == "still in step"  # nothing half-sent before it
+        assert sim.received_commands[before:] == ["api echo still in step"] and client._jobs == {}
+    finally:
+        client.close()
+
+
+def test_a_background_job_whose_result_comes_with_its_reply_is_not_missed():
+    # The job's event in the same read as the +OK Job-UUID: its waiter must exist before the command is written.
+    def serve(sock, address):
+        reader = protocol.CommandReader()
+        sock.sendall(protocol.auth_request())
+        while data := sock.recv(65536):
+            for command in reader.feed(data):
+                line, _, header = command.partition("\n")
+                if line.startswith("bgapi "):
+                    job = header.split(": ", 1)[1]
+                    event = protocol.event_message("plain", [("Event-Name", "BACKGROUND_JOB"), ("Job-UUID", job)],
+                                                   "+OK Success\n")
+                    sock.sendall(protocol.command_reply(f"+OK Job-UUID: {job}", [("Job-UUID", job)]) + event)
+                elif line.startswith("api "):
+                    sock.sendall(protocol.api_response("-ERR busy\n"))
+                else:  # auth, event
+                    sock.sendall(protocol.command_reply("+OK accepted" if line.startswith("auth") else "+OK"))
+
+    server = StreamServer(("127.0.0.1", 0), serve)
+    server.start()
+    client = EventSocketClient("127.0.0.1", server.server_port, "ClueCon", connect_timeout=1.0, command_timeout=1.0)
+    try:
+        client.connect()
+        client.subscribe()
+        assert client.run_in_order([api("uuid_setvar_multi x A=1"), bgapi("uuid_audio_stream x start")]) == [
+            "-ERR busy\n", "+OK Success\n"]
+    finally:
+        client.close()
+        server.stop(timeout=0)
+
+
+def test_a_refused_bgapi_in_order_is_a_command_error():
+    switch = ScriptedSwitch({"auth": "+OK accepted", "event": "+OK event listener enabled plain",
+                             "bgapi": "-ERR permission denied"})
+    client = EventSocketClient("127.0.0.1", switch.port, "ClueCon", connect_timeout=1.0, command_timeout=0.5)
+    try:
+        client.connect()
+        client.subscribe()
+        [refused] = client.run_in_order([bgapi("uuid_audio_stream x start")])
+        assert isinstance(refused, CommandError) and str(refused) == "bgapi refused: '-ERR permission denied'"
+    finally:
+        client.close()
+        switch.stop()
+
+
 # ---- secrets ----
 
 
@@ -282,11 +397,16 @@ def test_commands_are_named_without_their_arguments_in_errors(caplog):
             client.api(f"uuid_setvar 00000000-0000-0000-0000-000000000000 token {secret}")
         with pytest.raises(ValueError, match="^api uuid_setvar: the command contains a line break") as smuggled:
             client.api(f"uuid_setvar 00000000-0000-0000-0000-000000000000 token {secret}\n\nexit")
+        in_order = client.run_in_order([api(f"uuid_setvar_multi 00000000-0000-0000-0000-000000000000 t={secret}"),
+                                        bgapi(f"uuid_audio_stream 00000000-0000-0000-0000-000000000000 start {secret}")])
     finally:
         client.close()
         switch.stop()
+    assert [str(e) for e in in_order] == ["no reply to api uuid_setvar_multi within 0.2s",
+                                          "no reply to bgapi uuid_audio_stream within 0.2s"]
     for raised in (no_reply, no_job, smuggled):
         assert secret not in chained_text(raised.value)
+    assert all(secret not in chained_text(e) for e in in_order)
     assert secret not in caplog.text
 
 

@@ -22,6 +22,11 @@ Commands and the connection's life:
 - FreeSWITCH sends a HEARTBEAT event every 20 s by default and we subscribe to it: a connection on which
   nothing at all arrives for `liveness_timeout` seconds is taken for half-open, dropped and re-established.
 - Error messages and logs name a command, never its arguments (`auth`'s argument is the password).
+- Pipelining: `send_in_order` / `run_in_order` write several commands in ONE send and collect their results in
+  order. FreeSWITCH reads one connection's commands in order; an `api` runs inline (the next command is read
+  only once it has answered), a `bgapi` answers `+OK Job-UUID` at once and runs its job in a thread of its
+  own. So work that must be done before a later command starts goes as `api`; two `bgapi` jobs have no
+  order between them.
 
 The wire format lives in `protocol.py`; this module only moves bytes and greenlets.
 """
@@ -33,7 +38,8 @@ import socket as stdlib_socket
 import time
 import uuid as uuid_module
 from collections import deque
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import gevent
 import gevent.socket as socket
@@ -86,6 +92,90 @@ class CommandTimeout(Exception):
 
 class CommandError(Exception):
     """FreeSWITCH answered a command with an error reply (-ERR / -USAGE)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command for `send_in_order`: `kind` "api" (runs inline) or "bgapi" (a background job)."""
+
+    kind: str
+    text: str  # the api's name and arguments, e.g. "uuid_exists <uuid>"
+    timeout: float | None = None  # None: the client's command_timeout
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("api", "bgapi"):
+            raise ValueError(f"command kind must be api or bgapi, not {self.kind!r}")
+
+
+def api(text: str, timeout: float | None = None) -> Command:
+    return Command("api", text, timeout)
+
+
+def bgapi(text: str, timeout: float | None = None) -> Command:
+    return Command("bgapi", text, timeout)
+
+
+class _Reply(AsyncResult):
+    """A reply waiter that notes when its reply came: a bgapi's job gets its full timeout from that moment,
+    even when the caller reads the results of earlier commands first."""
+
+    arrived_at: float | None = None
+
+    def set(self, value=None) -> None:
+        self.arrived_at = time.monotonic()
+        super().set(value)
+
+
+@dataclass
+class _Entry:
+    name: str  # protocol.command_name: never the arguments
+    wait: float
+    deadline: float  # for the reply (the command/reply of a bgapi, the api/response of an api)
+    job_uuid: str | None = None
+    job: AsyncResult | None = None
+    reply: AsyncResult | None = None
+    error: Exception | None = None  # set when the write itself failed
+
+
+class InOrder:
+    """Commands written in one send (`EventSocketClient.send_in_order`); `results()` collects what they gave."""
+
+    def __init__(self, client: "EventSocketClient", entries: list[_Entry]) -> None:
+        self._client = client
+        self._entries = entries
+
+    def results(self) -> list[str | Exception]:
+        """Each command's text (an api's answer, a bgapi's job result), or the exception that command alone
+        (`api()`/`bgapi()`) would have raised. Each waits within its own timeout; call this once."""
+        try:
+            return [self._result(entry) for entry in self._entries]
+        finally:
+            for entry in self._entries:
+                if entry.job_uuid is not None:
+                    self._client._jobs.pop(entry.job_uuid, None)
+
+    @staticmethod
+    def _result(entry: _Entry) -> str | Exception:
+        if entry.error is not None:
+            return entry.error
+        try:
+            # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
+            message = entry.reply.get(timeout=max(0.0, entry.deadline - time.monotonic()))
+        except gevent.Timeout:
+            return CommandTimeout(f"no reply to {entry.name} within {entry.wait:g}s")
+        except NotConnectedError as exc:
+            return exc
+        if entry.job is None:
+            return message.text
+        if not message.reply_text.startswith("+OK"):
+            return CommandError(f"bgapi refused: {message.reply_text!r}")
+        job_deadline = (entry.reply.arrived_at or time.monotonic()) + entry.wait
+        try:
+            return entry.job.get(timeout=max(0.0, job_deadline - time.monotonic()))
+        except gevent.Timeout:
+            return CommandTimeout(f"no result for background job {entry.name} within {entry.wait:g}s")
+        except NotConnectedError as exc:
+            return exc
 
 
 class EventSocketClient(InboundESL):
@@ -257,20 +347,31 @@ class EventSocketClient(InboundESL):
         wait = self.command_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         raw = protocol.encode_command(data, headers)
+        [result] = self._write(raw, 1, name, wait, deadline, gated=gated)
+        try:
+            # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
+            return result.get(timeout=max(0.0, deadline - time.monotonic()))
+        except gevent.Timeout:
+            raise CommandTimeout(f"no reply to {name} within {wait:g}s") from None
+
+    def _write(self, raw: bytes, count: int, label: str, wait: float, deadline: float, *,
+               gated: bool) -> list[AsyncResult]:
+        """Write `count` commands (already framed, back to back in `raw`) in one send, bounded by `deadline`;
+        returns one reply waiter per command, queued in wire order. Raises if nothing could be sent."""
         if not self.connected:
             raise NotConnectedError(f"not connected to {self.host}:{self.port}")
         if gated and not self.connected_event.is_set():
-            self._wait_until_ready(name, wait)
+            self._wait_until_ready(label, max(0.0, deadline - time.monotonic()), wait)
         # Replies come back in the order commands went out; the lock keeps queue order == wire order.
         if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise CommandTimeout(f"{name} not sent within {wait:g}s: an earlier command is still being sent")
+            raise CommandTimeout(f"{label} not sent within {wait:g}s: an earlier command is still being sent")
         try:
             # The session may have dropped while this command waited for the lock (another send blocked).
             sock = self.sock
             if sock is None or not self.connected or (gated and not self.connected_event.is_set()):
                 raise NotConnectedError(f"not connected to {self.host}:{self.port}")
-            result = AsyncResult()
-            self._commands_sent.append(result)
+            results = [_Reply() for _ in range(count)]
+            self._commands_sent.extend(results)
             # A switch that stops reading fills the socket buffers; sendall would then block for ever.
             timer = gevent.Timeout(max(0.001, deadline - time.monotonic()))
             try:
@@ -280,23 +381,19 @@ class EventSocketClient(InboundESL):
                 if fired is not timer:
                     raise
                 # Part of the command may be on the wire: the stream is corrupt, so the connection goes.
-                reason = f"{name} could not be sent within {wait:g}s (is the switch reading?)"
+                reason = f"{label} could not be sent within {wait:g}s (is the switch reading?)"
                 self._drop(reason, sock)
                 raise CommandTimeout(f"{reason}; connection dropped") from None
             except OSError as exc:
-                self._drop(f"send failed: {exc}", sock)
+                self._drop(f"send failed: {exc}", sock)  # fails the waiters just queued
         finally:
             self._send_lock.release()
-        try:
-            # A timed-out waiter stays queued so its late reply is absorbed, not handed to the next command.
-            return result.get(timeout=max(0.0, deadline - time.monotonic()))
-        except gevent.Timeout:
-            raise CommandTimeout(f"no reply to {name} within {wait:g}s") from None
+        return results
 
-    def _wait_until_ready(self, name: str, wait: float) -> None:
+    def _wait_until_ready(self, name: str, remaining: float, wait: float) -> None:
         """Socket up, handshake running: wait for it rather than fail a command that would work a moment later."""
         session_over = self._session_over
-        gevent.wait([self.connected_event, session_over], timeout=wait, count=1)
+        gevent.wait([self.connected_event, session_over], timeout=remaining, count=1)
         if self.connected_event.is_set():
             return
         if session_over.is_set():
@@ -304,9 +401,66 @@ class EventSocketClient(InboundESL):
         raise CommandTimeout(f"{name} not sent: the Event Socket handshake with {self.host}:{self.port} did not "
                              f"finish within {wait:g}s")
 
+    def send_in_order(self, commands: Sequence[Command]) -> InOrder:
+        """Write `commands` in ONE send and return at once; `.results()` then waits for them, in order.
+
+        On one connection FreeSWITCH reads and runs commands in order, but only an `api` holds back the
+        commands behind it until it has answered; a `bgapi` job runs in a thread of its own, unordered with
+        any other job. So what must be done before a later command starts is sent as `api`.
+
+        Every command is framed before anything is sent (a bad one raises ValueError and nothing goes out).
+        The write is bounded by the shortest timeout among them; if it cannot be made, every command's result
+        is that error. Each bgapi's Job-UUID is registered before the write: a fast BACKGROUND_JOB is never
+        missed. A dropped connection fails every command still waiting at once.
+        """
+        if not commands:
+            raise ValueError("send_in_order needs at least one command")
+        started = time.monotonic()
+        entries: list[_Entry] = []
+        framed: list[bytes] = []
+        for command in commands:
+            text = f"{command.kind} {command.text}"
+            wait = self.command_timeout if command.timeout is None else command.timeout
+            entry = _Entry(protocol.command_name(text), wait, started + wait)
+            headers = None
+            if command.kind == "bgapi":
+                entry.job_uuid = str(uuid_module.uuid4())
+                headers = [("Job-UUID", entry.job_uuid)]
+            framed.append(protocol.encode_command(text, headers))
+            entries.append(entry)
+        first = min(entries, key=lambda entry: entry.deadline)
+        label = ", ".join(entry.name for entry in entries)
+        for entry in entries:
+            if entry.job_uuid is not None:
+                entry.job = self._jobs[entry.job_uuid] = AsyncResult()
+        try:
+            replies = self._write(b"".join(framed), len(entries), label, first.wait, first.deadline, gated=True)
+        except (NotConnectedError, CommandTimeout) as exc:
+            for entry in entries:
+                entry.error = exc
+        except BaseException:  # e.g. the caller's greenlet killed: no results() will unregister the jobs
+            for entry in entries:
+                if entry.job_uuid is not None:
+                    self._jobs.pop(entry.job_uuid, None)
+            raise
+        else:
+            for entry, reply in zip(entries, replies):
+                entry.reply = reply
+        return InOrder(self, entries)
+
+    def run_in_order(self, commands: Sequence[Command]) -> list[str | Exception]:
+        """`send_in_order(commands).results()`: one send, each command's text or exception, in order."""
+        return self.send_in_order(commands).results()
+
+    def _one(self, command: Command) -> str:
+        result = self.run_in_order([command])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
     def api(self, command: str, timeout: float | None = None) -> str:
         """Run an api command inline and return its text (FreeSWITCH holds our events while it runs)."""
-        return self.send(f"api {command}", timeout=timeout).text
+        return self._one(api(command, timeout))
 
     def bgapi(self, command: str, timeout: float | None = None) -> str:
         """Run an api command as a background job and return its result text.
@@ -314,21 +468,7 @@ class EventSocketClient(InboundESL):
         Background jobs keep the connection free: FreeSWITCH does not hold event delivery for them, so a slow
         command for one call never delays events for the others.
         """
-        job_uuid = str(uuid_module.uuid4())
-        result = AsyncResult()
-        self._jobs[job_uuid] = result
-        wait = self.command_timeout if timeout is None else timeout
-        try:
-            reply = self.send(f"bgapi {command}", timeout=wait, headers=[("Job-UUID", job_uuid)])
-            if not reply.reply_text.startswith("+OK"):
-                raise CommandError(f"bgapi refused: {reply.reply_text!r}")
-            try:
-                return result.get(timeout=wait)
-            except gevent.Timeout:
-                raise CommandTimeout(f"no result for background job {protocol.command_name('bgapi ' + command)} "
-                                     f"within {wait:g}s") from None
-        finally:
-            self._jobs.pop(job_uuid, None)
+        return self._one(bgapi(command, timeout))
 
     # ---- reading ----------------------------------------------------------------------------------------
 
