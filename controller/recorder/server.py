@@ -12,9 +12,10 @@ without a connection.
 Recordings outlive the process too: at start the server repairs what a killed process left, and continues
 those files (and the ones its own last ``stop`` finalised) for calls the controller announces again.
 
-Built on gevent.pywsgi + geventwebsocket. Two small overrides, each explained where it is made:
-``_RecorderHandler`` (admission before the upgrade, a handshake timeout) and ``_RecorderWebSocket``
-(bounded frame size, fast unmasking, close frames that carry their code, telling endings apart).
+Built on gevent.pywsgi + geventwebsocket for the HTTP upgrade (``_RecorderHandler``: admission before the
+101, one deadline for the whole request). After the 101 the connection's bytes are read here, not through the
+library: one ``recv`` per wake-up into a buffer shared by all connections, every complete frame in it parsed
+at once (``frames.FrameReader``, sans-I/O), audio handed to the recording, whose writes the flush timer batches.
 mod_audio_stream's ``Name:value`` headers need no override: the tests replay the captured bytes.
 """
 
@@ -26,7 +27,6 @@ import logging
 import os
 import re
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +36,13 @@ import gevent
 from gevent.event import Event as GeventEvent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
-from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
-from geventwebsocket.websocket import Header, Stream, WebSocket
 
 from ..channel_uuid import normalise_uuid
 from .filenames import FilenameTemplate
+from .frames import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA, CLOSE_NO_STATUS, CLOSE_NORMAL,
+                     CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, FrameReader,
+                     close_frame, encode_frame, parse_close)
 from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, DETACH_REASONS, EOF, FINAL_REASONS, IDLE_TIMEOUT,
                         INTERNAL_ERROR, JITTER_S, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP,
                         SETTLE_S, WRITE_ERROR,
@@ -55,17 +56,15 @@ __all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
 log = logging.getLogger("controller.recorder")
 
 _SESSION_KEY = "controller.recorder.session"
+_HANDLER_KEY = "controller.recorder.handler"
+# One receive buffer for every connection: a connection parses what it read before it can yield, so the
+# buffer is free again by the time another greenlet reads into it (and no connection holds 64 KiB of its own).
+RECV_BUFFER_BYTES = 64 * 1024
+_recv_buffer = bytearray(RECV_BUFFER_BYTES)
+_recv_view = memoryview(_recv_buffer)
 
 # mod_audio_stream sends one frame per STREAM_BUFFER_SIZE ms: kilobytes. Anything near this is not audio.
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
-# WebSocket close codes (RFC 6455 7.4.1).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_NO_STATUS = 1005  # only ever reported: the peer's close frame had no code
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
 # The close frame that tells the module why the recorder ended its connection. Endings not listed need none:
 # the module closed (client_close), the connection is gone (eof), or the close was sent already (protocol_error).
 CLOSE_FOR_REASON = {
@@ -110,102 +109,24 @@ class _Session:
     peer: str
     socket: socket.socket
     recording: Recording | None = None
-    ws: "_RecorderWebSocket | None" = None
+    last_frame_at: float = 0.0  # any bytes, pings included: the client is alive
+    closed: bool = False  # a close frame was sent on this connection
     stop_reason: str | None = None  # set from outside (a limit on wall time, the server stopping)
     ending: bool = False  # finalising: nothing left to interrupt
     done: GeventEvent = field(default_factory=GeventEvent)
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    # XOR the whole frame as one big integer: the library's per-byte Python loop costs ~100x more CPU
-    # and would cap the recorder at a few hundred concurrent calls.
-    n = len(payload)
-    if not n:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-
-
-class _RecorderWebSocket(WebSocket):
-    """geventwebsocket's WebSocket (it still parses frames and answers pings and close frames) with these
-    changes: a frame or message larger than ``max_message`` is refused with 1009 instead of being buffered
-    whatever its announced size; unmasking is fast; the peer's close code and our own are remembered,
-    because ``receive()`` reports every ending as ``None``; close frames carry their status code; and a
-    read that ends in a socket error (EOF, or the recorder shutting the read side to end a recording) does
-    not send a close frame by itself, so the recorder can send the one that says why.
-    """
-
-    __slots__ = ("max_message", "message_bytes", "peer_close", "local_close_code", "failure", "clock",
-                 "last_frame_at")
-
-    def __init__(self, environ, stream, handler, max_message: int, clock: Callable[[], float]) -> None:
-        super().__init__(environ, stream, handler)
-        self.max_message = max_message
-        self.clock = clock
-        self.last_frame_at = clock()  # any frame, pings included: the client is alive
-        self.message_bytes = 0
-        self.peer_close: tuple[int, str] | None = None
-        self.local_close_code: int | None = None
-        self.failure: str | None = None  # why we ended the connection, for the log and the sidecar
-
-    def read_frame(self):
-        header = Header.decode_header(self.stream)
-        self.last_frame_at = self.clock()
-        if header.flags:
-            self.failure = "reserved bits set in a frame, but no extension was negotiated"
-            raise ProtocolError(self.failure)  # receive() answers it with CLOSE_PROTOCOL_ERROR
-        if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
-            self.message_bytes = header.length
-        elif header.opcode == self.OPCODE_CONTINUATION:
-            self.message_bytes += header.length
-        if header.length > self.max_message or self.message_bytes > self.max_message:
-            self.failure = (f"a {header.length}-byte frame (message {self.message_bytes} bytes) exceeds the "
-                            f"{self.max_message}-byte limit")
-            self.close(CLOSE_TOO_BIG, "frame too large")
-            raise ProtocolError(self.failure)
-        payload = self.raw_read(header.length) if header.length else b""
-        if len(payload) != header.length:
-            raise WebSocketError("Unexpected EOF reading frame payload")
-        if header.mask:
-            payload = _unmask(payload, header.mask)
-        return header, payload
-
-    def handle_close(self, header, payload):
-        if len(payload) >= 2:
-            code = struct.unpack("!H", payload[:2])[0]
-            self.peer_close = (code, payload[2:].decode("utf-8", "replace"))
-        else:
-            self.peer_close = (CLOSE_NO_STATUS, "")
-        super().handle_close(header, payload)
-
-    def receive(self):
-        if self.closed:
-            return None
-        try:
-            return self.read_message()
-        except UnicodeError:
-            self.close(CLOSE_INVALID_DATA, "invalid UTF-8 in a text frame")
-        except ProtocolError:
-            if not self.closed:
-                self.close(CLOSE_PROTOCOL_ERROR, "protocol error")
-        except OSError:  # socket errors, WebSocketError for EOF mid-frame, gevent's cancel on shutdown
-            pass
-        return None
-
-    def close(self, code=CLOSE_NORMAL, message=b""):
-        # geventwebsocket 0.10.1 leaves the status code out of its close frame and writes a bytes reason as
-        # its repr ("b'Normal closure'"), so the module would read garbage as the code. Send it right.
-        if self.closed:
-            return
-        self.closed = True
-        self.local_close_code = code
-        if isinstance(message, (bytes, bytearray)):
-            message = bytes(message).decode("utf-8", "replace")
-        payload = struct.pack("!H", code) + (message or "").encode("utf-8")[:123]
-        try:
-            self.raw_write(bytes(Header.encode_header(True, self.OPCODE_CLOSE, b"", len(payload), 0)) + payload)
-        except OSError:
-            self.logger.debug("could not write the close frame; the peer is gone")
+def _read_ahead(handler) -> bytes:
+    """Bytes the client sent after its request that pywsgi's buffered reader already holds: the start of the
+    frames. Read without blocking (a non-blocking peek returns only what is buffered)."""
+    handler.socket.settimeout(0.0)
+    try:
+        early = handler.rfile.peek(RECV_BUFFER_BYTES)
+    except OSError:
+        early = b""
+    finally:
+        handler.socket.settimeout(None)
+    return handler.rfile.read(len(early)) if early else b""
 
 
 class _RecorderHandler(WebSocketHandler):
@@ -247,23 +168,11 @@ class _RecorderHandler(WebSocketHandler):
             return
         self.socket.settimeout(None)  # admitted: silence is legal now (pause, mixed audio while nobody speaks)
         self.environ[_SESSION_KEY] = admitted
+        self.environ[_HANDLER_KEY] = self
         try:
             super().run_application()
         finally:
             recorder._release(admitted)
-
-    def upgrade_connection(self):
-        refusal = super().upgrade_connection()
-        library_ws = self.environ.get("wsgi.websocket")
-        if library_ws is not None:
-            # The library hard-codes its WebSocket class; replace its still unused instance with ours and
-            # mark it closed so its __del__ does not write a close frame onto our connection.
-            recorder = self.server.recorder
-            self.websocket = _RecorderWebSocket(self.environ, Stream(self), self, recorder.max_frame_bytes,
-                                                recorder.clock)
-            self.environ["wsgi.websocket"] = self.websocket
-            library_ws.closed = True
-        return refusal
 
 
 class RecorderServer:
@@ -508,33 +417,34 @@ class RecorderServer:
                                                     ("Content-Type", "text/plain"),
                                                     ("Content-Length", str(len(body)))])
             return [body]
+        ws.closed = True  # the library's object never reads or writes: the frames are ours (and so is the close)
         try:
-            self._record(session, ws)
+            self._record(session, _read_ahead(environ[_HANDLER_KEY]))
         except Exception:  # one bad connection never takes the server (or another call) with it
             log.exception("call %s: recording connection from %s failed", session.spec.uuid, session.peer)
         return []
 
-    def _record(self, session: _Session, ws: _RecorderWebSocket) -> None:
+    def _record(self, session: _Session, early: bytes) -> None:
         spec = session.spec
         if session.stop_reason is not None:  # the server began stopping during the handshake
-            self._send_close(ws, CLOSE_GOING_AWAY, "recorder stopping")
+            self._send_close(session, CLOSE_GOING_AWAY, "recorder stopping")
             return
         try:
             recording = self._recording_for(spec)
         except (RecordingError, ValueError) as exc:
             log.error("call %s: cannot start the recording: %s", spec.uuid, exc)
             self._call_ended.pop(spec.uuid, None)
-            self._send_close(ws, CLOSE_INTERNAL_ERROR, "recorder cannot write")
+            self._send_close(session, CLOSE_INTERNAL_ERROR, "recorder cannot write")
             return
         session.recording = recording
-        session.ws = ws
+        session.last_frame_at = self.clock()
         log.info("call %s: recording %s from %s (%d Hz, %d ch)", spec.uuid, recording.path, session.peer,
                  spec.rate, spec.channels)
         # Killed by the server's pool (stop() past its timeout): still finalise, as a server stop.
         reason, close_code, close_text, error = SERVER_STOP, None, None, None
         try:
             self._notify(self.on_open, spec.uuid)
-            reason, close_code, close_text, error = self._pump(session, ws, recording)
+            reason, close_code, close_text, error = self._pump(session, recording, early)
         except Exception as exc:
             log.exception("call %s: unexpected failure while recording", spec.uuid)
             reason, error = INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
@@ -567,7 +477,7 @@ class RecorderServer:
                              f" {close_code}" if close_code is not None else "")
                     self._notify(self.on_detach, spec.uuid, reason)
             if reply is not None:
-                self._send_close(ws, *reply)
+                self._send_close(session, *reply)
 
     def _recording_for(self, spec: StreamSpec) -> Recording:
         """The call's open recording (a reconnect), one an earlier process left (a restart), or a new one."""
@@ -590,34 +500,62 @@ class RecorderServer:
         self._recordings[spec.uuid] = recording
         return recording
 
-    def _pump(self, session: _Session, ws: _RecorderWebSocket, recording: Recording):
-        """Frames -> recording until the stream ends; returns (reason, close code, close text, error)."""
-        uuid = session.spec.uuid
+    def _pump(self, session: _Session, recording: Recording, early: bytes):
+        """Frames -> recording until the stream ends; returns (reason, close code, close text, error).
+
+        The hot path: one recv per wake-up, every complete frame in it handled before the next read.
+        """
+        sock = session.socket
+        reader = FrameReader(self.max_frame_bytes)
+        data = early
         while session.stop_reason is None:
-            message = ws.receive()
-            if session.stop_reason is not None:
-                break
-            if message is None:  # the library reports every ending so; tell them apart
-                if ws.peer_close is not None:
-                    return CLIENT_CLOSE, ws.peer_close[0], ws.peer_close[1], None
-                if ws.local_close_code in (CLOSE_PROTOCOL_ERROR, CLOSE_INVALID_DATA, CLOSE_TOO_BIG):
-                    error = ws.failure or f"WebSocket protocol error (closed with {ws.local_close_code})"
-                    log.error("call %s: %s; closed with %s", uuid, error, ws.local_close_code)
-                    return PROTOCOL_ERROR, ws.local_close_code, None, error
-                return EOF, None, None, None
-            if isinstance(message, str):
-                log.info("call %s: text frame: %s", uuid, message[:200])
-                recording.on_text(message)
-                continue
-            try:
-                limit = recording.on_audio(message)
-            except RecordingError as exc:
-                log.error("call %s: %s", uuid, exc)
-                return WRITE_ERROR, None, None, str(exc)
-            if limit is not None:
-                log.warning("call %s: %s reached, ending the recording", uuid, limit)
-                return limit, None, None, None
+            if not data:
+                try:
+                    n = sock.recv_into(_recv_buffer)
+                except OSError:  # reset, or the recorder shut the read side to end the recording
+                    n = 0
+                if session.stop_reason is not None:
+                    break
+                if not n:
+                    return EOF, None, None, None
+                data = _recv_view[:n]
+            session.last_frame_at = self.clock()
+            messages = reader.feed(data)
+            data = b""
+            for opcode, payload in messages:
+                if opcode == OP_BINARY:
+                    try:
+                        limit = recording.on_audio(payload)
+                    except RecordingError as exc:
+                        log.error("call %s: %s", session.spec.uuid, exc)
+                        return WRITE_ERROR, None, None, str(exc)
+                    if limit is not None:
+                        log.warning("call %s: %s reached, ending the recording", session.spec.uuid, limit)
+                        return limit, None, None, None
+                elif opcode == OP_TEXT:
+                    try:
+                        text = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return self._refuse_frames(session, FrameError(CLOSE_INVALID_DATA,
+                                                                       "invalid UTF-8 in a text frame"))
+                    log.info("call %s: text frame: %s", session.spec.uuid, text[:200])
+                    recording.on_text(text)
+                elif opcode == OP_PING:
+                    self._send(session, encode_frame(OP_PONG, payload))
+                elif opcode == OP_CLOSE:
+                    code, text = parse_close(payload)
+                    self._send(session, close_frame(code if code != CLOSE_NO_STATUS else CLOSE_NORMAL))
+                    return CLIENT_CLOSE, code, text, None
+                # OP_PONG: an answer to nothing we asked; alive, nothing more.
+            if reader.error is not None:  # what came before it is kept
+                return self._refuse_frames(session, reader.error)
         return session.stop_reason, None, None, None
+
+    def _refuse_frames(self, session: _Session, exc: FrameError):
+        log.error("call %s: %s; closing with %d", session.spec.uuid, exc.problem, exc.code)
+        self._send(session, close_frame(exc.code, "frame too large" if exc.code == CLOSE_TOO_BIG else
+                                        "protocol error" if exc.code != CLOSE_INVALID_DATA else exc.problem))
+        return PROTOCOL_ERROR, exc.code, None, exc.problem
 
     def _log_finished(self, recording: Recording, reason: str, close_code: int | None) -> None:
         sidecar = recording.sidecar
@@ -626,13 +564,20 @@ class RecorderServer:
                  sidecar.bytes, sidecar.duration_s, sidecar.frames, len(sidecar.text_frames),
                  f", error: {sidecar.error}" if sidecar.error else "")
 
+    def _send_close(self, session: _Session, code: int, text: str) -> None:
+        if not session.closed:
+            self._send(session, close_frame(code, text))
+
     @staticmethod
-    def _send_close(ws: _RecorderWebSocket, code: int, text: str) -> None:
+    def _send(session: _Session, frame: bytes) -> None:
+        if frame[0] & 0x0F == OP_CLOSE:
+            if session.closed:
+                return
+            session.closed = True  # one close frame per connection, whoever sends it
         try:
-            if not ws.closed:
-                ws.close(code, text)
-        except Exception:  # the peer may be gone already; the file is safe by now
-            log.debug("could not send close %s", code, exc_info=True)
+            session.socket.sendall(frame)
+        except OSError:  # the peer may be gone already; the file is safe by now
+            log.debug("call %s: could not send a frame to %s; the peer is gone", session.spec.uuid, session.peer)
 
     @staticmethod
     def _notify(callback, *args) -> None:
@@ -739,7 +684,7 @@ class RecorderServer:
             self._end(session, CALL_END)
             return
         idle_limit = self.idle_limit_s(session.spec)
-        if idle_limit is not None and session.ws is not None and now - session.ws.last_frame_at > idle_limit:
+        if idle_limit is not None and now - session.last_frame_at > idle_limit:
             log.warning("call %s: nothing from %s for %.0f s (not even a ping), closing the connection",
                         session.spec.uuid, session.peer, idle_limit)
             self._end(session, IDLE_TIMEOUT)
