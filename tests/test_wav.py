@@ -116,7 +116,9 @@ def test_header_follows_wall_time_when_audio_trickles(tmp_path):
     writer.write(pcm(320))
     assert header_sizes(part)[1] == 0
     clock.now += 1.0
-    writer.write(pcm(320))
+    writer.write(pcm(320))  # the frame path never reads the clock: the owner's timer refreshes the header
+    assert header_sizes(part)[1] == 0
+    assert writer.refresh_header() is True
     assert header_sizes(part)[1] == 640
     # No frame at all (pause): the periodic refresh brings the header up to date on its own.
     writer.write(pcm(100))

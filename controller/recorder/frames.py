@@ -101,9 +101,11 @@ class FrameReader:
                 length = _LENGTH64.unpack_from(view, start)[0]
                 start += 8
             opcode = first & 0x0F
-            self.error = self._violation(first, second, opcode, length)
-            if self.error is not None:
-                return messages
+            # A final, masked binary frame within the limit (every audio frame) needs no further look.
+            if first != 0x82 or not second & 0x80 or length > self.max_message or self._fragments:
+                self.error = self._violation(first, second, opcode, length)
+                if self.error is not None:
+                    return messages
             end = start + 4 + length
             if size < end:
                 break
@@ -118,7 +120,8 @@ class FrameReader:
                 if self.error is not None:
                     return messages
         if pos == size:
-            self._buffer = bytearray()
+            if self._buffer:
+                self._buffer = bytearray()
         elif pos or view is not self._buffer:
             self._buffer = bytearray(view[pos:])
         return messages

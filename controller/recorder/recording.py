@@ -313,14 +313,21 @@ class Recording:
         """Time since the WAV's start (its sample frame 0), also after a restart continued the file."""
         return self._clock() - self.timeline.origin
 
-    def on_audio(self, data: bytes | bytearray | memoryview) -> str | None:
-        """Take one binary frame; returns the limit reason once a limit is reached (the rest is cut off)."""
+    def on_audio(self, data: bytes | bytearray | memoryview, arrival: float | None = None) -> str | None:
+        """Take one binary frame that arrived at ``arrival`` (default: now); returns the limit reason once a
+        limit is reached (the rest is cut off). The wall-clock limit is the tick's to check."""
         if self.limit_reason is not None:
             return self.limit_reason
         self.sidecar.frames += 1
         writer = self.writer
-        self._write(self.timeline.place(self._clock(), data, writer.data_bytes + writer.pending_bytes))
-        return self._check_duration()
+        written = writer.data_bytes + writer.pending_bytes
+        pieces = self.timeline.place(self._clock() if arrival is None else arrival, data, written)
+        if (len(pieces) == 1 and pieces[0] is data and self._next_cause is None
+                and (self._budget is None or written + len(data) < self._budget)):
+            writer.write(data)  # the common case: in time, within the limits
+        else:
+            self._write(pieces)
+        return self.limit_reason
 
     def _check_duration(self) -> str | None:
         """The wall-clock limit (it also ends a recording that receives nothing)."""

@@ -519,13 +519,13 @@ class RecorderServer:
                 if not n:
                     return EOF, None, None, None
                 data = _recv_view[:n]
-            session.last_frame_at = self.clock()
+            session.last_frame_at = arrival = self.clock()
             messages = reader.feed(data)
             data = b""
             for opcode, payload in messages:
                 if opcode == OP_BINARY:
                     try:
-                        limit = recording.on_audio(payload)
+                        limit = recording.on_audio(payload, arrival)
                     except RecordingError as exc:
                         log.error("call %s: %s", session.spec.uuid, exc)
                         return WRITE_ERROR, None, None, str(exc)

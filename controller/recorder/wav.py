@@ -1,7 +1,8 @@
 """Streaming WAV files for s16le PCM: the file on disk is playable at every moment. No sockets, no gevent.
 
 A recording is written to ``<final>.part``. The canonical 44-byte header (RIFF, ``fmt `` PCM, ``data``) is
-written first and its two size fields are rewritten at least once per second of audio or of wall time, so a
+written first and its two size fields are rewritten after every second of audio and, by the owner's timer
+(``refresh_header``), once a second of wall time while audio comes sparsely, so a
 process killed with SIGKILL leaves a file whose header matches the data up to the last update; ``repair``
 makes the rest of it count. ``close`` finalises the header and renames the file to its final name atomically.
 
@@ -263,7 +264,25 @@ class WavWriter:
         return self._header_bytes
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append PCM of any length; a frame split across calls is joined, never misaligned."""
+        """Append PCM of any length; a frame split across calls is joined, never misaligned.
+
+        The header is brought up to date here after every second of audio; when audio comes sparsely, the
+        owner's timer does it (``refresh_header``), so the frame path never reads the clock.
+        """
+        n = len(data)
+        if (n % self.frame_size or self._pending or self._fd is None or self.error is not None
+                or self.data_bytes + n > _MAX_DATA):
+            self._write_any(data)
+            return
+        # The common case, once per frame of every call: whole samples, nothing pending.
+        self.data_bytes += n
+        self._buffer += data
+        if len(self._buffer) >= WRITE_BUFFER:
+            self._flush()
+        if self.data_bytes - self._header_bytes >= self._header_every_bytes:
+            self._update_header()
+
+    def _write_any(self, data: bytes | bytearray | memoryview) -> None:
         self._check_open()
         view = memoryview(data).cast("B")
         if self._pending:
@@ -279,7 +298,8 @@ class WavWriter:
             self._accept(view[:whole])
         if whole < len(view):
             self._pending += view[whole:]
-        self._maybe_update_header()
+        if self.data_bytes - self._header_bytes >= self._header_every_bytes:
+            self._update_header()
 
     def append_silence(self, n_frames: int) -> None:
         """Append ``n_frames`` frames of digital silence (to keep a call's timeline across gaps)."""
@@ -293,7 +313,8 @@ class WavWriter:
             chunk = min(remaining, len(_ZEROS))
             self._accept(memoryview(_ZEROS)[:chunk])
             remaining -= chunk
-        self._maybe_update_header()
+        if self.data_bytes - self._header_bytes >= self._header_every_bytes:
+            self._update_header()
 
     def flush(self) -> None:
         """Hand every buffered frame to the file now. The owner calls this on a short timer, so audio reaches
@@ -405,13 +426,6 @@ class WavWriter:
         self.data_bytes = self._on_disk
         self.error = RecordingError(self.part_path, problem, exc)
         raise self.error
-
-    def _maybe_update_header(self) -> None:
-        if self._header_bytes == self.data_bytes:
-            return
-        if (self.data_bytes - self._header_bytes >= self._header_every_bytes
-                or self._clock() - self._header_at >= self.header_interval_s):
-            self._update_header()
 
     def _update_header(self) -> None:
         # Data first, then the sizes that describe it: a kill between the two leaves a header that is
