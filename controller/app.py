@@ -1,9 +1,9 @@
 """Wiring: Event Socket events -> call state -> commands out; module audio -> recorder -> WAV.
 
 The path of one call: CHANNEL_ANSWER arrives (`_on_answer`) -> `CallBook` matches a rule and returns
-StartStream -> `_start_stream` announces the call to the recorder and sends uuid_setvar + uuid_audio_stream
-start as background jobs -> the module connects to the recorder, which writes the WAV -> hangup or the rule's
-limit ends it.
+StartStream -> `_start_stream` announces the call to the recorder and writes uuid_setvar_multi (api) and
+uuid_audio_stream start (bgapi) in one send -> the module connects to the recorder, which writes the WAV ->
+hangup or the rule's limit ends it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .channel_uuid import call_key
 from .calls import CallBook, ForgetCall, NotStreamed, StartStream, StopStream
 from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
-from .esl.client import CommandError, CommandTimeout, EventSocketClient
+from .esl.client import CommandError, CommandTimeout, EventSocketClient, InOrder
+from .esl.client import api as api_command, bgapi as bgapi_command
 from .esl.protocol import Event
 from .recorder.recording import DELIBERATE_REASONS, LOST_REASONS, RULE_MAX_DURATION
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
@@ -191,7 +192,8 @@ class Controller:
 
     def _on_answer(self, event: Event) -> None:
         metrics.CALLS_ANSWERED.inc()
-        self._apply(self.calls.on_answer(CallInfo.from_headers(event.headers), time.monotonic()))
+        info = CallInfo.from_headers(event.headers)
+        self._apply(self.calls.on_answer(info, time.monotonic()), answered=info.uuid)
 
     def _on_hangup(self, event: Event) -> None:
         self._apply(self.calls.on_hangup(call_key(event.uuid), time.monotonic()))
@@ -215,10 +217,17 @@ class Controller:
 
     # ---- actions out ----------------------------------------------------------------------------------
 
-    def _apply(self, actions) -> None:
+    def _apply(self, actions, answered: str | None = None) -> None:
+        """`answered`: the call whose CHANNEL_ANSWER is being handled here, in that call's own event greenlet."""
         for action in actions:
             if isinstance(action, StartStream):
-                gevent.spawn(self._start_stream, action)
+                if action.call.uuid == answered:
+                    # The caller is already talking: write the start from here, no hop first. This greenlet
+                    # serves only this call's events (the client dispatches each channel in its own), and
+                    # _start_stream waits for nothing but the write, so no other call is held up.
+                    self._start_stream(action)
+                else:
+                    gevent.spawn(self._start_stream, action)
             elif isinstance(action, StopStream):
                 gevent.spawn(self._stop_stream, action.call, action.reason)
             elif isinstance(action, ForgetCall):
@@ -231,6 +240,9 @@ class Controller:
         self._wakeup.set()
 
     def _start_stream(self, start: StartStream) -> None:
+        """Announce the stream to the recorder and write its commands in one send; a greenlet of its own awaits
+        the results. One round trip from here to the module starting: FreeSWITCH runs an api before it reads
+        the next command, so the variables (and, on a restart, the stop) are done when the start's job runs."""
         call = start.call
         rule, info = call.rule, call.info
         try:
@@ -242,31 +254,39 @@ class Controller:
             )
             url = audio_stream.stream_url(self.public_url, info.uuid)
             # Commands name the channel as FreeSWITCH spells it: its session table is case-sensitive.
-            commands = audio_stream.setvar_commands(info.channel_uuid, rule, call.token)
-            commands.append(audio_stream.start_command(info.channel_uuid, url, rule.mix, rule.rate, rule.metadata))
+            variables = audio_stream.setvar_multi_command(info.channel_uuid,
+                                                          audio_stream.stream_variables(rule, call.token))
+            commands = [api_command(variables),
+                        bgapi_command(audio_stream.start_command(info.channel_uuid, url, rule.mix, rule.rate,
+                                                                 rule.metadata))]
+            if start.restart:
+                # After a server-side close the module keeps the dead stream attached and refuses a new start
+                # until stop; after ::error it has detached already and stop just answers -ERR. Either way: stop.
+                commands.insert(0, api_command(audio_stream.stop_command(info.channel_uuid)))
         except ValueError as exc:
             # Nothing is sent for a call whose arguments would be refused (or worse, leak a WebSocket).
             log.error("call %s: not streamed, invalid stream arguments: %s", info.uuid, exc)
             self.calls.on_start_result(start, False, str(exc), time.monotonic(), permanent=True)
             return
-        # Each command waits for its reply; meanwhile the call may hang up, reach its limit, or be restarted
-        # by a newer action. Then this start goes no further (nor announces a stream nobody would forget).
+        # A start that waited (a retry's delay, a greenlet's turn) may find the call hung up, stopped or started
+        # anew by a newer action: then it goes no further, nor announces a stream nobody would forget.
         if not self.calls.still_starting(start):
+            log.info("call %s: start %d abandoned: the call ended, was stopped or started anew",
+                     info.uuid, start.attempt)
             return
         self.registry.expect(spec)
-        if start.restart:
-            # After a server-side close the module keeps the dead stream attached and refuses a new start
-            # until stop; after ::error it has detached already and stop just answers -ERR. Either way: stop.
-            self._send_quietly(audio_stream.stop_command(info.channel_uuid))
-        detail = ""
-        for command in commands:
-            if not self.calls.still_starting(start):
-                log.info("call %s: start %d abandoned: the call ended, was stopped or started anew",
-                         info.uuid, start.attempt)
-                return
-            detail = self._send_quietly(command)
-            if not detail.startswith("+OK"):
-                break
+        pending = self.esl.send_in_order(commands)
+        gevent.spawn(self._start_result, start, pending, url)
+
+    def _start_result(self, start: StartStream, pending: InOrder, url: str) -> None:
+        rule, info = start.call.rule, start.call.info
+        # The stop's reply (restarts) says nothing about the new stream: -ERR when the module had detached.
+        *_, variables, started = pending.results()
+        detail = _reply_detail(variables)
+        if detail.startswith("+OK"):
+            detail = _reply_detail(started)
+        # A start whose variables were not set (the call gone: -ERR No such channel!) counts as failed whatever
+        # the module said: without STREAM_EXTRA_HEADERS its connection would carry no token.
         ok = detail.startswith("+OK")
         metrics.STREAM_STARTS.labels(rule.name).inc()
         if ok:
@@ -274,12 +294,6 @@ class Controller:
         else:
             metrics.STREAM_START_FAILURES.inc()
         self._apply(self.calls.on_start_result(start, ok, detail, time.monotonic()))
-
-    def _send_quietly(self, command: str) -> str:
-        try:
-            return self.esl.bgapi(command).strip()
-        except (CommandError, CommandTimeout, NotConnectedError) as exc:
-            return str(exc)
 
     def _stop_stream(self, call, reason: str) -> None:
         log.info("call %s: stopping stream: %s", call.uuid, reason)
@@ -314,6 +328,14 @@ class Controller:
         actions = self.calls.due(time.monotonic())
         if actions:
             self._apply(actions)
+
+
+def _reply_detail(result: str | Exception) -> str:
+    """A command's result for logs and the call's errors: its first line (FreeSWITCH appends a usage line to
+    some errors, e.g. uuid_setvar_multi's -ERR No such channel!), or the exception's message."""
+    if isinstance(result, Exception):
+        return str(result)
+    return result.strip().split("\n", 1)[0]
 
 
 def _error_code(body: str) -> str:

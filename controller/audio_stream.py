@@ -1,6 +1,7 @@
 """The text of mod_audio_stream's API commands, built only from arguments that were checked first. Pure.
 
-Each builder returns the argument text of an ``api``/``bgapi`` command (``uuid_audio_stream <uuid> start ...``).
+Each builder returns the argument text of an ``api``/``bgapi`` command (``uuid_audio_stream <uuid> start ...``,
+and ``uuid_setvar_multi <uuid> NAME=value;...`` for the channel variables the module reads at start).
 Nothing unchecked reaches FreeSWITCH: the module accepts junk rates such as ``abc`` or ``0``, answers
 ``-ERR Operation Failed`` and still opens a WebSocket that leaks (see PROTOCOL.md), so a bad argument must
 be refused here, before it is ever sent.
@@ -41,7 +42,7 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+")
 _PORT = re.compile(r"[0-9]+")
 # Path characters that pass FreeSWITCH's argument splitting unchanged (no quotes, backslashes, spaces).
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~/%=&?:,+@-]*")
-# The bearer token travels inside a JSON string in a uuid_setvar line: keep it to URL-safe characters.
+# The bearer token travels inside a JSON string in a uuid_setvar_multi line: keep it to URL-safe characters.
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_TOKEN_LEN = 16
 MAX_TOKEN_LEN = 512
@@ -202,20 +203,69 @@ def check_heartbeat_s(heartbeat_s: Any) -> int:
     return heartbeat_s
 
 
-def setvar_commands(uuid: str, rule: Any, token: str) -> list[str]:
-    """The channel variables the module reads at start, in the order they must be set (all before start).
+def stream_variables(rule: Any, token: str) -> list[tuple[str, str]]:
+    """The channel variables the module reads at start, as (name, value); all must be set before start.
 
     Heart-beat and deflate are read into uninitialised variables when unset, so both are always set.
     """
-    uuid = check_uuid(uuid)
     buffer_ms = check_buffer_ms(rule.buffer_ms)
     heartbeat_s = check_heartbeat_s(rule.heartbeat_s)
     if not isinstance(rule.deflate, bool):
         raise ValueError(f"deflate {rule.deflate!r} is not allowed; use true or false")
     headers = json.dumps({"Authorization": f"Bearer {check_token(token)}"}, separators=(",", ":"))
     return [
-        f"uuid_setvar {uuid} STREAM_BUFFER_SIZE {buffer_ms}",
-        f"uuid_setvar {uuid} STREAM_HEART_BEAT {heartbeat_s}",
-        f"uuid_setvar {uuid} STREAM_MESSAGE_DEFLATE {'true' if rule.deflate else 'false'}",
-        f"uuid_setvar {uuid} STREAM_EXTRA_HEADERS {headers}",
+        ("STREAM_BUFFER_SIZE", str(buffer_ms)),
+        ("STREAM_HEART_BEAT", str(heartbeat_s)),
+        ("STREAM_MESSAGE_DEFLATE", "true" if rule.deflate else "false"),
+        ("STREAM_EXTRA_HEADERS", headers),
     ]
+
+
+# uuid_setvar_multi (mod_commands) splits its variables with switch_separate_string into at most 64 parts.
+MAX_VARIABLES = 64
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def variable_value_problem(value: Any) -> str | None:
+    """Why ``value`` would not reach the channel exactly as written through uuid_setvar_multi, or None.
+
+    mod_commands splits the text after the uuid at ';' (quotes group, backslashes escape, each part loses its
+    leading and trailing spaces), then each part at its first '='; an empty value unsets the variable and
+    one holding "${" is not stored. Spaces inside a value survive.
+    """
+    if not isinstance(value, str):
+        return f"{type(value).__name__} is not text"
+    if not value:
+        return "is empty, which unsets the variable"
+    if value != value.strip(" "):
+        return "has a leading or trailing space, which FreeSWITCH strips"
+    if ";" in value:
+        return "contains ';', which separates variables"
+    if "'" in value:
+        return "contains a single quote ('), which FreeSWITCH strips from commands"
+    if "\\" in value:
+        return "contains a backslash, which FreeSWITCH treats as an escape character"
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return "contains a control character (a line break would end the command)"
+    if "${" in value:
+        return "contains '${', which FreeSWITCH refuses to store in a channel variable"
+    return None
+
+
+def setvar_multi_command(uuid: str, variables: list[tuple[str, str]]) -> str:
+    """``uuid_setvar_multi <uuid> NAME=value;NAME=value;...``: every variable in one command (+OK once).
+
+    Errors name the variable, never its value (STREAM_EXTRA_HEADERS holds the stream's token).
+    """
+    uuid = check_uuid(uuid)
+    if not 0 < len(variables) <= MAX_VARIABLES:
+        raise ValueError(f"uuid_setvar_multi takes 1 to {MAX_VARIABLES} variables, not {len(variables)}")
+    parts = []
+    for name, value in variables:
+        if not isinstance(name, str) or not _VARIABLE_NAME.fullmatch(name):
+            raise ValueError(f"channel variable name {name!r} is not allowed; use letters, digits and '_'")
+        problem = variable_value_problem(value)
+        if problem:
+            raise ValueError(f"channel variable {name}: its value {problem}")
+        parts.append(f"{name}={value}")
+    return f"uuid_setvar_multi {uuid} {';'.join(parts)}"

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from controller import audio_stream
-from controller.audio_stream import metadata_json, setvar_commands, start_command, stop_command, stream_url
+from controller.audio_stream import (metadata_json, setvar_multi_command, start_command, stop_command,
+                                    stream_url, stream_variables)
 
 UUID = "166eb301-3ca5-4fc5-9751-d8ca093577dd"
 TOKEN = "AbC_123-def.456~ghiJKL"
@@ -40,22 +41,46 @@ def freeswitch_args(line: str, max_args: int) -> list[str]:
                     quoted = not quoted
                 i += 1
         parts.append(line[start:i])
-
-    def clean(part: str) -> str:
-        out, j = [], 0
-        while j < len(part):
-            ch = part[j]
-            if ch == "\\" and j + 1 < len(part):
-                nxt = part[j + 1]
-                out.append({"n": "\n", "r": "\r", "t": "\t", "s": " "}.get(nxt, nxt))
-                j += 2
-                continue
-            if ch != "'":
-                out.append(ch)
-            j += 1
-        return "".join(out).rstrip(" ")
-
     return [clean(p) for p in parts]
+
+
+def clean(part: str) -> str:
+    """A part after splitting: single quotes dropped, ``\\x`` turned into ``x``, surrounding spaces stripped."""
+    out, j = [], 0
+    part = part.lstrip(" ")
+    while j < len(part):
+        ch = part[j]
+        if ch == "\\" and j + 1 < len(part):
+            nxt = part[j + 1]
+            out.append({"n": "\n", "r": "\r", "t": "\t", "s": " "}.get(nxt, nxt))
+            j += 2
+            continue
+        if ch != "'":
+            out.append(ch)
+        j += 1
+    return "".join(out).rstrip(" ")
+
+
+def setvar_multi_sees(command: str) -> tuple[str, dict[str, str]]:
+    """What mod_commands' uuid_setvar_multi makes of a command, written from its source: the uuid is
+    everything up to the first space; the rest is split at ';' outside single quotes (a backslash keeps the
+    next character from splitting), each part cleaned, then split at its first '='."""
+    name, _, args = command.partition(" ")
+    assert name == "uuid_setvar_multi"
+    uuid, _, rest = args.partition(" ")
+    parts, start, i, quoted = [], 0, 0, False
+    while i < len(rest):
+        if rest[i] == "\\":
+            i += 1
+        elif rest[i] == "'":
+            quoted = not quoted
+        elif rest[i] == ";" and not quoted:
+            parts.append(rest[start:i])
+            start = i + 1
+        i += 1
+    if start < len(rest):
+        parts.append(rest[start:])
+    return uuid, dict(clean(part).partition("=")[::2] for part in parts)
 
 
 def module_sees(command: str) -> list[str]:
@@ -103,35 +128,61 @@ def test_stop_command_exact_text():
     assert stop_command(UUID) == f"uuid_audio_stream {UUID} stop"
 
 
-def test_setvar_commands_exact_text_and_order():
-    assert setvar_commands(UUID, rule(), TOKEN) == [
-        f"uuid_setvar {UUID} STREAM_BUFFER_SIZE 20",
-        f"uuid_setvar {UUID} STREAM_HEART_BEAT 0",
-        f"uuid_setvar {UUID} STREAM_MESSAGE_DEFLATE false",
-        f'uuid_setvar {UUID} STREAM_EXTRA_HEADERS {{"Authorization":"Bearer {TOKEN}"}}',
-    ]
-    assert setvar_commands(UUID, rule(buffer_ms=100, heartbeat_s=5, deflate=True), TOKEN)[:3] == [
-        f"uuid_setvar {UUID} STREAM_BUFFER_SIZE 100",
-        f"uuid_setvar {UUID} STREAM_HEART_BEAT 5",
-        f"uuid_setvar {UUID} STREAM_MESSAGE_DEFLATE true",
-    ]
+def test_setvar_multi_command_exact_text():
+    assert setvar_multi_command(UUID, stream_variables(rule(), TOKEN)) == (
+        f"uuid_setvar_multi {UUID} STREAM_BUFFER_SIZE=20;STREAM_HEART_BEAT=0;STREAM_MESSAGE_DEFLATE=false;"
+        f'STREAM_EXTRA_HEADERS={{"Authorization":"Bearer {TOKEN}"}}'
+    )
+    assert stream_variables(rule(buffer_ms=100, heartbeat_s=5, deflate=True), TOKEN)[:3] == [
+        ("STREAM_BUFFER_SIZE", "100"), ("STREAM_HEART_BEAT", "5"), ("STREAM_MESSAGE_DEFLATE", "true")]
 
 
-def test_extra_headers_survive_uuid_setvar_argument_handling():
-    line = setvar_commands(UUID, rule(), TOKEN)[3]
-    name, _, args = line.partition(" ")
-    assert name == "uuid_setvar"
-    uuid, var, value = freeswitch_args(args, 3)
-    assert (uuid, var) == (UUID, "STREAM_EXTRA_HEADERS")
-    assert json.loads(value) == {"Authorization": f"Bearer {TOKEN}"}
+def test_every_variable_survives_uuid_setvar_multi_argument_handling():
+    uuid, variables = setvar_multi_sees(setvar_multi_command(UUID, stream_variables(rule(), TOKEN)))
+    assert uuid == UUID
+    assert variables == dict(stream_variables(rule(), TOKEN))
+    # The space after "Bearer" is inside the value: it stays.
+    assert json.loads(variables["STREAM_EXTRA_HEADERS"]) == {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_setvar_commands_work_with_rules_from_the_config_loader():
+def test_stream_variables_work_with_rules_from_the_config_loader():
     from controller.config import parse_config
 
     config = parse_config("esl: {password: x}\nrules:\n- name: r\n  match: {destination: '1'}\n  buffer_ms: 40\n",
                           "t.yaml", {})
-    assert setvar_commands(UUID, config.rules[0], TOKEN)[0] == f"uuid_setvar {UUID} STREAM_BUFFER_SIZE 40"
+    assert stream_variables(config.rules[0], TOKEN)[0] == ("STREAM_BUFFER_SIZE", "40")
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("S3CR3T;b", "contains ';', which separates variables"),
+    ("S3CR3T's", "contains a single quote"),
+    ("S3CR3T\\b", "contains a backslash"),
+    (" S3CR3T", "has a leading or trailing space"),
+    ("S3CR3T ", "has a leading or trailing space"),
+    ("", "is empty, which unsets the variable"),
+    ("S3CR3T\nb", "contains a control character"),
+    ("${S3CR3T}", "contains '${'"),
+    (20, "int is not text"),
+])
+def test_a_variable_value_that_would_not_arrive_unchanged_is_refused_without_echoing_it(value, problem):
+    with pytest.raises(ValueError) as info:
+        setvar_multi_command(UUID, [("STREAM_BUFFER_SIZE", "20"), ("STREAM_EXTRA_HEADERS", value)])
+    assert str(info.value).startswith(f"channel variable STREAM_EXTRA_HEADERS: its value {problem}")
+    assert "S3CR3T" not in str(info.value)  # the value may hold the stream's token
+
+
+@pytest.mark.parametrize("name", ["", "A=B", "A;B", "A B", "^^x", None])
+def test_a_bad_variable_name_is_refused(name):
+    with pytest.raises(ValueError, match="^channel variable name .* is not allowed"):
+        setvar_multi_command(UUID, [(name, "1")])
+
+
+def test_uuid_setvar_multi_takes_one_to_64_variables():
+    with pytest.raises(ValueError, match="takes 1 to 64 variables, not 0"):
+        setvar_multi_command(UUID, [])
+    with pytest.raises(ValueError, match="not 65"):
+        setvar_multi_command(UUID, [(f"V{i}", "1") for i in range(65)])
+    assert setvar_multi_command(UUID, [(f"V{i}", "1") for i in range(64)]).endswith(";V63=1")
 
 
 # ---- metadata: the chosen scheme provably survives, everything else is refused --------------------------------
@@ -210,7 +261,7 @@ def test_bad_uuid_is_refused_everywhere(uuid):
     with pytest.raises(ValueError, match=expected):
         stop_command(uuid)
     with pytest.raises(ValueError, match=expected):
-        setvar_commands(uuid, rule(), TOKEN)
+        setvar_multi_command(uuid, stream_variables(rule(), TOKEN))
     with pytest.raises(ValueError, match=expected):
         stream_url("ws://127.0.0.1:8080", uuid)
 
@@ -293,7 +344,7 @@ def test_public_url_with_query_is_refused():
 ])
 def test_bad_token_is_refused_without_echoing_it(token, problem):
     with pytest.raises(ValueError) as info:
-        setvar_commands(UUID, rule(), token)
+        stream_variables(rule(), token)
     assert problem in str(info.value)
     if token:
         assert token not in str(info.value)
@@ -309,5 +360,5 @@ def test_bad_token_is_refused_without_echoing_it(token, problem):
 ])
 def test_bad_rule_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError) as info:
-        setvar_commands(UUID, rule(**kwargs), TOKEN)
+        stream_variables(rule(**kwargs), TOKEN)
     assert str(info.value) == message

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from controller.simulator import signals
+from harness import first_line, wait_until
 
 
 RULE_9999 = """\
@@ -25,15 +26,86 @@ def test_matched_answer_sends_the_exact_command_sequence(sim, harness):
     h.wait_closed(uuid)
     commands = h.commands_for(uuid)
     # The token is random per call: read it from what was sent, then check everything else exactly.
-    token = json.loads(commands[3].split(" STREAM_EXTRA_HEADERS ", 1)[1])["Authorization"].split(" ")[1]
+    token = json.loads(commands[0].split(";STREAM_EXTRA_HEADERS=", 1)[1])["Authorization"].split(" ")[1]
     assert commands == [
-        f"bgapi uuid_setvar {uuid} STREAM_BUFFER_SIZE 20",
-        f"bgapi uuid_setvar {uuid} STREAM_HEART_BEAT 0",
-        f"bgapi uuid_setvar {uuid} STREAM_MESSAGE_DEFLATE false",
-        f'bgapi uuid_setvar {uuid} STREAM_EXTRA_HEADERS {{"Authorization":"Bearer {token}"}}',
+        f"api uuid_setvar_multi {uuid} STREAM_BUFFER_SIZE=20;STREAM_HEART_BEAT=0;STREAM_MESSAGE_DEFLATE=false;"
+        f'STREAM_EXTRA_HEADERS={{"Authorization":"Bearer {token}"}}',
         f"bgapi uuid_audio_stream {uuid} start ws://127.0.0.1:{h.controller.recorder_port}/calls/{uuid} mono 8000",
     ]
     assert len(token) >= 16
+
+
+def commands_and_reads(sim, uuid: str) -> list[tuple[str, int]]:
+    """(command, which recv() the switch read it in) for every command naming `uuid`, on any connection."""
+    return [(first_line(command), (connection.number, read)) for connection in sim.all_connections
+            for command, read in zip(connection.commands, connection.command_reads) if uuid in command]
+
+
+def test_the_stream_starts_within_one_round_trip_of_the_answer(sim, harness):
+    h = harness(RULE_9999 % ("mono", 8000))
+    sim.wait_for_command("api show channels as json", timeout=5)  # the reconcile after connecting goes first
+    # Every api reply now takes a second: a start written only after the variables' reply would come that
+    # much later. It comes in the same read instead, i.e. in the same write as the variables.
+    sim.delay_replies(1.0)
+    call = sim.place_call("9999", duration_s=2.0)
+    start = sim.wait_for_command(lambda c: f"uuid_audio_stream {call.uuid} start" in c, timeout=5)
+    (setvar, setvar_read), (started, start_read) = commands_and_reads(sim, call.uuid)
+    assert setvar.startswith(f"api uuid_setvar_multi {call.uuid} ") and started == first_line(start)
+    assert setvar_read == start_read
+    sim.delay_replies(0)
+    assert call.hung_up.wait(10)
+    assert h.wait_closed(call.uuid) == "client_close"
+
+
+def test_a_restart_writes_stop_variables_and_start_together_and_the_stream_uses_the_rules_variables(sim, harness):
+    h = harness(RULE_9999 % ("mono", 8000) + "  buffer_ms: 100\n  heartbeat_s: 5\n")
+    call = sim.place_call("9999", duration_s=3.0)
+    sim.wait_for_command(lambda c: f"uuid_audio_stream {call.uuid} start" in c, timeout=5)
+    wait_until(lambda: sim.streams_for(call.uuid) and sim.streams_for(call.uuid)[0].frames, 5, "the first frames")
+    sim.streams_for(call.uuid)[0].abort_ws_tcp()  # ::error: the controller restarts the stream
+    wait_until(lambda: len(sim.streams_for(call.uuid)) == 2, 10, "the restarted stream")
+    commands = commands_and_reads(sim, call.uuid)
+    assert [c.split()[:3] for c, _ in commands] == [
+        ["api", "uuid_setvar_multi", call.uuid], ["bgapi", "uuid_audio_stream", call.uuid],
+        ["api", "uuid_audio_stream", call.uuid], ["api", "uuid_setvar_multi", call.uuid],
+        ["bgapi", "uuid_audio_stream", call.uuid]]
+    assert commands[2][0].endswith(" stop") and len({read for _, read in commands[2:]}) == 1
+    # The module read the variables when it started each stream: they were set before the start ran.
+    for stream in sim.streams_for(call.uuid):
+        assert stream.buffer_ms == 100 and stream.heartbeat_s == 5
+        assert dict(stream.extra_headers)["Authorization"] == f"Bearer {h.controller.calls.calls[call.uuid].token}"
+    assert call.hung_up.wait(10)
+    assert h.wait_closed(call.uuid) == "client_close"
+    assert h.recording(call.uuid).sidecar["connections"] == 2  # the recorder took both: the token was right
+
+
+def test_variables_refused_for_a_channel_the_switch_does_not_have_fail_the_start_with_that_detail(sim, harness):
+    h = harness(RULE_9999 % ("mono", 8000))
+    # The reconcile after connecting must be over first, or its listing would forget the ghost at once: a
+    # reply that comes after its reply comes after it has run.
+    sim.wait_for_command("api show channels as json", timeout=5)
+    h.controller.esl.api("echo after the reconcile")
+    ghost = sim.place_call("9999", answer=False, auto_hangup=False)
+    sim.forget_call(ghost)  # the switch no longer has it, yet an answer for it arrives
+    sim.fire_channel_event(ghost, "CHANNEL_ANSWER", "answered")
+    wait_until(lambda: ghost.uuid in h.controller.calls.calls and h.controller.calls.calls[ghost.uuid].errors, 5,
+               "the start's result")
+    # mod_commands follows its -ERR with a usage line: only the first line is the detail.
+    assert h.controller.calls.calls[ghost.uuid].errors == ["start refused: -ERR No such channel!"]
+    assert [c.split()[:2] for c in h.commands_for(ghost.uuid)] == [
+        ["api", "uuid_setvar_multi"], ["bgapi", "uuid_audio_stream"]]
+    assert sim.streams_for(ghost.uuid) == []
+
+
+def test_a_start_with_invalid_arguments_sends_nothing(sim, harness):
+    h = harness(RULE_9999 % ("mono", 8000))
+    h.controller.public_url = "ws://under_score:8080"  # the module would refuse this host
+    call = sim.place_call("9999", duration_s=1.0)
+    wait_until(lambda: call.uuid in h.controller.calls.calls and h.controller.calls.calls[call.uuid].permanent, 5,
+               "the start to be given up")
+    assert h.controller.calls.calls[call.uuid].errors[0].startswith("recorder public_url 'ws://under_score:8080'")
+    assert call.hung_up.wait(10)
+    assert h.commands_for(call.uuid) == [] and sim.streams_for(call.uuid) == []
 
 
 @pytest.mark.parametrize("mix,rate,channels", [("mono", 8000, 1), ("mono", 16000, 1), ("mixed", 16000, 1),

@@ -219,8 +219,10 @@ def test_websocket_lost_mid_call_restarts_into_the_same_file(sim, harness):
     streams = sim.streams_for(faulted.uuid)
     assert len(streams) == 2
     commands = h.commands_for(faulted.uuid)
-    stop = commands.index(f"bgapi uuid_audio_stream {faulted.uuid} stop")
-    assert [c for c in commands[stop:] if " start " in c]  # restarted: stop first, then start
+    # Restarted: stop first (an api: done before the switch reads on), then the variables, then start.
+    stop = commands.index(f"api uuid_audio_stream {faulted.uuid} stop")
+    assert commands[stop + 1].startswith(f"api uuid_setvar_multi {faulted.uuid} ")
+    assert " start " in commands[stop + 2]
     assert len(h.recordings_for(faulted.uuid)) == 1
     recording = h.recording(faulted.uuid)
     assert recording.audio_outside_gaps() == b"".join(s.sent_pcm for s in streams)
@@ -243,8 +245,7 @@ def test_a_time_limit_passing_while_the_stream_restarts_ends_it_for_good(sim, ha
     h.wait_closed(call.uuid)
     assert len(h.recordings_for(call.uuid)) == 1
     assert len(sim.streams_for(call.uuid)) == 1  # never started again
-    assert [c.split()[3] for c in h.commands_for(call.uuid) if c.startswith("bgapi uuid_audio_stream")] \
-        == ["start", "stop"]
+    assert [c.split()[3] for c in h.commands_for(call.uuid) if " uuid_audio_stream " in c] == ["start", "stop"]
 
 
 def test_stream_that_never_comes_back_still_gives_a_wav_as_long_as_the_call(sim, harness):
@@ -324,7 +325,7 @@ def test_controller_stopped_with_sigterm_mid_call_continues_the_same_file_after_
     # new start until stop), and its ::disconnect went to nobody. The new process knows nothing of the call:
     # it stops whatever the module holds, then starts, once.
     assert [first_line(c).split()[3] for c in sent
-            if c.startswith("bgapi uuid_audio_stream") and call.uuid in c] == ["stop", "start"]
+            if " uuid_audio_stream " in c and call.uuid in c] == ["stop", "start"]
     # A clean stop writes out everything it read: only frames in flight when it closed can be missing.
     assert_continued(sim, call, recording, most_missing_s=0.1)
     assert len(list((tmp_path / "rec").rglob(f"*{other.uuid}*.wav"))) == 1
