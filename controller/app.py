@@ -55,6 +55,8 @@ class Controller:
             # Only a safety net (hangup normally ends a recording): longer than all restart attempts together.
             linger_s=300.0,
             on_close=self._on_recording_closed,
+            max_streams=config.limits.recorder_max_streams,
+            max_connections=config.limits.recorder_max_connections,
         )
         self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token,
                               max_streams=config.limits.max_streams)
@@ -126,6 +128,8 @@ class Controller:
             log.error("reload refused, keeping the current rules: %s", exc)
             return False
         unapplied = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
+        unapplied += [f"limits.{name}" for name in ("recorder_max_streams", "recorder_max_connections")
+                      if getattr(new.limits, name) != getattr(self.config.limits, name)]
         self.config = dataclasses.replace(self.config, rules=new.rules, limits=new.limits)
         self.calls.max_streams = new.limits.max_streams
         log.info("reloaded %d rules and the limits from %s", len(new.rules), self.config_path)

@@ -45,8 +45,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     level = args.log_level or config.logging.level
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Each stream holds a socket and a file; systemd and most shells start a process with a soft limit of 1024.
+    raise_open_file_limit(2 * config.limits.recorder_max_connections + 64)
     Controller(config, args.config).serve_forever()
     return 0
+
+
+def raise_open_file_limit(wanted: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (never past the hard limit); warn if it stays below."""
+    import logging
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        logging.getLogger("controller").warning(
+            "open file limit is %d, below the %d that limits.recorder_max_connections needs; raise LimitNOFILE "
+            "(systemd) or ulimit -n, or lower the limits", soft, wanted)
 
 
 if __name__ == "__main__":

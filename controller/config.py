@@ -107,6 +107,11 @@ class MetricsConfig:
 class LimitsConfig:
     # The module's free build streams at most 10 channels at once; beyond the cap calls are not streamed.
     max_streams: int = 10
+    # The recorder's own caps: WebSocket streams it records at once (beyond: 503 before the upgrade), and
+    # TCP connections it serves at once (upgrades in progress and refused clients included). Sized from the
+    # benchmark: above what one core sustains, so the caps guard against floods, not against load.
+    recorder_max_streams: int = 2000
+    recorder_max_connections: int = 4000
 
 
 @dataclass(frozen=True)
@@ -335,9 +340,22 @@ class _Reader:
         return Config(esl, recorder, rules, metrics, logging_config, self.source, limits)
 
     def limits(self, node: Node, path: str) -> LimitsConfig:
-        s = _Section(self, node, path, ("max_streams",), "the limits")
-        return LimitsConfig(max_streams=s.read("max_streams", lambda n, p: self.whole(
-            n, p, 1, 10000, "a whole number of concurrent streams from 1 to 10000"), 10))
+        s = _Section(self, node, path, ("max_streams", "recorder_max_streams", "recorder_max_connections"),
+                     "the limits")
+        streams = s.read("recorder_max_streams", lambda n, p: self.whole(
+            n, p, 1, 100000, "a whole number of streams the recorder takes at once, from 1 to 100000"), 2000)
+        connections = s.read("recorder_max_connections", lambda n, p: self.whole(
+            n, p, 2, 200000, "a whole number of connections the recorder serves at once, from 2 to 200000"), 4000)
+        if connections <= streams:
+            self.fail(s.values.get("recorder_max_connections", node), _join(path, "recorder_max_connections"),
+                      f"{connections} is not above recorder_max_streams ({streams})",
+                      "allow more connections than streams, so a refused client can still be told why (503)")
+        return LimitsConfig(
+            max_streams=s.read("max_streams", lambda n, p: self.whole(
+                n, p, 1, 10000, "a whole number of concurrent streams from 1 to 10000"), 10),
+            recorder_max_streams=streams,
+            recorder_max_connections=connections,
+        )
 
     def esl(self, node: Node, path: str) -> EslConfig:
         s = _Section(self, node, path, ("host", "port", "password", "connect_timeout_s", "command_timeout_s",

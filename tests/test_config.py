@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from controller.config import Config, ConfigError, load_config, parse_config
+from controller.config import Config, ConfigError, LimitsConfig, load_config, parse_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "config"
@@ -118,6 +118,13 @@ def test_full_config_round_trip():
     assert callers.match.destination is None
     assert callers.rate == 48000
     assert old.enabled is False
+    assert config.limits == LimitsConfig(max_streams=50, recorder_max_streams=300, recorder_max_connections=600)
+
+
+def test_the_recorder_needs_more_connections_than_streams():
+    message = error_of(MINIMAL + "limits:\n  recorder_max_streams: 500\n  recorder_max_connections: 500\n")
+    assert message == ("test.yaml:8: limits.recorder_max_connections: 500 is not above recorder_max_streams (500); "
+                       "allow more connections than streams, so a refused client can still be told why (503)")
 
 
 def test_defaults_fill_everything_left_out():
