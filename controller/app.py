@@ -256,17 +256,9 @@ class Controller:
                 metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata is not None else None,
                 heartbeat_s=rule.heartbeat_s,
             )
-            url = audio_stream.stream_url(self.public_url, info.uuid)
-            # Commands name the channel as FreeSWITCH spells it: its session table is case-sensitive.
-            variables = audio_stream.setvar_multi_command(info.channel_uuid,
-                                                          audio_stream.stream_variables(rule, call.token))
-            commands = [api_command(variables),
-                        bgapi_command(audio_stream.start_command(info.channel_uuid, url, rule.mix, rule.rate,
-                                                                 rule.metadata))]
-            if start.restart:
-                # After a server-side close the module keeps the dead stream attached and refuses a new start
-                # until stop; after ::error it has detached already and stop just answers -ERR. Either way: stop.
-                commands.insert(0, api_command(audio_stream.stop_command(info.channel_uuid)))
+            url, texts = audio_stream.start_commands(info.channel_uuid, info.uuid, rule, call.token, self.public_url,
+                                                     restart=start.restart)
+            commands = [api_command(text) if kind == "api" else bgapi_command(text) for kind, text in texts]
         except ValueError as exc:
             # Nothing is sent for a call whose arguments would be refused (or worse, leak a WebSocket).
             log.error("call %s: not streamed, invalid stream arguments: %s", info.uuid, exc)

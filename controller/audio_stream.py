@@ -269,3 +269,23 @@ def setvar_multi_command(uuid: str, variables: list[tuple[str, str]]) -> str:
             raise ValueError(f"channel variable {name}: its value {problem}")
         parts.append(f"{name}={value}")
     return f"uuid_setvar_multi {uuid} {';'.join(parts)}"
+
+
+def start_commands(channel_uuid: str, call_key: str, rule: Any, token: str, public_url: str, *,
+                   restart: bool = False) -> tuple[str, list[tuple[str, str]]]:
+    """The stream URL and the commands that start one call's stream, in the order they must be written:
+    ``[("api", stop) on a restart,] ("api", uuid_setvar_multi ...), ("bgapi", uuid_audio_stream ... start)``.
+
+    FreeSWITCH runs an ``api`` before it reads the next command, so the variables (and the stop) are done
+    when the start's background job runs; all of them can go out in one write. Commands name the channel as
+    FreeSWITCH spells it (its session table is case-sensitive); the URL carries the call's key.
+    Raises ValueError for anything the module would refuse.
+    """
+    url = stream_url(public_url, call_key)
+    commands = [("api", setvar_multi_command(channel_uuid, stream_variables(rule, token))),
+                ("bgapi", start_command(channel_uuid, url, rule.mix, rule.rate, rule.metadata))]
+    if restart:
+        # After a server-side close the module keeps the dead stream attached and refuses a new start until
+        # stop; after ::error it has detached already and stop just answers -ERR. Either way: stop first.
+        commands.insert(0, ("api", stop_command(channel_uuid)))
+    return url, commands

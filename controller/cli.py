@@ -1,4 +1,9 @@
-"""The console script ``fs-stream-controller``: parse the command line, check the configuration, run.
+"""The console script ``fs-stream-controller``: run the controller, or check, diagnose or ask it.
+
+    fs-stream-controller [run] -c CONFIG        the controller (the default when no subcommand is given)
+    fs-stream-controller check CONFIG [--call DEST ...]   the configuration as understood; what a call would get
+    fs-stream-controller doctor -c CONFIG       the troubleshooting list, run against the live switch
+    fs-stream-controller status -c CONFIG       what the running controller is doing; non-zero when unhealthy
 
 gevent's monkey patching belongs to the program's entry point, here, before anything imports socket, ssl or
 threading; importing ``controller.app`` (as the tests do) patches nothing.
@@ -11,28 +16,57 @@ import sys
 
 from .config import LOG_LEVELS
 
+DEFAULT_CONFIG = "config/controller.yaml"
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fs-stream-controller",
         description="Call controller beside FreeSWITCH: starts mod_audio_stream over the Event Socket for the "
-                    "calls your rules match and records each call's audio to WAV.")
-    parser.add_argument("-c", "--config", default="config/controller.yaml", help="YAML configuration file")
-    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+                    "calls your rules match and records each call's audio to WAV. Without a subcommand it runs.")
+    _run_options(parser)
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit (see: check)")
+    commands = parser.add_subparsers(dest="command", metavar="{run,check,doctor,status}")
+    run = commands.add_parser("run", help="run the controller (the default)", description="Run the controller.")
+    _run_options(run)
+    check = commands.add_parser(
+        "check", help="print the configuration as understood, or what one call would get",
+        description="Validate CONFIG and print its rules as understood. With --call, print which rule a call "
+                    "would match and the exact Event Socket commands the controller would send for it.")
+    check.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help=f"YAML configuration file ({DEFAULT_CONFIG})")
+    check.add_argument("--call", metavar="DEST", help="a call to this destination number")
+    check.add_argument("--caller", default="1000", metavar="N", help="its caller id number (default 1000)")
+    check.add_argument("--context", default="default", metavar="C", help="its dialplan context (default default)")
+    check.add_argument("--direction", default="inbound", choices=("inbound", "outbound"),
+                       help="its leg's direction (default inbound)")
+    check.add_argument("--uuid", help="its channel uuid (default: a new one)")
+    doctor = commands.add_parser(
+        "doctor", help="run the troubleshooting list against the live switch",
+        description="Check, one step at a time, that the whole chain works: the Event Socket, the module, the "
+                    "recorder's address, a test call streamed to public_url, the recordings directory. "
+                    "Exit status 0 only when every step passes.")
+    doctor.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration file ({DEFAULT_CONFIG})")
+    status = commands.add_parser(
+        "status", help="ask the running controller what it is doing",
+        description="Ask the running controller (its HTTP listener, metrics.listen_host:listen_port) for its "
+                    "health and live calls and print them. Exit status 1 when it is unhealthy, 3 when it "
+                    "cannot be reached.")
+    status.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration file ({DEFAULT_CONFIG})")
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration file ({DEFAULT_CONFIG})")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
                         help="overrides logging.level from the configuration")
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     from gevent import monkey
 
     monkey.patch_all()
 
-    import logging
-
-    from .app import Controller
     from .config import ConfigError, load_config
 
     try:
@@ -40,9 +74,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.check:
-        print(f"{args.config}: OK ({len(config.rules)} rules)")
-        return 0
+    if args.command == "check" or args.check:
+        from .ops import check
+
+        return check.main(config, args)
+    if args.command == "doctor":
+        from .ops import doctor
+
+        return doctor.main(config, args)
+    if args.command == "status":
+        from .ops import status
+
+        return status.main(config, args)
+    return run(config, args)
+
+
+def run(config, args: argparse.Namespace) -> int:
+    import logging
+
+    from .app import Controller
+
     level = args.log_level or config.logging.level
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Each stream holds a socket and a file; systemd and most shells start a process with a soft limit of 1024.
