@@ -1208,3 +1208,30 @@ def test_a_final_sidecar_that_cannot_be_written_is_written_once_space_returns(re
                "the final sidecar to be written")
     side = rec.only_recording()[1]
     assert (side["bytes"], side["duration_s"], side["frames"]) == (320, 0.02, 1)
+
+
+def test_live_stats_say_what_each_open_recording_holds_and_a_test_stream_leaves_no_file(recorder, captures):
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock)
+    rec.expect(uuid=UUID, rule_name="ext9999")
+    rec.expect(uuid=OTHER, discard=True)  # the doctor's test call
+    kept, _ = rec.connect(captures, path=f"/calls/{UUID}")
+    test, _ = rec.connect(captures, path=f"/calls/{OTHER}")
+    assert {rec.next_event(), rec.next_event()} == {("open", UUID), ("open", OTHER)}
+    clock.advance(0.02)
+    kept.send(frame(OP_BINARY, pcm(1)) + frame(OP_BINARY, pcm(2)))
+    test.send(frame(OP_BINARY, pcm(3)))
+    kept.sync()
+    test.sync()
+    clock.advance(0.5)
+    stats = rec.server.live_stats()
+    assert stats[UUID] == {"rule": "ext9999", "rate": 8000, "channels": 1, "path": stats[UUID]["path"],
+                           "seconds": 0.04, "bytes": 640, "frames": 2, "connected": True, "last_frame_age_s": 0.5,
+                           "connections": 1, "gaps": 0, "gap_seconds": 0.0}
+    assert stats[OTHER]["bytes"] == 320
+    test.send(close_frame(1000))
+    assert test.recv_close()[0] == 1000
+    rec.server.end_call(OTHER)
+    assert rec.wait_closed(OTHER) == "client_close"
+    assert not list(rec.directory.rglob(f"*{OTHER}*"))  # counted, then removed
+    assert OTHER not in rec.server.live_stats() and UUID in rec.server.live_stats()

@@ -80,6 +80,7 @@ class StreamSpec:
     # Seconds between the module's pings (0: none). Only a stream that pings can be told dead by its silence:
     # without pings, pause and mixed audio during a plain sleep send nothing for as long as they last.
     heartbeat_s: int = 0
+    discard: bool = False  # a test stream (doctor): its files are removed once it is finalised
 
     def __post_init__(self) -> None:
         uuid = normalise_uuid(self.uuid)
@@ -421,6 +422,12 @@ class Recording:
             log.error("call %s: %s; the WAV is complete, the sidecar will be written again", self.spec.uuid, exc)
             return False
         return True
+
+
+    def remove_files(self) -> None:
+        """Delete the finished recording's WAV and sidecar (a test stream's)."""
+        for path in (self.path, self.writer.part_path, self.sidecar_path):
+            _unlink_quietly(path)
 
 
 def _unlink_quietly(path: Path) -> None:

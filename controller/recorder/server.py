@@ -305,6 +305,24 @@ class RecorderServer:
         """The uuids of the calls whose audio is arriving on a connection right now."""
         return [uuid for uuid, s in self._sessions.items() if s.recording is not None and not s.recording.finished]
 
+    def live_stats(self) -> dict[str, dict]:
+        """What each open recording holds so far (for /calls and the doctor), by call uuid."""
+        now = self.clock()
+        stats = {}
+        for uuid, recording in self._recordings.items():
+            session = self._sessions.get(uuid)
+            attached = session is not None and session.recording is recording and not session.ending
+            writer, sidecar = recording.writer, recording.sidecar
+            stats[uuid] = {
+                "rule": recording.spec.rule_name, "rate": recording.spec.rate, "channels": recording.spec.channels,
+                "path": str(recording.path), "seconds": round(writer.duration_s, 3), "bytes": writer.data_bytes,
+                "frames": sidecar.frames, "connected": attached,
+                "last_frame_age_s": round(now - session.last_frame_at, 3) if attached else None,
+                "connections": sidecar.connections, "gaps": len(sidecar.gaps) + sidecar.gaps_unlisted,
+                "gap_seconds": round(recording.silent_frames / recording.spec.rate, 3),
+            }
+        return stats
+
     def end_call(self, uuid: str, at: float | None = None, reason: str | None = None) -> None:
         """The call is over (hangup, gone, or its stream stopped on purpose): finalise its recording now if no
         connection is attached, else as soon as that connection ends. `at` (on ``clock``, time.monotonic()
@@ -334,11 +352,13 @@ class RecorderServer:
             recording.finish(reason, end_at=end_at, **close)
         except RecordingError as exc:
             log.error("call %s: cannot finalise %s: %s", uuid, recording.path, exc)
-        if not recording.sidecar_saved:
+        if recording.spec.discard:  # a test stream (doctor): counted, then removed
+            recording.remove_files()
+        elif not recording.sidecar_saved:
             self._unsaved_sidecars[uuid] = (recording, self.clock() + SIDECAR_RETRY_S)
         reason = recording.sidecar.close_reason or reason  # a limit may have cut the silence up to the end
         # An earlier connection's error (protocol, EOF) does not stop the call continuing here; a file error does.
-        if reason == SERVER_STOP and not recording.file_failed:
+        if reason == SERVER_STOP and not recording.file_failed and not recording.spec.discard:
             self._stopped[uuid] = str(recording.path)
         self._log_finished(recording, reason, close.get("close_code"))
         self._notify(self.on_close, uuid, reason)
