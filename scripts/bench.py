@@ -28,11 +28,12 @@ import sys
 
 _ROLE = sys.argv[sys.argv.index("--role") + 1] if "--role" in sys.argv[:-1] else None
 if _ROLE in ("recorder", "reaction"):
-    from gevent import monkey  # the recorder and the simulator are gevent code: patch before anything else
+    # The recorder and the simulator are gevent code: patch before anything else is imported.
+    from gevent import monkey
 
     monkey.patch_all()
 
-import argparse  # noqa: E402
+import argparse
 import array
 import collections
 import datetime
@@ -63,6 +64,7 @@ TOKEN = "bench-token-2f6c1d9e8a7b"
 FRAME_MS = 20
 SERVER_CORE, LOAD_CORE = "1", "0"
 LADDER = [200, 500, 800, 1000, 1200, 1500, 2000]
+PROFILE_PATH = "bench-results-profile.txt"
 LAG_LIMIT_MS = 100.0
 CPU_LIMIT_PCT = 90.0
 
@@ -414,13 +416,11 @@ def run_load(args) -> None:
         for client in list(running):
             due = int((now - client.start) / interval)
             limit = client.target if client.target is not None else capacity
-            if due > limit:
-                due = limit
+            due = min(due, limit)
             sock, maker = client.sock, client.maker
             if client.sent < due:
                 late = now - (client.start + (client.sent + 1) * interval)  # its oldest frame due
-                if late > client.max_late:
-                    client.max_late = late
+                client.max_late = max(client.max_late, late)
             while client.sent < due:
                 frame = maker.frame(client.sent)
                 client.sent_at[client.sent] = clock()
@@ -438,8 +438,7 @@ def run_load(args) -> None:
                     fail(client, f"send: {exc}")
                     break
                 took = clock() - mark
-                if took > slowest["send"]:
-                    slowest["send"] = took
+                slowest["send"] = max(slowest["send"], took)
                 if sent < len(frame):
                     client.pending = frame[sent:]
                     client.blocked += 1
@@ -473,8 +472,7 @@ def run_load(args) -> None:
             lag_all[bucket] += 1
             if steady:
                 lag_steady[bucket] += 1
-            if lag > client.max_lag_ms:
-                client.max_lag_ms = lag
+            client.max_lag_ms = max(client.max_lag_ms, lag)
 
     clock = time.monotonic
     tick = 0
@@ -485,7 +483,7 @@ def run_load(args) -> None:
         mark = time.monotonic()
         slowest["open"] = max(slowest["open"], mark - now)
         timeout = next_tick - mark
-        events_now = ep.poll(timeout if timeout > 0 else 0)
+        events_now = ep.poll(max(0, timeout))
         polled = time.monotonic()
         slowest["poll_overrun"] = max(slowest["poll_overrun"], polled - mark - max(0.0, timeout))
         for fd, events in events_now:
@@ -953,7 +951,10 @@ def run_ingest(kind: str, n: int, seconds: float, rate: int, channels: int, opts
         "lag_hist_steady_0.1ms": load["lag_hist_steady"],
         "streams_max_lag_over_100ms": sum(1 for s in streams if s["max_lag_ms"] >= 100),
         "cpu_steady": steady, "cpu_whole_run": whole, "elapsed_s": round(elapsed, 2),
-        "rss_peak_kib": peak, "rss_during_kib": {"first": rss[0] if rss else None, "last": rss[-1] if rss else None},
+        "rss_peak_kib": peak, "rss_during_kib": {"first": rss[0] if rss else None, "last": rss[-1] if rss else None,
+                                                 "first_tenth_median": statistics.median(rss[:max(1, len(rss) // 10)]) if rss else None,
+                                                 "last_tenth_median": statistics.median(rss[-max(1, len(rss) // 10):]) if rss else None,
+                                                 "max": max(rss) if rss else None, "samples": len(rss)},
         "kib_per_stream": (peak - record["rss_idle_kib"]) / n,
         "handshake_ms": {"p50": percentile(handshakes, 50), "p99": percentile(handshakes, 99),
                          "max": handshakes[-1] if handshakes else None},
@@ -1014,7 +1015,7 @@ def finish_profile(spy, workdir: Path) -> dict:
         own[frames[-1]] += count
         for frame in set(frames):
             total_incl[frame] += count
-    kept = Path(ROOT / "bench-profile.txt")
+    kept = Path(PROFILE_PATH)
     shutil.copy(out, kept)
     return {"samples": total, "raw": str(kept),
             "own": [(name, round(c / total * 100, 1)) for name, c in own.most_common(15)],
@@ -1084,6 +1085,16 @@ def describe(record: dict) -> None:
         print(f"{'':>6} {record['server']}: {note}")
 
 
+def source_state() -> dict:
+    """Which recorder was measured: the commit, and the files under controller/ that differ from it."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
+            "subject": git("log", "-1", "--format=%s")[:100],
+            "controller_uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "controller").splitlines()]}
+
+
 def machine() -> dict:
     model = "?"
     try:
@@ -1094,7 +1105,7 @@ def machine() -> dict:
     except OSError:
         pass
     return {"host": platform.node(), "cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "kernel": platform.release(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "memory_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)}
 
 
@@ -1150,7 +1161,7 @@ def ingest_series(opts, servers: list[str], results: dict) -> None:
     for kind in servers:
         print(f"  {kind:<6} {largest[kind] or 'none'}"
               + (f" (fails at {smallest_fail[kind]})" if smallest_fail[kind] else " (passed every N run)"))
-    if all(largest.get(k) for k in ("python", "node")):
+    if all(largest.get(k) and smallest_fail.get(k) for k in ("python", "node")):
         print(f"  python/node: {largest['python'] / largest['node']:.2f}x")
 
 
@@ -1189,9 +1200,11 @@ def long_call(opts, servers: list[str], results: dict) -> None:
         record = run_ingest(kind, 1, 0, 8000, 1, opts, interval_ms=interval, frames=frames, label="long_call")
         results["long_call"].append(record)
         wav = record["wav"]
-        print(f"  {kind:<6} {record['elapsed_s']:.0f} s; RSS start {record['rss_idle_kib'] / 1024:.1f} MiB, "
-              f"during first {record['rss_during_kib']['first'] / 1024:.1f} / last {record['rss_during_kib']['last'] / 1024:.1f} "
-              f"MiB, peak {record['rss_peak_kib'] / 1024:.1f} MiB; frames lost {record['frames_lost']}; WAV exact: "
+        during = record["rss_during_kib"]
+        print(f"  {kind:<6} {record['elapsed_s']:.0f} s; RSS before {record['rss_idle_kib'] / 1024:.1f} MiB, sampled every "
+              f"0.1 s: first {during['first'] / 1024:.1f}, median of the first tenth {during['first_tenth_median'] / 1024:.1f}"
+              f", of the last tenth {during['last_tenth_median'] / 1024:.1f}, last {during['last'] / 1024:.1f}, peak "
+              f"{record['rss_peak_kib'] / 1024:.1f} MiB; frames lost {record['frames_lost']}; WAV exact: "
               f"{'yes' if wav['bytes_exact'] == 1 else 'NO'} ({'exactly' if wav['length_exact'] == 1 else 'NOT'} "
               f"{frames * FRAME_MS / 1000 / 3600:g} h); CPU {fmt((record['cpu_whole_run'] or {}).get('us_per_frame'))} "
               f"us per frame; lag p99 {fmt(record['lag_ms_all']['p99'])} ms")
@@ -1318,7 +1331,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reaction-log-level", default="INFO", help="the controller's log level there (INFO)")
     parser.add_argument("--profile", type=int_list, default=[],
                         help="N values at which to run py-spy on the Python recorder (steady window, own time); "
-                             "needs py-spy in .venv; the raw profile goes to bench-profile.txt")
+                             "needs py-spy in .venv; the raw profile goes beside --json as <name>-profile.txt")
     parser.add_argument("--json", default="bench-results.json", help="where to write the results (bench-results.json)")
     parser.add_argument("--keep", action="store_true", help="keep each run's recordings and logs (under --tmp)")
     parser.add_argument("--tmp", default=None, help="where runs write their recordings (default: the system's temp dir)")
@@ -1338,7 +1351,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if quick:
             opts.search = False
     if opts.seconds is None:
-        opts.seconds = 4.0 if quick else 20.0
+        opts.seconds = 3.0 if quick else 20.0
     if opts.formats is None:
         opts.formats = [(16000, 1, 50), (8000, 2, 50)] if quick else [(16000, 1, 500), (8000, 2, 500)]
     if opts.formats_seconds is None:
@@ -1354,7 +1367,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    global PROFILE_PATH
     opts = parse_args(argv)
+    PROFILE_PATH = str(Path(opts.json).with_suffix("")) + "-profile.txt"
     if opts.role in ("load", "recorder"):
         opts.n = opts.n[0]
     if opts.role == "load":
@@ -1377,13 +1392,17 @@ def orchestrate(opts, argv: list[str]) -> int:
         return 2
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # this process too stays off the server's core
     servers = [s.strip() for s in opts.servers.split(",") if s.strip()]
-    results = {"machine": machine(), "command": "scripts/bench " + shlex.join(argv), "lag_method": LAG_METHOD,
+    results = {"machine": machine(), "source": source_state(), "command": "scripts/bench " + shlex.join(argv), "lag_method": LAG_METHOD,
                "criteria": {"lag_p99_ms_below": LAG_LIMIT_MS, "cpu_pct_below": CPU_LIMIT_PCT, "frames_lost": 0},
                "ingest": [], "formats": [], "long_call": [], "reaction": None}
     m = results["machine"]
     print(f"fs-stream-controller ingest benchmark, {m['date']}")
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; Python {m['python']}")
     print(f"command: {results['command']}")
+    source = results["source"]
+    print(f"recorder measured: commit {source['commit']} ({source['subject']})"
+          + (f", with uncommitted changes in {', '.join(source['controller_uncommitted'])}"
+             if source["controller_uncommitted"] else ""))
     print(f"pinning: each server alone on core {SERVER_CORE} (taskset), the load and this process on core {LOAD_CORE}")
     if "node" in servers:
         status = node_status()
