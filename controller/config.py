@@ -7,17 +7,26 @@ Every mistake is reported as one line naming the file, the line, the field and w
 To know lines, the file is composed into PyYAML's node tree (each node keeps its position) and the nodes
 are read here, rather than loading plain Python objects that have forgotten where they came from.
 
+What each section may hold is data: a ``Section`` per mapping (the tables near the end of this file) lists
+its ``Field``s in the order they are read and named in messages, each with its kind (how the value is read
+and checked, and the "allowed" text its messages end with), its default, and whether it is required. One
+walker (``_Reader.section``) reads any section from its table; what a table cannot say (one field against
+another, derived values) is a named function in the section's ``after``. To add a key: add the dataclass
+field, add a ``Field`` row, and document the key in config/controller.yaml (a test walks the tables and
+fails on any key the example does not show).
+
 ``${NAME}`` anywhere in a scalar is replaced from the environment (``$${`` writes a literal ``${``). Secrets
 (the ESL password, the recorder token) never appear in an error message or a repr.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -49,13 +58,22 @@ class ConfigError(ValueError):
         return f"{where}:{field_part} {self.problem}; {self.allowed}"
 
 
-def _masked_repr(obj: Any, secrets: tuple[str, ...]) -> str:
-    parts = []
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        shown = "'***'" if f.name in secrets and value is not None else repr(value)
-        parts.append(f"{f.name}={shown}")
-    return f"{type(obj).__name__}({', '.join(parts)})"
+class _MaskedRepr:
+    """A repr that shows '***' for the fields the schema marks secret (a mapping keeps its keys)."""
+
+    def __repr__(self) -> str:
+        secrets = _SECRET_FIELDS.get(type(self), ())
+        parts = []
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in secrets and isinstance(value, Mapping):
+                shown = repr({key: "***" for key in value})
+            elif f.name in secrets and value is not None:
+                shown = "'***'"
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,7 @@ class ReconnectConfig:
 
 
 @dataclass(frozen=True, repr=False)
-class EslConfig:
+class EslConfig(_MaskedRepr):
     password: str
     host: str = "127.0.0.1"
     port: int = 8021
@@ -78,12 +96,9 @@ class EslConfig:
     # taken for half-open, dropped and made again.
     liveness_timeout_s: float = 60.0
 
-    def __repr__(self) -> str:
-        return _masked_repr(self, ("password",))
-
 
 @dataclass(frozen=True, repr=False)
-class RecorderConfig:
+class RecorderConfig(_MaskedRepr):
     public_url: str | None  # None: listen_port is 0, the URL is derived from the port the recorder gets
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -92,9 +107,6 @@ class RecorderConfig:
     max_call_s: float = 4 * 3600.0
     max_call_bytes: int = 1024**3
     token: str | None = None  # None: the app makes a random token per call
-
-    def __repr__(self) -> str:
-        return _masked_repr(self, ("token",))
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,154 @@ def parse_config(text: str, source_name: str = "<config>", environ: Mapping[str,
     return _Reader(source_name, os.environ if environ is None else environ).config(text)
 
 
+# ---- the schema's shape ---------------------------------------------------------------------------------
+
+class _Defaults:
+    def __repr__(self) -> str:
+        return "DEFAULTS"
+
+
+# A section left out is read as an empty one: its own defaults, and its ``after`` functions still run.
+DEFAULTS: Any = _Defaults()
+
+
+class Kind(Protocol):
+    """How one value is read and checked."""
+
+    allowed: str  # what every message about the value ends with
+
+    def read(self, r: "_Reader", node: Node, path: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a section."""
+
+    name: str  # the key in the file, and the dataclass field it fills
+    kind: Kind  # one of Text, Whole, Number, Flag, Custom, Sub, ListOf
+    default: Any = None  # when the key is left out or empty (``key:``); DEFAULTS for a nested section
+    required: str | None = None  # set: the key must be given, and this says what to write
+
+    @property
+    def secret(self) -> bool:
+        """Never shown in a message or a repr."""
+        return getattr(self.kind, "secret", False)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One YAML mapping: its keys, and the dataclass it becomes."""
+
+    what: str  # as named in "expected <what> (a mapping of keys)"
+    build: Callable[..., Any]
+    fields: tuple[Field, ...]
+    # Run once the fields are read, as fn(reader, mapping, values): checks of one field against another,
+    # and values that are not read from a key (they may set values[...]).
+    after: tuple[Callable[["_Reader", "_Mapping", dict[str, Any]], None], ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+# ---- kinds of value: each reads one node and fails with its own allowed text ------------------------------
+
+@dataclass(frozen=True)
+class Text:
+    allowed: str = "write it as text"
+    # Turns the text into the value, or raises ValueError whose text is the problem (e.g. "'x' is not ...").
+    parse: Callable[[str], Any] | None = None
+    secret: bool = False  # never shown in messages or reprs
+
+    def read(self, r: "_Reader", node: Node, path: str) -> Any:
+        value = r.text(node, path, allowed=self.allowed, secret=self.secret)
+        if self.parse is None:
+            return value
+        try:
+            return self.parse(value)
+        except ValueError as exc:
+            r.fail(node, path, str(exc), self.allowed)
+
+
+@dataclass(frozen=True)
+class Whole:
+    lo: int
+    hi: int
+    allowed: str
+    step: int | None = None  # the value must be a multiple of this
+
+    def read(self, r: "_Reader", node: Node, path: str) -> int:
+        value = r.whole(node, path, self.lo, self.hi, self.allowed)
+        if self.step and value % self.step:
+            r.fail(node, path, f"{value} is not a multiple of {self.step}", self.allowed)
+        return value
+
+
+@dataclass(frozen=True)
+class Number:
+    lo: float
+    hi: float
+    allowed: str
+    lo_open: bool = False  # lo itself is not allowed
+
+    def read(self, r: "_Reader", node: Node, path: str) -> float:
+        return r.number(node, path, self.lo, self.hi, self.allowed, lo_open=self.lo_open)
+
+
+@dataclass(frozen=True)
+class Flag:
+    allowed: str = "use true or false"
+
+    def read(self, r: "_Reader", node: Node, path: str) -> bool:
+        return r.boolean(node, path)
+
+
+@dataclass(frozen=True)
+class Custom:
+    """A value with rules of its own, read by a named function."""
+
+    reader: Callable[["_Reader", Node, str], Any]
+    allowed: str
+
+    def read(self, r: "_Reader", node: Node, path: str) -> Any:
+        return self.reader(r, node, path)
+
+
+@dataclass(frozen=True)
+class Sub:
+    """A nested section."""
+
+    section: Section
+
+    @property
+    def allowed(self) -> str:
+        return f"allowed keys: {', '.join(self.section.keys)}"
+
+    def read(self, r: "_Reader", node: Node, path: str) -> Any:
+        return r.section(self.section, node, path)
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A non-empty list of sections (the rules)."""
+
+    section: Section
+    allowed: str
+    empty: str  # what to write when the list is empty
+    # Run once every item is read, as fn(reader, list node, path, items).
+    after: tuple[Callable[["_Reader", SequenceNode, str, list[Any]], None], ...] = ()
+
+    def read(self, r: "_Reader", node: Node, path: str) -> tuple[Any, ...]:
+        if not isinstance(node, SequenceNode):
+            r.fail(node, path, f"expected a list, got {_kind(node)}", self.allowed)
+        if not node.value:
+            r.fail(node, path, "is empty", self.empty)
+        items = [r.section(self.section, item, f"{path}[{index}]") for index, item in enumerate(node.value)]
+        for check in self.after:
+            check(r, node, path, items)
+        return tuple(items)
+
+
 # ---- reading nodes ----------------------------------------------------------------------------------------
 
 def _join(path: str, key: str) -> str:
@@ -173,7 +333,7 @@ def _kind(node: Node, tag: str | None = None) -> str:
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 
 
-class _Section:
+class _Mapping:
     """One YAML mapping whose keys are checked against the keys it allows."""
 
     def __init__(self, reader: "_Reader", node: Node, path: str, allowed: tuple[str, ...], what: str) -> None:
@@ -204,16 +364,9 @@ class _Section:
             return None
         return node
 
-    def require(self, key: str, allowed: str) -> Node:
-        node = self.get(key)
-        if node is None:
-            where = self.values.get(key, self.node)
-            self.reader.fail(where, _join(self.path, key), "is required but missing", allowed)
-        return node
-
-    def read(self, key: str, reader: Callable[[Node, str], Any], default: Any) -> Any:
-        node = self.get(key)
-        return default if node is None else reader(node, _join(self.path, key))
+    def where(self, key: str) -> Node:
+        """The node to blame for ``key``: its value when written, else the mapping."""
+        return self.values.get(key, self.node)
 
 
 class _Reader:
@@ -226,6 +379,27 @@ class _Reader:
 
     def fail(self, node: Node | None, path: str, problem: str, allowed: str) -> None:
         raise ConfigError(self.source, None if node is None else _line(node), path, problem, allowed)
+
+    # -- the walker --
+
+    def section(self, section: Section, node: Node, path: str) -> Any:
+        m = _Mapping(self, node, path, section.keys, section.what)
+        values: dict[str, Any] = {}
+        for f in section.fields:
+            key_path = _join(path, f.name)
+            value_node = m.get(f.name)
+            if value_node is not None:
+                values[f.name] = f.kind.read(self, value_node, key_path)
+            elif f.required is not None:
+                self.fail(m.where(f.name), key_path, "is required but missing", f.required)
+            elif f.default is DEFAULTS:
+                empty = MappingNode(_TAG + "map", [], node.start_mark, node.end_mark)
+                values[f.name] = self.section(f.kind.section, empty, key_path)
+            else:
+                values[f.name] = copy.copy(f.default)  # a fresh {} per object
+        for check in section.after:
+            check(self, m, values)
+        return section.build(**values)
 
     # -- scalars --
 
@@ -296,13 +470,6 @@ class _Reader:
             self.fail(node, path, f"{text!r} is not true or false", "use true or false")
         return self.typed(text, tag)
 
-    def choice(self, node: Node, path: str, choices: tuple[str, ...], what: str, note: str = "") -> str:
-        allowed = f"use {', '.join(choices[:-1])} or {choices[-1]}{note}"
-        value = self.text(node, path, allowed=allowed)
-        if value not in choices:
-            self.fail(node, path, f"{value!r} is not {what}", allowed)
-        return value
-
     # -- the document --
 
     def config(self, text: str) -> Config:
@@ -327,325 +494,327 @@ class _Reader:
         if root is None:
             raise ConfigError(self.source, 1, "", "the file is empty",
                               "write a mapping with esl, recorder and rules sections")
-        top = _Section(self, root, "", ("esl", "recorder", "rules", "metrics", "logging", "limits"),
-                       "the configuration")
-        esl = self.esl(top.require("esl", "add an esl: section with at least password"), "esl")
-        recorder_node = top.get("recorder")
-        recorder = self.recorder(recorder_node, "recorder") if recorder_node is not None \
-            else self.recorder(MappingNode(_TAG + "map", [], root.start_mark, root.end_mark), "recorder")
-        rules = self.rules(top.require("rules", "add a rules: list with at least one rule"), "rules")
-        metrics = top.read("metrics", self.metrics, None)
-        logging_config = top.read("logging", self.logging, LoggingConfig())
-        limits = top.read("limits", self.limits, LimitsConfig())
-        return Config(esl, recorder, rules, metrics, logging_config, self.source, limits)
+        return self.section(CONFIG, root, "")
 
-    def limits(self, node: Node, path: str) -> LimitsConfig:
-        s = _Section(self, node, path, ("max_streams", "recorder_max_streams", "recorder_max_connections"),
-                     "the limits")
-        streams = s.read("recorder_max_streams", lambda n, p: self.whole(
-            n, p, 1, 100000, "a whole number of streams the recorder takes at once, from 1 to 100000"), 2000)
-        connections = s.read("recorder_max_connections", lambda n, p: self.whole(
-            n, p, 2, 200000, "a whole number of connections the recorder serves at once, from 2 to 200000"), 4000)
-        if connections <= streams:
-            self.fail(s.values.get("recorder_max_connections", node), _join(path, "recorder_max_connections"),
-                      f"{connections} is not above recorder_max_streams ({streams})",
-                      "allow more connections than streams, so a refused client can still be told why (503)")
-        return LimitsConfig(
-            max_streams=s.read("max_streams", lambda n, p: self.whole(
-                n, p, 1, 10000, "a whole number of concurrent streams from 1 to 10000"), 10),
-            recorder_max_streams=streams,
-            recorder_max_connections=connections,
-        )
 
-    def esl(self, node: Node, path: str) -> EslConfig:
-        s = _Section(self, node, path, ("host", "port", "password", "connect_timeout_s", "command_timeout_s",
-                                        "liveness_timeout_s", "reconnect"), "the esl section")
-        host_rules = "a host name or IP address without spaces"
-        timeout_rules = "seconds, above 0 and at most 300"
-        password_node = s.require("password", "give the event socket password (e.g. ${ESL_PASSWORD})")
-        password = self.text(password_node, _join(path, "password"), secret=True,
-                             allowed="give the event socket password (e.g. ${ESL_PASSWORD})")
-        return EslConfig(
-            password=password,
-            host=s.read("host", lambda n, p: self.hostname(n, p, host_rules), "127.0.0.1"),
-            port=s.read("port", lambda n, p: self.whole(n, p, 1, 65535, "use a port number from 1 to 65535"), 8021),
-            connect_timeout_s=s.read("connect_timeout_s",
-                                     lambda n, p: self.number(n, p, 0, 300, timeout_rules, lo_open=True), 5.0),
-            command_timeout_s=s.read("command_timeout_s",
-                                     lambda n, p: self.number(n, p, 0, 300, timeout_rules, lo_open=True), 5.0),
-            reconnect=s.read("reconnect", self.reconnect, ReconnectConfig()),
-            liveness_timeout_s=s.read("liveness_timeout_s", lambda n, p: self.number(
-                n, p, 1, 3600, "seconds from 1 to 3600; keep it above FreeSWITCH's event-heartbeat-interval "
-                "(20 s by default): three missed heartbeats is the default 60"), 60.0),
-        )
+# ---- values with rules of their own -------------------------------------------------------------------------
 
-    def hostname(self, node: Node, path: str, allowed: str) -> str:
-        host = self.text(node, path, allowed=allowed)
-        if any(ch.isspace() for ch in host) or "/" in host:
-            self.fail(node, path, f"{host!r} is not a host name", allowed)
-        return host
-
-    def reconnect(self, node: Node, path: str) -> ReconnectConfig:
-        s = _Section(self, node, path, ("initial_s", "max_s", "multiplier", "jitter"), "the reconnect settings")
-        initial = s.read("initial_s", lambda n, p: self.number(
-            n, p, 0, 60, "seconds before the first retry, above 0 and at most 60", lo_open=True), 0.5)
-        max_node = s.get("max_s")
-        max_s = s.read("max_s", lambda n, p: self.number(
-            n, p, 0, 3600, "the longest wait between retries in seconds, above 0 and at most 3600", lo_open=True), 30.0)
-        if max_s < initial:
-            self.fail(max_node or node, _join(path, "max_s"), f"{max_s:g} is below initial_s ({initial:g})",
-                      "make max_s at least initial_s")
-        return ReconnectConfig(
-            initial_s=initial,
-            max_s=max_s,
-            multiplier=s.read("multiplier", lambda n, p: self.number(
-                n, p, 1, 10, "a growth factor from 1 (constant delay) to 10"), 2.0),
-            jitter=s.read("jitter", lambda n, p: self.number(
-                n, p, 0, 1, "a fraction of the delay from 0 (none) to 1"), 0.2),
-        )
-
-    def recorder(self, node: Node, path: str) -> RecorderConfig:
-        s = _Section(self, node, path, ("listen_host", "listen_port", "public_url", "directory", "filename_template",
-                                        "max_call_s", "max_call_bytes", "token"), "the recorder section")
-        listen_host = s.read("listen_host", lambda n, p: self.hostname(
-            n, p, "an address to listen on, e.g. 127.0.0.1 or 0.0.0.0"), "127.0.0.1")
-        listen_port = s.read("listen_port", lambda n, p: self.whole(
-            n, p, 0, 65535, "use a port number from 1 to 65535 (0: any free port)"), 8080)
-        url_node = s.get("public_url")
-        if url_node is not None:
-            public_url = self.public_url(url_node, _join(path, "public_url"))
-        elif listen_host in ("0.0.0.0", "::", ""):
-            self.fail(s.values.get("public_url", node), _join(path, "public_url"),
-                      "is required when listen_host is a wildcard",
-                      "give the URL FreeSWITCH connects to, e.g. ws://10.0.0.5:8080")
-        elif listen_port == 0:
-            public_url = None  # ws://<listen_host>:<the port the recorder is given>, known once it listens
-        else:
-            public_url = self.public_url(None, _join(path, "public_url"), f"ws://{listen_host}:{listen_port}", node)
-        max_bytes_rules = f"a whole number of bytes from 1 to {MAX_WAV_DATA_BYTES} (the WAV format's limit)"
-        return RecorderConfig(
-            public_url=public_url,
-            listen_host=listen_host,
-            listen_port=listen_port,
-            directory=s.read("directory", lambda n, p: self.text(n, p, allowed="a directory path"), "./recordings"),
-            filename_template=s.read("filename_template", self.filename_template, "{date}/{uuid}.wav"),
-            max_call_s=s.read("max_call_s", lambda n, p: self.number(
-                n, p, 0, 7 * 86400, "seconds, above 0 and at most 604800 (7 days)", lo_open=True), 4 * 3600.0),
-            max_call_bytes=s.read("max_call_bytes", lambda n, p: self.whole(
-                n, p, 1, MAX_WAV_DATA_BYTES, max_bytes_rules), 1024**3),
-            token=s.read("token", self.token, None),
-        )
-
-    def public_url(self, node: Node | None, path: str, derived: str | None = None, where: Node | None = None) -> str:
-        allowed = (f"{audio_stream.WS_URL_RULES}, no query; e.g. ws://127.0.0.1:8080")
-        url = derived if node is None else self.text(node, path, allowed=allowed)
-        problem = audio_stream.ws_url_problem(url, base=True)
-        if problem:
-            if node is None:
-                problem = f"derived from listen_host and listen_port as {problem}"
-            self.fail(node or where, path, problem, allowed)
-        return url.rstrip("/")
-
-    def filename_template(self, node: Node, path: str) -> str:
-        template = self.text(node, path, allowed=TEMPLATE_RULES)
-        try:
-            FilenameTemplate(template)
-        except ValueError as exc:
-            self.fail(node, path, str(exc), TEMPLATE_RULES)
-        return template
-
-    def token(self, node: Node, path: str) -> str:
-        allowed = (f"{audio_stream.MIN_TOKEN_LEN} to {audio_stream.MAX_TOKEN_LEN} letters, digits, '-', '_', '.' "
-                   "or '~' (e.g. ${RECORDER_TOKEN}), or leave it out for a random token per call")
-        token = self.text(node, path, allowed=allowed, secret=True)
-        try:
-            audio_stream.check_token(token)
-        except ValueError:
-            self.fail(node, path, f"the token ({len(token)} characters) does not fit the rules", allowed)
-        return token
-
-    # -- rules --
-
-    def rules(self, node: Node, path: str) -> tuple[Rule, ...]:
-        allowed = "a list of rules, each with at least name and match"
-        if not isinstance(node, SequenceNode):
-            self.fail(node, path, f"expected a list, got {_kind(node)}", allowed)
-        if not node.value:
-            self.fail(node, path, "is empty", "add at least one rule")
-        rules: list[Rule] = []
-        first_use: dict[str, tuple[int, int]] = {}
-        for index, rule_node in enumerate(node.value):
-            rule_path = f"{path}[{index}]"
-            rule = self.rule(rule_node, rule_path)
-            if rule.name in first_use:
-                other, line = first_use[rule.name]
-                name_node = _Section(self, rule_node, rule_path, _RULE_KEYS, "a rule").values["name"]
-                self.fail(name_node, f"{rule_path}.name",
-                          f"{rule.name!r} is already the name of {path}[{other}] (line {line})",
-                          "give each rule a unique name")
-            first_use[rule.name] = (index, rule.line)
-            rules.append(rule)
-        return tuple(rules)
-
-    def rule(self, node: Node, path: str) -> Rule:
-        s = _Section(self, node, path, _RULE_KEYS, "a rule")
-        name_rules = "1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
-        name_node = s.require("name", f"give the rule a name: {name_rules}")
-        name = self.text(name_node, _join(path, "name"), allowed=name_rules)
-        if not _RULE_NAME.fullmatch(name):
-            self.fail(name_node, _join(path, "name"), f"{name!r} is not a usable name", name_rules)
-        match = self.match(s.require("match", "add match: with destination and/or caller"), _join(path, "match"))
-        return Rule(
-            name=name,
-            match=match,
-            mix=s.read("mix", lambda n, p: self.choice(n, p, audio_stream.MIX_TYPES, "a mix type", " (lower case)"),
-                       "mono"),
-            rate=s.read("rate", self.rate, 8000),
-            buffer_ms=s.read("buffer_ms", self.buffer_ms, 20),
-            start_delay_s=s.read("start_delay_s", lambda n, p: self.number(
-                n, p, 0, 3600, "seconds after answer, from 0 to 3600"), 0.0),
-            max_duration_s=s.read("max_duration_s", lambda n, p: self.number(
-                n, p, 0, 7 * 86400, "seconds of streaming before stop, above 0 (leave it out for no limit)",
-                lo_open=True), None),
-            metadata=s.read("metadata", self.metadata, None),
-            heartbeat_s=s.read("heartbeat_s", lambda n, p: self.whole(
-                n, p, 0, audio_stream.MAX_HEARTBEAT_S,
-                f"whole seconds between pings from 0 (off) to {audio_stream.MAX_HEARTBEAT_S}"), 0),
-            deflate=s.read("deflate", self.boolean, False),
-            enabled=s.read("enabled", self.boolean, True),
-            max_streams=s.read("max_streams", lambda n, p: self.whole(
-                n, p, 1, 10000, "a whole number of concurrent streams from 1 to 10000 (leave it out for no cap)"),
-                None),
-            line=_line(node),
-        )
-
-    def match(self, node: Node, path: str) -> Match:
-        s = _Section(self, node, path, ("destination", "caller", "context", "direction"), "the match conditions")
-        if s.get("destination") is None and s.get("caller") is None:
-            self.fail(node, path, "has neither destination nor caller",
-                      "give destination and/or caller (an exact value or /regex/)")
-        direction_note = " (inbound: the caller's leg, the default; any: both legs of a bridged call)"
-        return Match(
-            destination=s.read("destination", self.pattern, None),
-            caller=s.read("caller", self.pattern, None),
-            context=s.read("context", self.pattern, None),
-            direction=s.read("direction", lambda n, p: self.choice(n, p, DIRECTIONS, "a direction", direction_note),
-                             "inbound"),
-        )
-
-    def pattern(self, node: Node, path: str) -> TextPattern:
-        allowed = r"an exact value such as 9999, or a regular expression between slashes such as /9\d{3}/"
-        text = self.text(node, path, allowed=allowed)
-        try:
-            return TextPattern.parse(text)
-        except ValueError as exc:
-            self.fail(node, path, str(exc), allowed)
-
-    def rate(self, node: Node, path: str) -> int:
-        allowed = audio_stream.RATES_TEXT
-        text, tag = self.scalar(node, path, "a sample rate", allowed)
-        if tag == STR and text in _RATE_WORDS:
-            return _RATE_WORDS[text]
-        if tag != INT:
-            self.fail(node, path, f"{text!r} is not a sample rate", f"{allowed} (or 8k, 16k)")
-        value = self.typed(text, tag)
-        problem = audio_stream.rate_problem(value)
-        if problem:
-            self.fail(node, path, problem, allowed)
+def _choice(choices: tuple[str, ...], what: str, note: str = "") -> Text:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not {what}")
         return value
 
-    def buffer_ms(self, node: Node, path: str) -> int:
-        step, top = audio_stream.BUFFER_STEP_MS, audio_stream.MAX_BUFFER_MS
-        allowed = f"use a multiple of {step} from {step} to {top} (milliseconds of audio per frame)"
-        value = self.whole(node, path, step, top, allowed)
-        if value % step:
-            self.fail(node, path, f"{value} is not a multiple of {step}", allowed)
-        return value
-
-    def metadata(self, node: Node, path: str) -> dict[str, Any]:
-        allowed = "a mapping of names to text, numbers, true/false, lists or mappings; text without quotes, " \
-                  "backslashes or control characters"
-        if not isinstance(node, MappingNode):
-            self.fail(node, path, f"expected a mapping (sent as a JSON object), got {_kind(node)}", allowed)
-        self.metadata_nodes = 0
-        value = self.json_value(node, path, allowed)
-        try:
-            audio_stream.metadata_json(value)
-        except ValueError as exc:
-            self.fail(node, path, str(exc).split("; ")[0], allowed)
-        return value
-
-    def json_value(self, node: Node, path: str, allowed: str, depth: int = 0) -> Any:
-        # YAML aliases can nest a node inside itself or multiply it: bound what one metadata mapping expands to.
-        if depth > _MAX_METADATA_DEPTH:
-            self.fail(node, path, f"is nested more than {_MAX_METADATA_DEPTH} levels deep", allowed)
-        if isinstance(node, MappingNode):
-            result: dict[str, Any] = {}
-            self.metadata_nodes += len(node.value)
-            if self.metadata_nodes > _MAX_METADATA_NODES:
-                self.fail(node, path, f"holds more than {_MAX_METADATA_NODES} values", allowed)
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, ScalarNode) or key_node.tag not in (STR, INT):
-                    self.fail(key_node, path, f"a key is {_kind(key_node)}", "use text keys")
-                key = key_node.value
-                key_path = _join(path, key)
-                if key in result:
-                    self.fail(key_node, key_path, "duplicate key", "write each key once")
-                problem = audio_stream.metadata_text_problem(key)
-                if problem:
-                    self.fail(key_node, key_path, f"the key {problem}", allowed)
-                result[key] = self.json_value(value_node, key_path, allowed, depth + 1)
-            return result
-        if isinstance(node, SequenceNode):
-            self.metadata_nodes += len(node.value)
-            if self.metadata_nodes > _MAX_METADATA_NODES:
-                self.fail(node, path, f"holds more than {_MAX_METADATA_NODES} values", allowed)
-            return [self.json_value(item, f"{path}[{i}]", allowed, depth + 1) for i, item in enumerate(node.value)]
-        text, tag = self.scalar(node, path, "a value", allowed)
-        if tag == STR:
-            problem = audio_stream.metadata_text_problem(text)
-            if problem:
-                self.fail(node, path, f"the text {problem}", allowed)
-            return text
-        if tag in (INT, BOOL, NULL):
-            return self.typed(text, tag)
-        if tag == FLOAT:
-            value = self.typed(text, tag)
-            if math.isinf(value) or math.isnan(value):
-                self.fail(node, path, f"{text} has no JSON form", "use a finite number")
-            return value
-        self.fail(node, path, f"{text!r} is read by YAML as a {tag.rsplit(':', 1)[-1]}, which has no JSON form",
-                  "quote it to send it as text")
-
-    # -- optional sections --
-
-    def metrics(self, node: Node, path: str) -> MetricsConfig:
-        s = _Section(self, node, path, ("listen_host", "listen_port"), "the metrics section")
-        return MetricsConfig(
-            listen_host=s.read("listen_host", lambda n, p: self.hostname(
-                n, p, "an address to listen on, e.g. 127.0.0.1"), "127.0.0.1"),
-            listen_port=s.read("listen_port", lambda n, p: self.whole(
-                n, p, 0, 65535, "use a port number from 1 to 65535 (0: any free port)"), 9464),
-        )
-
-    def logging(self, node: Node, path: str) -> LoggingConfig:
-        s = _Section(self, node, path, ("level",), "the logging section")
-        allowed = f"use {', '.join(LOG_LEVELS)} (any case)"
-
-        def level(n: Node, p: str) -> str:
-            value = self.text(n, p, allowed=allowed)
-            if value.upper() not in LOG_LEVELS:
-                self.fail(n, p, f"{value!r} is not a log level", allowed)
-            return value.upper()
-
-        return LoggingConfig(level=s.read("level", level, "INFO"))
+    return Text(f"use {', '.join(choices[:-1])} or {choices[-1]}{note}", parse)
 
 
-_RULE_KEYS = ("name", "match", "mix", "rate", "buffer_ms", "start_delay_s", "max_duration_s", "metadata", "max_streams",
-              "heartbeat_s", "deflate", "enabled")
+def _host(text: str) -> str:
+    if any(ch.isspace() for ch in text) or "/" in text:
+        raise ValueError(f"{text!r} is not a host name")
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise ValueError(f"{text!r} is not a log level")
+    return text.upper()
+
+
+def _ws_base_url(text: str) -> str:
+    problem = audio_stream.ws_url_problem(text, base=True)
+    if problem:
+        raise ValueError(problem)
+    return text.rstrip("/")
+
+
+def _template(text: str) -> str:
+    FilenameTemplate(text)  # raises ValueError naming what is wrong
+    return text
+
+
+def _token(text: str) -> str:
+    try:
+        audio_stream.check_token(text)
+    except ValueError:
+        raise ValueError(f"the token ({len(text)} characters) does not fit the rules") from None
+    return text
+
+
 # Rule names end up in file names ({rule}) and log lines: keep them plain.
 _RULE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+def _rule_name(text: str) -> str:
+    if not _RULE_NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a usable name")
+    return text
+
+
+def _rate(r: _Reader, node: Node, path: str) -> int:
+    allowed = audio_stream.RATES_TEXT
+    text, tag = r.scalar(node, path, "a sample rate", allowed)
+    if tag == STR and text in _RATE_WORDS:
+        return _RATE_WORDS[text]
+    if tag != INT:
+        r.fail(node, path, f"{text!r} is not a sample rate", f"{allowed} (or 8k, 16k)")
+    value = r.typed(text, tag)
+    problem = audio_stream.rate_problem(value)
+    if problem:
+        r.fail(node, path, problem, allowed)
+    return value
+
+
 _RATE_WORDS = {"8k": 8000, "16k": 16000}
+_METADATA_RULES = ("a mapping of names to text, numbers, true/false, lists or mappings; text without quotes, "
+                   "backslashes or control characters")
 # Far beyond any useful metadata (which must fit in 8000 bytes of JSON), far below trouble.
 _MAX_METADATA_DEPTH = 16
 _MAX_METADATA_NODES = 2000
+
+
+def _metadata(r: _Reader, node: Node, path: str) -> dict[str, Any]:
+    allowed = _METADATA_RULES
+    if not isinstance(node, MappingNode):
+        r.fail(node, path, f"expected a mapping (sent as a JSON object), got {_kind(node)}", allowed)
+    r.metadata_nodes = 0
+    value = _json_value(r, node, path, allowed)
+    try:
+        audio_stream.metadata_json(value)
+    except ValueError as exc:
+        r.fail(node, path, str(exc).split("; ")[0], allowed)
+    return value
+
+
+def _json_value(r: _Reader, node: Node, path: str, allowed: str, depth: int = 0) -> Any:
+    # YAML aliases can nest a node inside itself or multiply it: bound what one metadata mapping expands to.
+    if depth > _MAX_METADATA_DEPTH:
+        r.fail(node, path, f"is nested more than {_MAX_METADATA_DEPTH} levels deep", allowed)
+    if isinstance(node, MappingNode):
+        result: dict[str, Any] = {}
+        r.metadata_nodes += len(node.value)
+        if r.metadata_nodes > _MAX_METADATA_NODES:
+            r.fail(node, path, f"holds more than {_MAX_METADATA_NODES} values", allowed)
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag not in (STR, INT):
+                r.fail(key_node, path, f"a key is {_kind(key_node)}", "use text keys")
+            key = key_node.value
+            key_path = _join(path, key)
+            if key in result:
+                r.fail(key_node, key_path, "duplicate key", "write each key once")
+            problem = audio_stream.metadata_text_problem(key)
+            if problem:
+                r.fail(key_node, key_path, f"the key {problem}", allowed)
+            result[key] = _json_value(r, value_node, key_path, allowed, depth + 1)
+        return result
+    if isinstance(node, SequenceNode):
+        r.metadata_nodes += len(node.value)
+        if r.metadata_nodes > _MAX_METADATA_NODES:
+            r.fail(node, path, f"holds more than {_MAX_METADATA_NODES} values", allowed)
+        return [_json_value(r, item, f"{path}[{i}]", allowed, depth + 1) for i, item in enumerate(node.value)]
+    text, tag = r.scalar(node, path, "a value", allowed)
+    if tag == STR:
+        problem = audio_stream.metadata_text_problem(text)
+        if problem:
+            r.fail(node, path, f"the text {problem}", allowed)
+        return text
+    if tag in (INT, BOOL, NULL):
+        return r.typed(text, tag)
+    if tag == FLOAT:
+        value = r.typed(text, tag)
+        if math.isinf(value) or math.isnan(value):
+            r.fail(node, path, f"{text} has no JSON form", "use a finite number")
+        return value
+    r.fail(node, path, f"{text!r} is read by YAML as a {tag.rsplit(':', 1)[-1]}, which has no JSON form",
+           "quote it to send it as text")
+
+
+# ---- checks a table cannot express: run after a section's fields are read ----------------------------------
+
+def _max_s_at_least_initial_s(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    max_s, initial = values["max_s"], values["initial_s"]
+    if max_s < initial:
+        r.fail(m.get("max_s") or m.node, _join(m.path, "max_s"), f"{max_s:g} is below initial_s ({initial:g})",
+               "make max_s at least initial_s")
+
+
+def _public_url_or_derived(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    if m.get("public_url") is not None:
+        return
+    path, host, port = _join(m.path, "public_url"), values["listen_host"], values["listen_port"]
+    if host in ("0.0.0.0", "::", ""):
+        r.fail(m.where("public_url"), path, "is required when listen_host is a wildcard",
+               "give the URL FreeSWITCH connects to, e.g. ws://10.0.0.5:8080")
+    if port == 0:
+        values["public_url"] = None  # ws://<listen_host>:<the port the recorder is given>, known once it listens
+        return
+    derived = f"ws://{host}:{port}"
+    problem = audio_stream.ws_url_problem(derived, base=True)
+    if problem:
+        r.fail(m.node, path, f"derived from listen_host and listen_port as {problem}", _PUBLIC_URL_RULES)
+    values["public_url"] = derived
+
+
+def _more_connections_than_streams(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    streams, connections = values["recorder_max_streams"], values["recorder_max_connections"]
+    if connections <= streams:
+        r.fail(m.where("recorder_max_connections"), _join(m.path, "recorder_max_connections"),
+               f"{connections} is not above recorder_max_streams ({streams})",
+               "allow more connections than streams, so a refused client can still be told why (503)")
+
+
+def _destination_or_caller(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    if values["destination"] is None and values["caller"] is None:
+        r.fail(m.node, m.path, "has neither destination nor caller",
+               "give destination and/or caller (an exact value or /regex/)")
+
+
+def _rule_line(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    values["line"] = _line(m.node)  # for log messages about the rule
+
+
+def _unique_rule_names(r: _Reader, node: SequenceNode, path: str, rules: list[Rule]) -> None:
+    first_use: dict[str, int] = {}
+    for index, (rule_node, rule) in enumerate(zip(node.value, rules)):
+        if rule.name in first_use:
+            other = first_use[rule.name]
+            name_node = next(v for k, v in rule_node.value if k.value == "name")
+            r.fail(name_node, f"{path}[{index}].name",
+                   f"{rule.name!r} is already the name of {path}[{other}] (line {rules[other].line})",
+                   "give each rule a unique name")
+        first_use[rule.name] = index
+
+
+def _source(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    values["source"] = r.source
+
+
+# ---- the tables -----------------------------------------------------------------------------------------------
+
+_SECONDS_300 = "seconds, above 0 and at most 300"
+_PORT_OR_ANY = "use a port number from 1 to 65535 (0: any free port)"
+_PUBLIC_URL_RULES = f"{audio_stream.WS_URL_RULES}, no query; e.g. ws://127.0.0.1:8080"
+_PASSWORD_RULES = "give the event socket password (e.g. ${ESL_PASSWORD})"
+_TOKEN_RULES = (f"{audio_stream.MIN_TOKEN_LEN} to {audio_stream.MAX_TOKEN_LEN} letters, digits, '-', '_', '.' "
+                "or '~' (e.g. ${RECORDER_TOKEN}), or leave it out for a random token per call")
+_PATTERN_RULES = r"an exact value such as 9999, or a regular expression between slashes such as /9\d{3}/"
+_RULE_NAME_RULES = "1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
+
+RECONNECT = Section("the reconnect settings", ReconnectConfig, (
+    Field("initial_s", Number(0, 60, "seconds before the first retry, above 0 and at most 60", lo_open=True), 0.5),
+    Field("max_s", Number(0, 3600, "the longest wait between retries in seconds, above 0 and at most 3600",
+                          lo_open=True), 30.0),
+    Field("multiplier", Number(1, 10, "a growth factor from 1 (constant delay) to 10"), 2.0),
+    Field("jitter", Number(0, 1, "a fraction of the delay from 0 (none) to 1"), 0.2),
+), after=(_max_s_at_least_initial_s,))
+
+ESL = Section("the esl section", EslConfig, (
+    Field("host", Text("a host name or IP address without spaces", _host), "127.0.0.1"),
+    Field("port", Whole(1, 65535, "use a port number from 1 to 65535"), 8021),
+    Field("password", Text(_PASSWORD_RULES, secret=True), required=_PASSWORD_RULES),
+    Field("connect_timeout_s", Number(0, 300, _SECONDS_300, lo_open=True), 5.0),
+    Field("command_timeout_s", Number(0, 300, _SECONDS_300, lo_open=True), 5.0),
+    Field("liveness_timeout_s", Number(1, 3600, "seconds from 1 to 3600; keep it above FreeSWITCH's "
+                                       "event-heartbeat-interval (20 s by default): three missed heartbeats is "
+                                       "the default 60"), 60.0),
+    Field("reconnect", Sub(RECONNECT), DEFAULTS),
+))
+
+RECORDER = Section("the recorder section", RecorderConfig, (
+    Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1 or 0.0.0.0", _host), "127.0.0.1"),
+    Field("listen_port", Whole(0, 65535, _PORT_OR_ANY), 8080),
+    Field("public_url", Text(_PUBLIC_URL_RULES, _ws_base_url)),  # left out: derived, see after
+    Field("directory", Text("a directory path"), "./recordings"),
+    Field("filename_template", Text(TEMPLATE_RULES, _template), "{date}/{uuid}.wav"),
+    Field("max_call_s", Number(0, 7 * 86400, "seconds, above 0 and at most 604800 (7 days)", lo_open=True),
+          4 * 3600.0),
+    Field("max_call_bytes", Whole(1, MAX_WAV_DATA_BYTES, f"a whole number of bytes from 1 to {MAX_WAV_DATA_BYTES} "
+                                                         "(the WAV format's limit)"), 1024**3),
+    Field("token", Text(_TOKEN_RULES, _token, secret=True)),
+), after=(_public_url_or_derived,))
+
+MATCH = Section("the match conditions", Match, (
+    Field("destination", Text(_PATTERN_RULES, TextPattern.parse)),
+    Field("caller", Text(_PATTERN_RULES, TextPattern.parse)),
+    Field("context", Text(_PATTERN_RULES, TextPattern.parse)),
+    Field("direction", _choice(DIRECTIONS, "a direction", " (inbound: the caller's leg, the default; any: both "
+                                                          "legs of a bridged call)"), "inbound"),
+), after=(_destination_or_caller,))
+
+RULE = Section("a rule", Rule, (
+    Field("name", Text(_RULE_NAME_RULES, _rule_name), required=f"give the rule a name: {_RULE_NAME_RULES}"),
+    Field("match", Sub(MATCH), required="add match: with destination and/or caller"),
+    Field("mix", _choice(audio_stream.MIX_TYPES, "a mix type", " (lower case)"), "mono"),
+    Field("rate", Custom(_rate, audio_stream.RATES_TEXT), 8000),
+    Field("buffer_ms", Whole(audio_stream.BUFFER_STEP_MS, audio_stream.MAX_BUFFER_MS,
+                             f"use a multiple of {audio_stream.BUFFER_STEP_MS} from {audio_stream.BUFFER_STEP_MS} "
+                             f"to {audio_stream.MAX_BUFFER_MS} (milliseconds of audio per frame)",
+                             step=audio_stream.BUFFER_STEP_MS), 20),
+    Field("start_delay_s", Number(0, 3600, "seconds after answer, from 0 to 3600"), 0.0),
+    Field("max_duration_s", Number(0, 7 * 86400, "seconds of streaming before stop, above 0 (leave it out for no "
+                                                 "limit)", lo_open=True)),
+    Field("metadata", Custom(_metadata, _METADATA_RULES)),
+    Field("max_streams", Whole(1, 10000, "a whole number of concurrent streams from 1 to 10000 (leave it out for "
+                                         "no cap)")),
+    Field("heartbeat_s", Whole(0, audio_stream.MAX_HEARTBEAT_S, "whole seconds between pings from 0 (off) to "
+                                                                f"{audio_stream.MAX_HEARTBEAT_S}"), 0),
+    Field("deflate", Flag(), False),
+    Field("enabled", Flag(), True),
+), after=(_rule_line,))
+
+METRICS = Section("the metrics section", MetricsConfig, (
+    Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1", _host), "127.0.0.1"),
+    Field("listen_port", Whole(0, 65535, _PORT_OR_ANY), 9464),
+))
+
+LOGGING = Section("the logging section", LoggingConfig, (
+    Field("level", Text(f"use {', '.join(LOG_LEVELS)} (any case)", _log_level), "INFO"),
+))
+
+LIMITS = Section("the limits", LimitsConfig, (
+    Field("max_streams", Whole(1, 10000, "a whole number of concurrent streams from 1 to 10000"), 10),
+    Field("recorder_max_streams", Whole(1, 100000, "a whole number of streams the recorder takes at once, from 1 "
+                                                   "to 100000"), 2000),
+    Field("recorder_max_connections", Whole(2, 200000, "a whole number of connections the recorder serves at "
+                                                       "once, from 2 to 200000"), 4000),
+), after=(_more_connections_than_streams,))
+
+CONFIG = Section("the configuration", Config, (
+    Field("esl", Sub(ESL), required="add an esl: section with at least password"),
+    Field("recorder", Sub(RECORDER), DEFAULTS),
+    Field("rules", ListOf(RULE, "a list of rules, each with at least name and match", "add at least one rule",
+                          after=(_unique_rule_names,)), required="add a rules: list with at least one rule"),
+    Field("metrics", Sub(METRICS)),
+    Field("logging", Sub(LOGGING), DEFAULTS),
+    Field("limits", Sub(LIMITS), DEFAULTS),
+), after=(_source,))
+
+
+def schema_sections(section: Section = CONFIG) -> list[Section]:
+    """Every section reachable from ``section`` (itself first), each once."""
+    found = [section]
+    for f in section.fields:
+        inner = getattr(f.kind, "section", None)
+        if inner is not None:
+            found += [s for s in schema_sections(inner) if s not in found]
+    return found
+
+
+def schema_paths(section: Section = CONFIG, path: str = "",
+                 seen: set[int] | None = None) -> Iterator[tuple[str, Field]]:
+    """Every key the loader accepts, as ("esl.reconnect.initial_s", field); a list's items add no index.
+
+    A section met a second time is walked once, where it is first met.
+    """
+    seen = set() if seen is None else seen
+    seen.add(id(section))
+    for f in section.fields:
+        key_path = _join(path, f.name)
+        yield key_path, f
+        inner = getattr(f.kind, "section", None)
+        if inner is not None and id(inner) not in seen:
+            yield from schema_paths(inner, key_path, seen)
+
+
+# Which fields a repr masks, per dataclass: whatever the tables mark secret.
+_SECRET_FIELDS: dict[Any, tuple[str, ...]] = {
+    s.build: tuple(f.name for f in s.fields if f.secret) for s in schema_sections()}
