@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import textwrap
 
 import pytest
 
-from controller.config import Config, ConfigError, LimitsConfig, load_config, parse_config
+from controller.config import Config, ConfigError, LimitsConfig, load_config, parse_config, schema_paths
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "config"
@@ -386,3 +387,50 @@ def test_pure_modules_import_no_gevent_and_no_sockets():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# ---- the documented example shows every key the loader accepts ------------------------------------------------
+
+# A key, written or commented out: "  port: 8021", "  - name: x", "  # token: ...", "#   url: ...".
+_DOC_KEY = re.compile(r"(?P<indent> *)(?:(?P<hash>#)(?P<after> *))?(?P<dash>- +)?(?P<key>[a-z_][a-z0-9_]*):(?: |$)")
+
+
+def documented_paths(text: str) -> set[str]:
+    """Each key in the text as a dotted path ("esl.reconnect.initial_s"; list items add no index), from its
+    indentation. A commented-out key counts where its text would stand once the '#' is removed."""
+    paths: set[str] = set()
+    stack: list[tuple[int, str]] = []  # (column of the key, key) of the keys enclosing the current line
+    for line in text.splitlines():
+        m = _DOC_KEY.match(line)
+        if not m:
+            continue
+        column = len(m["indent"]) + (len(m["after"]) - 1 if m["hash"] else 0) + len(m["dash"] or "")
+        while stack and stack[-1][0] >= column:
+            stack.pop()
+        stack.append((column, m["key"]))
+        paths.add(".".join(key for _, key in stack))
+    return paths
+
+
+def undocumented(text: str) -> list[str]:
+    shown = documented_paths(text)
+    return [path for path, _ in schema_paths() if path not in shown]
+
+
+def test_every_key_the_loader_accepts_is_in_the_documented_example():
+    assert undocumented((ROOT / "config" / "controller.yaml").read_text(encoding="utf-8")) == []
+
+
+def test_the_documentation_check_notices_a_key_left_out_or_misplaced():
+    text = (ROOT / "config" / "controller.yaml").read_text(encoding="utf-8")
+    without_jitter = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("jitter:"))
+    assert undocumented(without_jitter) == ["esl.reconnect.jitter"]
+    # Under another section it does not count: the path is what is checked, not the word.
+    moved = without_jitter.replace("logging:\n", "logging:\n  jitter: 0.2\n")
+    assert undocumented(moved) == ["esl.reconnect.jitter"]
+    assert "recorder.token" in documented_paths(text)  # commented out, still documented
+
+
+def test_documented_paths_reads_indentation_lists_and_comments():
+    text = "a:\n  b: 1\n  # c: 2\n  d:\n    - e: 3\n      f: 4\n# g:\n#   h: 5\nthe end: no\n"
+    assert documented_paths(text) == {"a", "a.b", "a.c", "a.d", "a.d.e", "a.d.f", "g", "g.h"}
