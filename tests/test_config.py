@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import re
 import textwrap
 
 import pytest
 
-from controller.config import Config, ConfigError, LimitsConfig, load_config, parse_config, schema_paths
+from controller.config import (DEFAULTS, Config, ConfigError, LimitsConfig, load_config, parse_config, schema_paths,
+                               schema_sections)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "config"
@@ -145,6 +147,27 @@ def test_defaults_fill_everything_left_out():
     assert (rule.metadata, rule.heartbeat_s, rule.deflate, rule.enabled) == (None, 0, False, True)
     assert rule.match.direction == "inbound"
     assert rule.match.destination.source == "9999"
+
+
+def test_the_tables_defaults_are_the_dataclasses_defaults():
+    # Objects built by hand (tests, tools) get what a file that leaves the key out gets.
+    compared = 0
+    for section in schema_sections():
+        declared = {f.name: f for f in dataclasses.fields(section.build)}
+        for row in section.fields:
+            spec = declared[row.name]
+            if spec.default is not dataclasses.MISSING:
+                expected = spec.default
+            elif spec.default_factory is not dataclasses.MISSING:
+                expected = spec.default_factory()
+            else:
+                continue  # required, or derived (public_url)
+            if row.default is DEFAULTS:
+                assert expected == row.kind.section.build(), (section.what, row.name)
+            else:
+                assert row.default == expected, (section.what, row.name)
+            compared += 1
+    assert compared >= 40
 
 
 def test_config_objects_are_frozen():
