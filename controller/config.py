@@ -41,6 +41,8 @@ _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# auto: none of our own when JOURNAL_STREAM is set (run by systemd, whose journal stamps every line).
+TIMESTAMPS = ("auto", "always", "never")
 # A WAV file's sizes are 32-bit: the RIFF size (36 + data) must fit in 2**32 - 1.
 MAX_WAV_DATA_BYTES = 2**32 - 1 - 36
 
@@ -107,6 +109,8 @@ class RecorderConfig(_MaskedRepr):
     max_call_s: float = 4 * 3600.0
     max_call_bytes: int = 1024**3
     token: str | None = None  # None: the app makes a random token per call
+    # Health checks and doctor report trouble when the recordings directory has less free space than this.
+    min_free_mb: int = 500
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class LimitsConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
+    timestamps: str = "auto"  # one of TIMESTAMPS
 
 
 @dataclass(frozen=True)
@@ -724,6 +729,8 @@ RECORDER = Section("the recorder section", RecorderConfig, (
     Field("listen_port", Whole(0, 65535, _PORT_OR_ANY), 8080),
     Field("public_url", Text(_PUBLIC_URL_RULES, _ws_base_url)),  # left out: derived, see after
     Field("directory", Text("a directory path"), "./recordings"),
+    Field("min_free_mb", Whole(0, 10_000_000, "whole megabytes of free space the recordings directory should "
+                                              "keep, from 0 (no floor) to 10000000"), 500),
     Field("filename_template", Text(TEMPLATE_RULES, _template), "{date}/{uuid}.wav"),
     Field("max_call_s", Number(0, 7 * 86400, "seconds, above 0 and at most 604800 (7 days)", lo_open=True),
           4 * 3600.0),
@@ -768,6 +775,8 @@ METRICS = Section("the metrics section", MetricsConfig, (
 
 LOGGING = Section("the logging section", LoggingConfig, (
     Field("level", Text(f"use {', '.join(LOG_LEVELS)} (any case)", _log_level), "INFO"),
+    Field("timestamps", _choice(TIMESTAMPS, "a timestamps setting", " (auto: none of our own when run by systemd, "
+                                                                   "whose journal adds them)"), "auto"),
 ))
 
 LIMITS = Section("the limits", LimitsConfig, (

@@ -386,6 +386,32 @@ def test_metrics_section_defaults():
     assert (config.metrics.listen_host, config.metrics.listen_port) == ("127.0.0.1", 9464)
 
 
+def test_min_free_mb_and_timestamps_defaults_and_values():
+    config = parse(MINIMAL)
+    assert (config.recorder.min_free_mb, config.logging.timestamps) == (500, "auto")
+    full = load_config(DATA / "valid" / "full.yaml", {**ENV, "RECORDER_TOKEN": "tok_ABCdef-123.456~xyz"})
+    assert (full.recorder.min_free_mb, full.logging.timestamps) == (2048, "never")
+    assert parse(MINIMAL + "recorder: {min_free_mb: 0}\nlogging: {timestamps: always}\n").recorder.min_free_mb == 0
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    ("recorder: {min_free_mb: 10000001}\n",
+     "test.yaml:6: recorder.min_free_mb: 10000001 is outside 0..10000000; whole megabytes of free space the "
+     "recordings directory should keep, from 0 (no floor) to 10000000"),
+    ("recorder: {min_free_mb: 500MB}\n",
+     "test.yaml:6: recorder.min_free_mb: '500MB' is not a whole number; whole megabytes of free space the "
+     "recordings directory should keep, from 0 (no floor) to 10000000"),
+    ("logging: {timestamps: Auto}\n",
+     "test.yaml:6: logging.timestamps: 'Auto' is not a timestamps setting; use auto, always or never (auto: none "
+     "of our own when run by systemd, whose journal adds them)"),
+    ("logging: {timestamps: false}\n",
+     "test.yaml:6: logging.timestamps: expected text, got true/false; use auto, always or never (auto: none of our "
+     "own when run by systemd, whose journal adds them) (quote it)"),
+])
+def test_min_free_mb_and_timestamps_errors(snippet: str, expected: str):
+    assert error_of(MINIMAL + snippet) == expected
+
+
 def test_metadata_aliases_cannot_expand_without_bound():
     looped = MINIMAL + "    metadata: &m\n      self: *m\n"
     assert "is nested more than 16 levels deep" in error_of(looped)
