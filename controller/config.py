@@ -115,6 +115,8 @@ class RecorderConfig(_MaskedRepr):
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    # False: no HTTP listener at all (metrics are on unless switched off).
+    enabled: bool = True
     listen_host: str = "127.0.0.1"
     listen_port: int = 9464
 
@@ -141,7 +143,8 @@ class Config:
     esl: EslConfig
     recorder: RecorderConfig
     rules: tuple[Rule, ...]
-    metrics: MetricsConfig | None = None
+    # Always set by the loader (enabled unless the file says otherwise); None is read as no listener too.
+    metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<config>"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -769,6 +772,7 @@ RULE = Section("a rule", Rule, (
 ), after=(_rule_line,))
 
 METRICS = Section("the metrics section", MetricsConfig, (
+    Field("enabled", Flag(), True),
     Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1", _host), "127.0.0.1"),
     Field("listen_port", Whole(0, 65535, _PORT_OR_ANY), 9464),
 ))
@@ -792,7 +796,7 @@ CONFIG = Section("the configuration", Config, (
     Field("recorder", Sub(RECORDER), DEFAULTS),
     Field("rules", ListOf(RULE, "a list of rules, each with at least name and match", "add at least one rule",
                           after=(_unique_rule_names,)), required="add a rules: list with at least one rule"),
-    Field("metrics", Sub(METRICS)),
+    Field("metrics", Sub(METRICS), DEFAULTS),
     Field("logging", Sub(LOGGING), DEFAULTS),
     Field("limits", Sub(LIMITS), DEFAULTS),
 ), after=(_source,))

@@ -112,12 +112,14 @@ def main() -> int:
 
 
 def with_free_ports(config_text: str, esl_port: int) -> str:
-    """The demo configuration pointed at the simulator's port, its recorder on any free port."""
+    """The demo configuration pointed at the simulator's port, its recorder on any free port, no metrics."""
     data = yaml.safe_load(config_text)
     data["esl"]["port"] = esl_port
     recorder = data.setdefault("recorder", {})
     recorder["listen_port"] = 0
     recorder.pop("public_url", None)  # derived from the port the recorder gets
+    # Metrics are on by default; the demo has no use for them and 9464 may be taken.
+    data["metrics"] = {**(data.get("metrics") or {}), "enabled": False}
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -54,6 +54,7 @@ esl: {{host: 127.0.0.1, port: {sim.esl_port}, password: ClueCon, command_timeout
       reconnect: {{initial_s: 0.1, max_s: 1}}}}
 recorder: {{listen_host: 127.0.0.1, listen_port: 0, public_url: "ws://127.0.0.1:1", directory: "{directory}"}}
 limits: {{max_streams: {concurrency * 2}}}
+metrics: {{enabled: false}}
 rules:
   - name: soak
     match: {{destination: "9999"}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -67,6 +68,9 @@ class Harness:
     """Starts a Controller against a running Simulator; records which recordings were finalised."""
 
     def __init__(self, sim, directory: pathlib.Path, rules: str, extra: str = "") -> None:
+        # Metrics are on by default, and in-process controllers must not all bind 9464: off, unless the
+        # test brings its own metrics section in `extra`.
+        metrics = "" if re.search(r"(?m)^metrics:", textwrap.dedent(extra)) else "metrics: {enabled: false}\n"
         text = textwrap.dedent(f"""\
             esl:
               host: 127.0.0.1
@@ -79,8 +83,7 @@ class Harness:
               listen_host: 127.0.0.1
               listen_port: 0
               directory: {directory}
-            rules:
-            """) + textwrap.indent(textwrap.dedent(rules), "  ") + textwrap.dedent(extra)
+            """) + metrics + "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  ") + textwrap.dedent(extra)
         self.sim = sim
         self.directory = directory
         self.config = parse_config(text, "test.yaml")
@@ -136,6 +139,7 @@ def controller_process(sim, tmp_path: pathlib.Path, rules: str = RULE_9999) -> s
     config.write_text(textwrap.dedent(f"""\
         esl: {{host: 127.0.0.1, port: {sim.esl_port}, password: ClueCon}}
         recorder: {{listen_host: 127.0.0.1, listen_port: 0, directory: {tmp_path / 'rec'}}}
+        metrics: {{enabled: false}}
         rules:
         """) + textwrap.indent(textwrap.dedent(rules), "  "))
     with open(tmp_path / "controller.log", "ab") as log:

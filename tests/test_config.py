@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from controller.config import (DEFAULTS, Config, ConfigError, LimitsConfig, load_config, parse_config, schema_paths,
-                               schema_sections)
+from controller.config import (DEFAULTS, Config, ConfigError, LimitsConfig, MetricsConfig, load_config, parse_config,
+                               schema_paths, schema_sections)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "config"
@@ -140,7 +140,7 @@ def test_defaults_fill_everything_left_out():
     assert (rec.listen_host, rec.listen_port, rec.public_url) == ("127.0.0.1", 8080, "ws://127.0.0.1:8080")
     assert (rec.directory, rec.filename_template) == ("./recordings", "{date}/{uuid}.wav")
     assert (rec.max_call_s, rec.max_call_bytes, rec.token) == (4 * 3600.0, 1024**3, None)
-    assert config.metrics is None
+    assert config.metrics == MetricsConfig()  # on by default: 127.0.0.1:9464
     assert config.logging.level == "INFO"
     (rule,) = config.rules
     assert (rule.mix, rule.rate, rule.buffer_ms, rule.start_delay_s, rule.max_duration_s) == ("mono", 8000, 20, 0.0, None)
@@ -384,6 +384,25 @@ def test_logging_level_any_case_and_checked():
 def test_metrics_section_defaults():
     config = parse(MINIMAL + "metrics: {}\n")
     assert (config.metrics.listen_host, config.metrics.listen_port) == ("127.0.0.1", 9464)
+
+
+@pytest.mark.parametrize("snippet", ["", "metrics:\n", "metrics: {}\n", "metrics: {enabled: true}\n"])
+def test_metrics_are_on_unless_switched_off(snippet: str):
+    metrics = parse(MINIMAL + snippet).metrics
+    assert metrics == MetricsConfig() and (metrics.enabled, metrics.listen_host, metrics.listen_port) == (
+        True, "127.0.0.1", 9464)
+
+
+def test_metrics_switched_off_keeps_the_other_keys_checked():
+    metrics = parse(MINIMAL + "metrics: {enabled: false, listen_port: 9100}\n").metrics
+    assert (metrics.enabled, metrics.listen_port) == (False, 9100)
+    assert error_of(MINIMAL + "metrics: {enabled: no thanks}\n") == (
+        "test.yaml:6: metrics.enabled: 'no thanks' is not true or false; use true or false")
+    assert error_of(MINIMAL + "metrics: {enabled: false, listen_port: 99999}\n") == (
+        "test.yaml:6: metrics.listen_port: 99999 is outside 0..65535; use a port number from 1 to 65535 "
+        "(0: any free port)")
+    full = load_config(DATA / "valid" / "full.yaml", {**ENV, "RECORDER_TOKEN": "tok_ABCdef-123.456~xyz"})
+    assert full.metrics.enabled is False
 
 
 def test_min_free_mb_and_timestamps_defaults_and_values():
