@@ -24,6 +24,7 @@ What lives where:
     esl_server.py         the inbound Event Socket (auth, subscriptions, filters, api/bgapi)
     channels.py           SimCall: one leg, its variables, answer and hangup
     channel_events.py     event headers and api texts as FreeSWITCH writes them (pure)
+    originate_rules.py    originate's arguments, dial strings and what a test call's application plays (pure)
     audio_stream.py       mod_audio_stream: the uuid_audio_stream api and stream attachment
     audio_stream_rules.py the module's argument rules and replies (pure)
     ws_client.py          SimStream: the module's WebSocket client and PCM streamer
@@ -37,6 +38,21 @@ None or 0: never; sim.fire_heartbeat() fires one now) with the captured header s
 answers <text>; `uuid_setvar_multi <uuid> a=1;b=2` is mod_commands' (splitting, replies and quirks);
 place_call(..., uuid="ABC...") gives the A-leg that channel uuid, as origination_uuid does, and every api
 finds a channel only by its exact (case-sensitive) uuid.
+
+A test call, as the switch makes it for itself (api or bgapi):
+    originate {origination_uuid=<uuid>,var=value}null/any &playback(tone_stream://%(30000,0,440))
+mod_loopback's null endpoint: an outbound leg named null/<target>, L16 at {rate=} (default 8000), answered at
+once (CHANNEL_CREATE, CHANNEL_ANSWER before the reply `+OK <uuid>`), its caller id flipped once its application
+is set, then the application runs: playback of tone_stream:// (%(on,off,hz..), L=, ;loops=, {loops=}) or
+silence_stream:// writes audio to the call for as long as it plays (so mixed and stereo streams carry frames),
+then the leg hangs up (NORMAL_CLEARING, as after the last dialplan instruction); park() and sleep(ms) write
+nothing (mono flows, mixed and stereo send nothing); endless_playback repeats; an unknown application hangs up
+with DESTINATION_OUT_OF_ORDER. originate cuts `&app(args)` at the first ')', as FreeSWITCH does: so
+`&playback(tone_stream://%(1000,0,440);loops=-1)` plays its tone once and hangs up after 1 s. Replies as
+mod_commands writes them: -USAGE for fewer than 2 or more than 7 words, -ERR CHAN_NOT_IMPLEMENTED for any
+endpoint but null; an origination_uuid already in use leaves the leg a uuid of its own; an extension instead of
+&app parks the leg (the simulator has no dialplan). `show api [name]` lists the simulator's api commands in
+FreeSWITCH's text form (title line, rows, blank line, `N total.`).
 
 Fault knobs:
     sim.drop_esl_connections(reset=False)  every Event Socket connection closes now, no notice (RST if reset)
@@ -59,6 +75,11 @@ Fault knobs:
     sim.restart(keep_calls=False)          a clean shutdown and start (keep_calls=True: only the event
                                            socket restarts)
     sim.silent_accept = True, sim.reject_acl = True   for new connections
+    sim.audio_stream_loaded = False        mod_audio_stream not loaded: module_exists says false,
+                                           uuid_audio_stream is `-ERR uuid_audio_stream Command not found!`,
+                                           `show api uuid_audio_stream` lists 0 total
+    sim.module_stream_rate = 16000         the module streams its audio at this rate whatever `start` asked
+                                           for (a build that ignores the rate argument); None: as asked
     per stream: stream.abort_ws_tcp(); per call: place_call(..., odd_frames=True) or
     place_call(..., frame_sizes=[...]).
 """

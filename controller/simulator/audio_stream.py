@@ -88,6 +88,7 @@ class AudioStreamModule:
             odd_frames=call.odd_frames,
             tls_options={name: call.get_variable(name) or "" for name in TLS_VARIABLES},
             leaked=leaked,
+            sent_rate=self.switch.module_stream_rate,
         )
         self.streams.append(stream)
         call.streams.append(stream)

@@ -40,6 +40,8 @@ PHASES = {
     "created": ("CS_INIT", "DOWN", "2", "ringing"),
     "ringing": ("CS_EXECUTE", "RINGING", "4", "ringing"),
     "answering": ("CS_EXECUTE", "RINGING", "4", "answered"),  # CHANNEL_ANSWER fires mid-transition
+    # mod_loopback's null endpoint answers in CS_CONSUME_MEDIA, never having rung (originate waits for it).
+    "answering_null": ("CS_CONSUME_MEDIA", "DOWN", "7", "answered"),
     "answered": ("CS_EXECUTE", "ACTIVE", "4", "answered"),
     "hangup": ("CS_EXECUTE", "ACTIVE", "10", "hangup"),
     "reporting": ("CS_REPORTING", "HANGUP", "11", "hangup"),
@@ -90,9 +92,21 @@ class ChannelFacts:
     hangup_cause: str = ""
     other_leg_uuid: str = ""
     dial_target: str = ""  # what a B-leg was dialled as (bridge_to)
+    # "sofia" (a SIP leg, as captured) or "null" (mod_loopback's null endpoint: an originated test call,
+    # derived from the source: L16 at the leg's rate, no SIP, its caller profile made by originate).
+    endpoint: str = "sofia"
+    callee_id_name: str = ""
+    callee_id_number: str = ""
+    logical_direction: str = ""  # "": the same as direction
+    hit_dialplan: bool | None = None  # None: true for inbound legs only
+    orig_caller_id_name: str | None = None  # None: the caller id (the profile's first one)
+    orig_caller_id_number: str | None = None
+    ani: str | None = None
 
     @property
     def channel_name(self) -> str:
+        if self.endpoint == "null":
+            return f"null/{self.destination}"
         if self.direction == "outbound":
             # A dial string such as user/1001 names the endpoint by its last part.
             endpoint = (self.dial_target or self.destination).rsplit("/", 1)[-1]
@@ -101,6 +115,8 @@ class ChannelFacts:
 
     @property
     def codec(self) -> tuple[str, str, str]:
+        if self.endpoint == "null":
+            return ("L16", str(self.codec_rate * 16), "")  # raw 16-bit samples: no payload type
         return CODECS[self.codec_rate]
 
     def sip_token(self, salt: str, length: int) -> str:
@@ -147,6 +163,7 @@ def channel_data(facts: ChannelFacts, phase: str, variables: list[tuple[str, str
     codec_name, bit_rate, _ = facts.codec
     rate = str(facts.codec_rate)
     direction = facts.direction
+    hit_dialplan = direction == "inbound" if facts.hit_dialplan is None else facts.hit_dialplan
     headers = [
         ("Channel-State", state),
         ("Channel-Call-State", call_state),
@@ -155,7 +172,7 @@ def channel_data(facts: ChannelFacts, phase: str, variables: list[tuple[str, str
         ("Unique-ID", facts.uuid),
         ("Call-Direction", direction),
         ("Presence-Call-Direction", direction),
-        ("Channel-HIT-Dialplan", "true" if direction == "inbound" else "false"),
+        ("Channel-HIT-Dialplan", "true" if hit_dialplan else "false"),
         ("Channel-Call-UUID", facts.call_uuid),
         ("Answer-State", answer_state),
     ]
@@ -168,6 +185,11 @@ def channel_data(facts: ChannelFacts, phase: str, variables: list[tuple[str, str
         ("Channel-Write-Codec-Name", codec_name),
         ("Channel-Write-Codec-Rate", rate),
         ("Channel-Write-Codec-Bit-Rate", bit_rate),
+    ]
+    if facts.endpoint == "null":
+        headers += _caller_profile(facts)
+        return headers + [(f"variable_{name}", value) for name, value in variables]
+    headers += [
         ("Caller-Direction", direction),
         ("Caller-Logical-Direction", direction),
         ("Caller-Username", facts.caller_id_number),
@@ -206,6 +228,50 @@ def channel_data(facts: ChannelFacts, phase: str, variables: list[tuple[str, str
             ("Other-Leg-Unique-ID", facts.other_leg_uuid),
         ]
     return headers + [(f"variable_{name}", value) for name, value in variables]
+
+
+def _caller_profile(facts: ChannelFacts) -> list[tuple[str, str]]:
+    """switch_caller_profile_event_set_data, field by field: an empty field leaves its header out (but an
+    Orig- name follows whether the current name is set, so after a flip it can be empty)."""
+    name, number = facts.caller_id_name, facts.caller_id_number
+    orig_name = name if facts.orig_caller_id_name is None else facts.orig_caller_id_name
+    orig_number = number if facts.orig_caller_id_number is None else facts.orig_caller_id_number
+    optional = [
+        ("Caller-Caller-ID-Name", name, name),
+        ("Caller-Caller-ID-Number", number, number),
+        ("Caller-Orig-Caller-ID-Name", name, orig_name),
+        ("Caller-Orig-Caller-ID-Number", number, orig_number),
+        ("Caller-Callee-ID-Name", facts.callee_id_name, facts.callee_id_name),
+        ("Caller-Callee-ID-Number", facts.callee_id_number, facts.callee_id_number),
+        ("Caller-ANI", facts.ani, facts.ani),
+        ("Caller-Destination-Number", facts.destination, facts.destination),
+        ("Caller-Unique-ID", facts.uuid, facts.uuid),
+        ("Caller-Source", "mod_loopback", "mod_loopback"),
+        ("Caller-Context", facts.context, facts.context),
+        ("Caller-Channel-Name", facts.channel_name, facts.channel_name),
+        ("Caller-Profile-Index", "1", "1"),
+    ]
+    headers = [
+        ("Caller-Direction", facts.direction),
+        ("Caller-Logical-Direction", facts.logical_direction or facts.direction),
+    ]
+    headers += [(header, value or "") for header, present, value in optional if present]
+    return headers + [
+        ("Caller-Profile-Created-Time", str(facts.created_us)),
+        ("Caller-Channel-Created-Time", str(facts.created_us)),
+        ("Caller-Channel-Answered-Time", str(facts.answered_us)),
+        ("Caller-Channel-Progress-Time", "0"),
+        ("Caller-Channel-Progress-Media-Time", "0"),
+        ("Caller-Channel-Hangup-Time", str(facts.hangup_us)),
+        ("Caller-Channel-Transfer-Time", "0"),
+        ("Caller-Channel-Resurrect-Time", "0"),
+        ("Caller-Channel-Bridged-Time", str(facts.bridged_us)),
+        ("Caller-Channel-Last-Hold", "0"),
+        ("Caller-Channel-Hold-Accum", "0"),
+        ("Caller-Screen-Bit", "true"),
+        ("Caller-Privacy-Hide-Name", "false"),
+        ("Caller-Privacy-Hide-Number", "false"),
+    ]
 
 
 def channel_event(
@@ -323,6 +389,24 @@ def created_variables(facts: ChannelFacts) -> list[tuple[str, str]]:
     ]
 
 
+def null_created_variables(facts: ChannelFacts, dial_variables: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """An originated null leg's variables before it answers: the session's, its name and L16 codecs
+    (switch_core_session_set_read/write_codec set these), then the dial string's {variables}."""
+    rate = str(facts.codec_rate)
+    return [
+        ("direction", facts.direction),
+        ("uuid", facts.uuid),
+        ("session_id", str(int(facts.sip_token("session", 4), 16) % 1000 + 1)),
+        ("channel_name", facts.channel_name),
+        ("read_codec", "L16"),
+        ("read_rate", rate),
+        ("original_read_codec", "L16"),
+        ("original_read_rate", rate),
+        ("write_codec", "L16"),
+        ("write_rate", rate),
+    ] + list(dial_variables)
+
+
 def answered_variables(facts: ChannelFacts) -> list[tuple[str, str]]:
     """Set while the answer goes out (CHANNEL_ANSWER shows them)."""
     _, _, payload_type = facts.codec
@@ -371,7 +455,7 @@ def confirmed_variables(facts: ChannelFacts, application: str, data: str) -> lis
 def hangup_complete_variables(
     facts: ChannelFacts, last_app: str, last_arg: str | None, packets_in: int, packets_out: int
 ) -> list[tuple[str, str]]:
-    """The accounting FreeSWITCH adds when the channel reaches CS_REPORTING."""
+    """The accounting FreeSWITCH adds when the channel reaches CS_REPORTING (a null leg has no SIP or RTP)."""
     start, answer, end = facts.created_us, facts.answered_us, facts.hangup_us
     bill_us = end - answer if answer else 0
     total_us = end - start
@@ -437,6 +521,10 @@ def hangup_complete_variables(
         ("waitusec", str(wait_us)),
         ("progress_mediausec", "0"),
         ("flow_billusec", str(total_us)),
+    ]
+    if facts.endpoint == "null":
+        return variables
+    variables += [
         ("sip_hangup_disposition", "send_bye"),
         ("rtp_audio_in_raw_bytes", str(packets_in * (packet_bytes + 12))),
         ("rtp_audio_in_media_bytes", str(packets_in * packet_bytes)),
@@ -499,20 +587,21 @@ def show_channels_row(
     codec_name, bit_rate, _ = facts.codec
     rate = str(facts.codec_rate)
     bridged = facts.other_leg_uuid
+    sip = facts.endpoint != "null"  # a null leg has no network address and no dialplan in its profile
     values = {
         "uuid": facts.uuid,
         "direction": facts.direction,
         "created": _stamp(facts.created_us),
         "created_epoch": str(facts.created_us // 1_000_000),
         "name": facts.channel_name,
-        "state": "CS_EXECUTE" if facts.direction == "inbound" else "CS_EXCHANGE_MEDIA",
+        "state": "CS_EXCHANGE_MEDIA" if facts.direction == "outbound" and bridged else "CS_EXECUTE",
         "cid_name": facts.caller_id_name,
         "cid_num": facts.caller_id_number,
-        "ip_addr": "127.0.0.1",
+        "ip_addr": "127.0.0.1" if sip else "",
         "dest": facts.destination,
         "application": application,
         "application_data": application_data,
-        "dialplan": "XML",
+        "dialplan": "XML" if sip else "",
         "context": facts.context,
         "read_codec": codec_name,
         "read_rate": rate,
@@ -525,9 +614,9 @@ def show_channels_row(
         "call_uuid": facts.call_uuid if bridged else "",
         "initial_cid_name": facts.caller_id_name,
         "initial_cid_num": facts.caller_id_number,
-        "initial_ip_addr": "127.0.0.1",
+        "initial_ip_addr": "127.0.0.1" if sip else "",
         "initial_dest": facts.destination,
-        "initial_dialplan": "XML",
+        "initial_dialplan": "XML" if sip else "",
         "initial_context": facts.context,
     }
     return {column: values.get(column, "") for column in SHOW_CHANNELS_COLUMNS}

@@ -40,6 +40,8 @@ class SimCall:
         frame_sizes: list[int] | None = None,
         odd_frames: bool = False,
         uuid: str | None = None,
+        endpoint: str = "sofia",
+        dial_variables: list[tuple[str, str]] | None = None,
     ):
         self.switch = switch
         self.uuid = uuid or str(uuid_module.uuid4())
@@ -69,7 +71,20 @@ class SimCall:
         self.streams: list = []
         self.application, self.application_data = "", ""
         self.hold_ms = 0  # what the dialplan's sleep waits for (shown as the current application's data)
-        self._variables: dict[str, str] = dict(ce.created_variables(self.facts()))
+        # The caller profile's other fields (a null leg's, from originate; switch_channel_flip_cid swaps them).
+        self.endpoint = endpoint
+        self.callee_id_name = self.callee_id_number = ""
+        self.logical_direction = ""
+        self.hit_dialplan: bool | None = None
+        self.orig_caller_id_name: str | None = None
+        self.orig_caller_id_number: str | None = None
+        self.ani: str | None = None
+        if endpoint == "null":
+            self.callee_id_name, self.callee_id_number = "Outbound Call", destination
+            self.ani = caller_id_number
+            self._variables = dict(ce.null_created_variables(self.facts(), dial_variables or []))
+        else:
+            self._variables = dict(ce.created_variables(self.facts()))
 
     def __repr__(self) -> str:
         state = "hung up" if self.hung_up.is_set() else "answered" if self.answered.is_set() else "ringing"
@@ -121,6 +136,14 @@ class SimCall:
             hangup_cause=self.hangup_cause,
             other_leg_uuid=self.other_leg.uuid if self.other_leg else "",
             dial_target=self.dial_target,
+            endpoint=self.endpoint,
+            callee_id_name=self.callee_id_name,
+            callee_id_number=self.callee_id_number,
+            logical_direction=self.logical_direction,
+            hit_dialplan=self.hit_dialplan,
+            orig_caller_id_name=self.orig_caller_id_name,
+            orig_caller_id_number=self.orig_caller_id_number,
+            ani=self.ani,
         )
 
     @property
@@ -136,6 +159,12 @@ class SimCall:
             return
         self.answered_us = ce.now_us()
         self.answered_at = time.monotonic()
+        if self.endpoint == "null":
+            # mod_loopback answers it at once in CS_CONSUME_MEDIA: no SIP, no SDP; originate then runs its app.
+            self.switch.fire_channel_event(self, "CHANNEL_ANSWER", "answering_null")
+            self.answered.set()
+            log.info("%s answered", self)
+            return
         if self.other_leg and self.other_leg.answered.is_set():
             self.bridged_us = self.other_leg.bridged_us = self.answered_us
         self._apply(ce.answered_variables(self.facts()))
@@ -168,6 +197,53 @@ class SimCall:
         other = self.other_leg
         if other is not None and not other.hangup_us:
             other.hangup(cause)
+
+    def execute(self, app) -> None:
+        """originate's `&app(args)` on an answered null leg: the caller extension is set (which flips the
+        caller id, switch_channel_sort_cid: the leg now shows the callee's, and counts as having hit the
+        dialplan), then the application runs (see originate_rules.Application) until it ends or the leg hangs
+        up; a leg whose last application ends is hung up (NORMAL_CLEARING), an unknown one at once
+        (DESTINATION_OUT_OF_ORDER)."""
+        self.orig_caller_id_name = self.orig_caller_id_name if self.orig_caller_id_name is not None \
+            else self.caller_id_name
+        self.orig_caller_id_number = self.orig_caller_id_number if self.orig_caller_id_number is not None \
+            else self.caller_id_number
+        (self.caller_id_name, self.callee_id_name) = (self.callee_id_name, self.caller_id_name)
+        (self.caller_id_number, self.callee_id_number) = (self.callee_id_number, self.caller_id_number)
+        self.hit_dialplan, self.logical_direction = True, "inbound"
+        flipped = [("pre_transfer_caller_id_name", self.callee_id_name),
+                   ("pre_transfer_caller_id_number", self.callee_id_number), ("channel_cid_flipped", "yes")]
+        self._apply([(name, value) for name, value in flipped if value])  # an empty value sets nothing
+        if not app.known:
+            log.info("%s: Invalid Application %s", self, app.name)
+            self.hangup("DESTINATION_OUT_OF_ORDER")
+            return
+        self.application, self.application_data = app.name, app.data
+        self._apply([("call_uuid", self.uuid), ("current_application_data", app.data),
+                     ("current_application", app.name)])
+        gevent.spawn(self._run_application, app)
+
+    def _run_application(self, app) -> None:
+        if app.name == "park":
+            return  # until uuid_kill (or the switch stops)
+        if app.name == "sleep":
+            seconds = app.hold_s
+        elif app.played is None:
+            seconds = 0.0  # a file the simulator does not have: playback fails at once
+        else:
+            seconds = app.played.seconds(self.media.codec_rate)
+            if seconds is None:
+                return  # for ever: until uuid_kill
+        remaining = self.answered_at + seconds - time.monotonic()
+        if self.hung_up.wait(max(0.0, remaining)) or self.hangup_us:
+            return
+        if app.played is not None and app.played.audio:
+            samples = str(len(app.played.audio) // 2)
+            milliseconds = int(round(seconds * 1000))
+            self._apply([("playback_last_offset_pos", samples), ("playback_seconds", str(milliseconds // 1000)),
+                         ("playback_ms", str(milliseconds)), ("playback_samples", samples)])
+        log.info("%s has executed the last dialplan instruction, hanging up", self)
+        self.hangup("NORMAL_CLEARING")
 
     def vanish(self) -> None:
         """The switch died under this call (Simulator.crash): it is gone, with no event and no hangup cause.

@@ -28,6 +28,9 @@ class Playback:
     start_s: float
     end_s: float
     audio: bytes
+    # The audio starts again from its beginning whenever it ends, until end_s (a tone played with loops=-1).
+    # Empty audio that loops is silence written all the while (silence_stream://0).
+    loop: bool = False
 
     @property
     def first_tick(self) -> int:
@@ -67,9 +70,21 @@ class StreamAudio:
     def channels(self) -> int:
         return 2 if self.mix == "stereo" else 1
 
-    def _slice(self, pcm: bytes, tick: int) -> bytes:
-        """Tick `tick` of pcm (codec rate) at the stream's rate; silence past its end."""
-        piece = signals.resample(pcm, self.media.codec_rate, self.rate, tick * self.tick_samples, self.tick_samples)
+    def _slice(self, pcm: bytes, tick: int, loop: bool = False) -> bytes:
+        """Tick `tick` of pcm (codec rate) at the stream's rate; silence past its end (or, looping, pcm again)."""
+        first, count = tick * self.tick_samples, self.tick_samples
+        if loop and pcm:
+            # One pass of the audio at the stream's rate (exact for whole milliseconds at multiples of 8 kHz).
+            period = len(pcm) // signals.SAMPLE_BYTES * self.rate // self.media.codec_rate
+            if period:
+                pieces, first = [], first % period
+                while count:
+                    take = min(count, period - first)
+                    pieces.append(signals.resample(pcm, self.media.codec_rate, self.rate, first, take))
+                    count -= take
+                    first = 0
+                return b"".join(pieces)
+        piece = signals.resample(pcm, self.media.codec_rate, self.rate, first, count)
         return piece + bytes(self.tick_bytes - len(piece))
 
     def chunk(self, tick: int) -> bytes | None:
@@ -79,7 +94,7 @@ class StreamAudio:
         playback = self.media.playback_at(tick)
         if playback is None:
             return None
-        played = self._slice(playback.audio, tick - playback.first_tick)
+        played = self._slice(playback.audio, tick - playback.first_tick, playback.loop)
         if self.mix == "mixed":
             return signals.mix(speech, played)
         return signals.interleave(speech, played)

@@ -33,6 +33,11 @@ def _to_samples(pcm: bytes) -> array:
     return samples
 
 
+def pcm(samples) -> bytes:
+    """16-bit little-endian PCM from a sequence of ints (already within -32768..32767)."""
+    return _to_bytes(array("h", samples))
+
+
 def silence(seconds: float, rate: int) -> bytes:
     return bytes(int(round(seconds * rate)) * SAMPLE_BYTES)
 

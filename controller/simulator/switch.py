@@ -18,6 +18,7 @@ from gevent.event import Event
 
 from . import audio_stream_rules as rules
 from . import channel_events as ce
+from . import originate_rules
 from . import signals
 from .audio_stream import AudioStreamModule
 from .channels import SimCall
@@ -32,11 +33,30 @@ PROMPT_S = 2.0
 TONE_HZ = 800
 DEFAULT_PLAYS = "like-9999"  # answer, 0.5 s silence, 0.5 s tone, then a prompt
 SHOW_USAGE = (
-    "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|name "
+    "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|like "
     "<match string>]|calls|detailed_calls|bridged_calls|detailed_bridged_calls|aliases|complete|chat|"
     "management|modules|nat_map|say|interfaces|interface_types|tasks|limits|status\n"
 )
-KNOWN_MODULES = frozenset({"mod_audio_stream", "mod_event_socket", "mod_sofia", "mod_commands", "mod_dptools"})
+KNOWN_MODULES = frozenset({"mod_audio_stream", "mod_event_socket", "mod_sofia", "mod_commands", "mod_dptools",
+                           "mod_loopback", "mod_tone_stream"})
+# `show api`: each api the simulator has, as its module registers it (name: description, syntax, module).
+API_INTERFACES = {
+    "echo": ("Echo", "<data>", "mod_commands"),
+    "hostname": ("Return the system hostname", "", "mod_commands"),
+    "module_exists": ("Check if module exists", "<module>", "mod_commands"),
+    "originate": ("Originate a call", originate_rules.ORIGINATE_SYNTAX, "mod_commands"),
+    "show": ("Show various reports", SHOW_USAGE[len("-USAGE: "):-1], "mod_commands"),
+    "status": ("Show current status", "", "mod_commands"),
+    "uuid_audio_stream": ("audio_stream API", rules.USAGE_SYNTAX, "mod_audio_stream"),
+    "uuid_exists": ("Check if a uuid exists", "<uuid>", "mod_commands"),
+    "uuid_getvar": ("Get a variable from a channel", "<uuid> <var>", "mod_commands"),
+    "uuid_kill": ("Kill channel", "<uuid> [cause]", "mod_commands"),
+    "uuid_setvar": ("Set a variable", "<uuid> <var> [value]", "mod_commands"),
+    "uuid_setvar_multi": ("Set multiple variables", "<uuid> <var>=<value>;<var>=<value>...", "mod_commands"),
+    "version": ("Version", "[short]", "mod_commands"),
+}
+# A playback that never ends by itself (loops=-1, endless_playback) lasts this long in the media model.
+FOREVER_S = 7 * 86400.0
 NO_SUCH_CHANNEL = "-ERR No such channel!\n"
 # mod_commands' SETVAR_MULTI_SYNTAX; its argv holds 64 entries.
 SETVAR_MULTI_USAGE = "-USAGE: <uuid> <var>=<value>;<var>=<value>...\n"
@@ -99,6 +119,9 @@ class Simulator:
         self._started_us = ce.now_us()
         self._sessions = 0
         self._peak = 0
+        # Fault knobs for the module (see the package docstring).
+        self.audio_stream_loaded = True
+        self.module_stream_rate: int | None = None
 
     # ---- running ----
 
@@ -419,12 +442,13 @@ class Simulator:
         self.fire(headers, result)
 
     def _api_commands(self) -> dict[str, Callable[[str], str]]:
-        return {
+        commands = {
             "status": self._api_status,
             "echo": lambda args: args,
             "version": lambda args: f"FreeSWITCH Version {ce.FREESWITCH_VERSION} ( 64bit)\n",
             "hostname": lambda args: self.identity.hostname,
-            "module_exists": lambda args: "true" if args.strip() in KNOWN_MODULES else "false",
+            "module_exists": lambda args: "true" if args.strip() in self._modules() else "false",
+            "originate": self._api_originate,
             "show": self._api_show,
             "uuid_exists": lambda args: "true" if args.strip() in self.calls else "false",
             "uuid_kill": self._api_uuid_kill,
@@ -433,12 +457,71 @@ class Simulator:
             "uuid_getvar": self._api_uuid_getvar,
             "uuid_audio_stream": self.audio_stream.api,
         }
+        if not self.audio_stream_loaded:
+            del commands["uuid_audio_stream"]  # -ERR uuid_audio_stream Command not found!
+        return commands
+
+    def _modules(self) -> frozenset[str]:
+        return KNOWN_MODULES if self.audio_stream_loaded else KNOWN_MODULES - {"mod_audio_stream"}
+
+    def _api_originate(self, args: str) -> str:
+        """mod_commands' originate for mod_loopback's null endpoint (see originate_rules): the leg is made
+        (CHANNEL_CREATE), answers at once (CHANNEL_ANSWER), then runs its application; the reply names it.
+        Other endpoints are not loaded here: -ERR CHAN_NOT_IMPLEMENTED, as a switch without them answers."""
+        request = originate_rules.parse_originate(args)
+        if isinstance(request, str):
+            return request
+        if request.endpoint != "null":
+            log.error("Could not locate channel type %s", request.endpoint)
+            return "-ERR CHAN_NOT_IMPLEMENTED\n"
+        if request.legs > 1:
+            log.warning("originate: the simulator makes only the first of %d legs", request.legs)
+        # mod_loopback: the leg's L16 codec runs at {rate=} when it is a positive multiple of 8000, else 8000.
+        rate = rules.c_atoi(request.variable("rate") or "")
+        rate = rate if rate > 0 and rate % 8000 == 0 else 8000
+        uuid = request.variable("origination_uuid")
+        if uuid is not None and (not uuid or uuid in self.calls):
+            log.critical("set UUID=%s FAILED", uuid)  # the leg keeps a uuid of its own, as FreeSWITCH does
+            uuid = None
+        if request.application is not None:
+            app = originate_rules.application(request.application, request.application_data, rate)
+        else:
+            # The simulator has no dialplan to transfer the leg to: it stays up, playing nothing.
+            app = originate_rules.Application("park", "")
+        playbacks: tuple[Playback, ...] = ()
+        played = app.played
+        if played is not None:
+            seconds = played.seconds(rate)
+            if played.forever:
+                playbacks = (Playback(0.0, FOREVER_S, played.audio, loop=True),)
+            elif seconds:
+                playbacks = (Playback(0.0, seconds, played.audio * played.plays),)
+        cid_name = request.cid_name or request.variable("origination_caller_id_name") or ""
+        cid_number = request.cid_num or request.variable("origination_caller_id_number") or "0000000000"
+        call = SimCall(
+            self,
+            destination=request.target or "service",
+            caller_id_number=cid_number,
+            caller_id_name=cid_name,
+            context="default",
+            media=CallMedia(rate, b"", playbacks),  # what a null leg "says" is silence
+            direction="outbound",
+            uuid=uuid,
+            endpoint="null",
+            dial_variables=[(n, v) for n, v in request.variables if n != "origination_uuid"],
+        )
+        self._add_call(call)
+        call.answer()
+        call.execute(app)
+        return f"+OK {call.uuid}\n"
 
     def _api_status(self, args: str) -> str:
         return ce.status_text(ce.now_us() - self._started_us, self._sessions, len(self.calls), self._peak)
 
     def _api_show(self, args: str) -> str:
         words = args.split()
+        if words and words[0].lower() == "api":
+            return self._show_api(words[1:])
         if not words or words[0].lower() != "channels":
             return SHOW_USAGE
         rows = [
@@ -453,6 +536,23 @@ class Simulator:
         if not rows:
             return "\n0 total.\n"
         lines = [",".join(ce.SHOW_CHANNELS_COLUMNS)] + [",".join(row.values()) for row in rows]
+        return "\n".join(lines) + f"\n\n{len(rows)} total.\n"
+
+    def _show_api(self, words: list[str]) -> str:
+        """`show api [name]` (mod_commands show_function: rows of the interfaces table, the title line with the
+        first row, then a blank line and the count; `as json` only when no name is given)."""
+        name = words[0] if words and words[0].lower() != "as" else None
+        as_json = name is None and [w.lower() for w in words] == ["as", "json"]
+        rows = [{"name": api, "description": description, "syntax": syntax, "ikey": module}
+                for api, (description, syntax, module) in sorted(API_INTERFACES.items())
+                if (name is None or api == name) and (api in self._api_commands())]
+        if as_json:
+            if not rows:
+                return '{"row_count": 0}\n'
+            return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":"))
+        if not rows:
+            return "\n0 total.\n"
+        lines = [",".join(rows[0])] + [",".join(row.values()) for row in rows]
         return "\n".join(lines) + f"\n\n{len(rows)} total.\n"
 
     def _api_uuid_kill(self, args: str) -> str:

@@ -52,7 +52,8 @@ class HandshakeFailed(Exception):
 class SimStream:
     """One WebSocket connection opened by the emulated module, and a record of all it sent.
 
-    Public record: url, mix, rate, metadata, buffer_ms, leaked, request_bytes, response_bytes,
+    Public record: url, mix, rate (asked for), sent_rate (the audio's), metadata, buffer_ms, leaked,
+    request_bytes, response_bytes,
     frames [(t, opcode, payload_len)] (t = seconds since the TCP connect), binary_frames
     [(t, payload)], sent_pcm, sent_text, received [(t, opcode, payload)], events (module events it
     caused), connected / ended (gevent Events), end_reason, server_close (code, reason) or None.
@@ -75,13 +76,16 @@ class SimStream:
         odd_frames: bool = False,
         tls_options: dict[str, str] | None = None,
         leaked: bool = False,
+        sent_rate: int | None = None,
     ):
+        """sent_rate: the rate the audio really goes out at, when a (faulty) module ignores `rate`."""
         self.call = call
         self.uuid = call.uuid
         self.url = url_text
         self.parsed_url = url
         self.mix = mix
         self.rate = rate
+        self.sent_rate = sent_rate or rate
         self.metadata = metadata
         self.buffer_ms = buffer_ms
         self.heartbeat_s = heartbeat_s
@@ -262,7 +266,7 @@ class SimStream:
 
     def _stream_audio(self) -> None:
         call = self.call
-        audio = StreamAudio(call.media, self.mix, self.rate)
+        audio = StreamAudio(call.media, self.mix, self.sent_rate)
         buffer_bytes = audio.tick_bytes * audio.channels * self.buffer_ms // 20
         # odd_frames: the same bytes in frames one byte longer, then one shorter (samples split).
         sizes = [buffer_bytes + 1, buffer_bytes - 1] if self.odd_frames else self.frame_sizes
