@@ -16,7 +16,7 @@ field, add a ``Field`` row, and document the key in config/controller.yaml (a te
 fails on any key the example does not show).
 
 ``${NAME}`` anywhere in a scalar is replaced from the environment (``$${`` writes a literal ``${``). Secrets
-(the ESL password, the recorder token) never appear in an error message or a repr.
+(the ESL password, the recorder token, hook header values) never appear in an error message or a repr.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
+from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -138,6 +139,18 @@ class LoggingConfig:
     timestamps: str = "auto"  # one of TIMESTAMPS
 
 
+@dataclass(frozen=True, repr=False)
+class HookConfig(_MaskedRepr):
+    """What is done with each finished recording: its sidecar JSON POSTed to url, and/or command run."""
+
+    url: str | None = None  # http:// or https://; the finished recording's sidecar JSON is POSTed there
+    # Extra request headers, e.g. Authorization: Bearer ${HOOK_TOKEN}; the values are secret.
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    command: tuple[str, ...] | None = None  # argv; the WAV path and the sidecar path are appended
+    timeout_s: float = 10.0  # per attempt
+    max_attempts: int = 8  # per finished recording; waits 1 s, doubling to 300 s, between attempts
+
+
 @dataclass(frozen=True)
 class Config:
     esl: EslConfig
@@ -148,6 +161,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "<config>"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    hook: HookConfig | None = None  # for every rule without a hook of its own
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -195,7 +209,7 @@ class Field:
     """One key of a section."""
 
     name: str  # the key in the file, and the dataclass field it fills
-    kind: Kind  # one of Text, Whole, Number, Flag, Custom, Sub, ListOf
+    kind: Kind  # one of Text, Whole, Number, Flag, Custom, Headers, Argv, Sub, ListOf
     default: Any = None  # when the key is left out or empty (``key:``); DEFAULTS for a nested section
     required: str | None = None  # set: the key must be given, and this says what to write
 
@@ -317,6 +331,64 @@ class ListOf:
         for check in self.after:
             check(r, node, path, items)
         return tuple(items)
+
+
+# HTTP header names are RFC 9110 tokens.
+_HTTP_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+# Framing headers come from the body the hook sends; a configured one would corrupt every request.
+_FRAMING_HEADERS = ("content-length", "transfer-encoding")
+
+
+@dataclass(frozen=True)
+class Headers:
+    """HTTP request headers: a mapping of names to secret values."""
+
+    allowed: str = ("a mapping of header names (letters, digits and !#$%&'*+-.^_`|~) to text without line breaks, "
+                    "e.g. Authorization: Bearer ${HOOK_TOKEN}")
+    secret: bool = True
+
+    def read(self, r: "_Reader", node: Node, path: str) -> dict[str, str]:
+        if not isinstance(node, MappingNode):
+            r.fail(node, path, f"expected a mapping of header names to values, got {_kind(node)}", self.allowed)
+        headers: dict[str, str] = {}
+        first: dict[str, tuple[str, int]] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag not in (STR, INT):
+                r.fail(key_node, path, f"a header name is {_kind(key_node)}", self.allowed)
+            name = key_node.value
+            name_path = _join(path, name)
+            if not _HTTP_TOKEN.fullmatch(name):
+                r.fail(key_node, name_path, f"{name!r} is not a header name", self.allowed)
+            if name.lower() in _FRAMING_HEADERS:
+                r.fail(key_node, name_path, "is set by the hook from the body it sends", "leave it out")
+            if name.lower() in first:
+                spelled, line = first[name.lower()]
+                r.fail(key_node, name_path, f"duplicate header (first on line {line} as {spelled})",
+                       "write each header once (names are not case-sensitive)")
+            first[name.lower()] = (name, _line(key_node))
+            value = r.text(value_node, name_path, allowed=self.allowed, secret=True)
+            if any(ch < " " and ch != "\t" or ch == "\x7f" for ch in value):
+                r.fail(value_node, name_path, "contains a control character", self.allowed)
+            headers[name] = value
+        return headers
+
+
+@dataclass(frozen=True)
+class Argv:
+    """A program and its arguments, as a list (no shell, so nothing is split or expanded)."""
+
+    allowed: str = "a list: the program, then its arguments, e.g. [/usr/local/bin/archive-call, --site, ber]"
+
+    def read(self, r: "_Reader", node: Node, path: str) -> tuple[str, ...]:
+        if isinstance(node, ScalarNode) and node.tag == STR:
+            # One string would have to be split, and no shell does it here: ask for the list it means.
+            r.fail(node, path, "expected a list (the program, then its arguments), got text",
+                   "write it as a list, e.g. [/usr/local/bin/archive-call, --site, ber]")
+        if not isinstance(node, SequenceNode):
+            r.fail(node, path, f"expected a list, got {_kind(node)}", self.allowed)
+        if not node.value:
+            r.fail(node, path, "is empty", self.allowed)
+        return tuple(r.text(item, f"{path}[{index}]", allowed=self.allowed) for index, item in enumerate(node.value))
 
 
 # ---- reading nodes ----------------------------------------------------------------------------------------
@@ -535,6 +607,29 @@ def _ws_base_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def _http_url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a URL that can be read (check the brackets around an IPv6 host)") from None
+    if parts.scheme not in ("http", "https") or not text.lower().startswith(f"{parts.scheme}://"):
+        raise ValueError(f"{text!r} does not start with http:// or https://")
+    if "@" in parts.netloc:
+        # Not echoed: it holds a password. Headers keep credentials out of logs and reprs.
+        raise ValueError("has a user name or password before the host (not shown)")
+    if not parts.hostname:
+        raise ValueError(f"{text!r} has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{text!r} has a port that is not a number from 1 to 65535")
+    if any(ch.isspace() for ch in text):
+        raise ValueError(f"{text!r} contains a space")
+    return text
+
+
 def _template(text: str) -> str:
     FilenameTemplate(text)  # raises ValueError naming what is wrong
     return text
@@ -692,6 +787,15 @@ def _unique_rule_names(r: _Reader, node: SequenceNode, path: str, rules: list[Ru
         first_use[rule.name] = index
 
 
+def _hook_has_an_action(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    if values["url"] is None and values["command"] is None:
+        r.fail(m.node, m.path, "has neither url nor command",
+               "give url (the sidecar JSON is POSTed there) and/or command (a list: the program, then its arguments)")
+    if values["headers"] and values["url"] is None:
+        r.fail(m.where("headers"), _join(m.path, "headers"), "are given but url is not",
+               "headers go with the POST to url; give url or leave headers out")
+
+
 def _source(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
     values["source"] = r.source
 
@@ -750,6 +854,16 @@ MATCH = Section("the match conditions", Match, (
                                                           "legs of a bridged call)"), "inbound"),
 ), after=(_destination_or_caller,))
 
+HOOK = Section("the hook settings", HookConfig, (
+    Field("url", Text("an http:// or https:// URL with a host, e.g. https://archive.example.net/calls; "
+                      "credentials go in headers, not in the URL", _http_url)),
+    Field("headers", Headers(), {}),
+    Field("command", Argv()),
+    Field("timeout_s", Number(0, 300, "seconds per attempt, above 0 and at most 300", lo_open=True), 10.0),
+    Field("max_attempts", Whole(1, 100, "a whole number of attempts per recording from 1 to 100 (waits 1 s, "
+                                        "doubling to 300 s, between them)"), 8),
+), after=(_hook_has_an_action,))
+
 RULE = Section("a rule", Rule, (
     Field("name", Text(_RULE_NAME_RULES, _rule_name), required=f"give the rule a name: {_RULE_NAME_RULES}"),
     Field("match", Sub(MATCH), required="add match: with destination and/or caller"),
@@ -769,6 +883,7 @@ RULE = Section("a rule", Rule, (
                                                                 f"{audio_stream.MAX_HEARTBEAT_S}"), 0),
     Field("deflate", Flag(), False),
     Field("enabled", Flag(), True),
+    Field("hook", Sub(HOOK)),  # replaces the top-level hook for this rule's calls
 ), after=(_rule_line,))
 
 METRICS = Section("the metrics section", MetricsConfig, (
@@ -799,6 +914,7 @@ CONFIG = Section("the configuration", Config, (
     Field("metrics", Sub(METRICS), DEFAULTS),
     Field("logging", Sub(LOGGING), DEFAULTS),
     Field("limits", Sub(LIMITS), DEFAULTS),
+    Field("hook", Sub(HOOK)),
 ), after=(_source,))
 
 
@@ -812,20 +928,23 @@ def schema_sections(section: Section = CONFIG) -> list[Section]:
     return found
 
 
-def schema_paths(section: Section = CONFIG, path: str = "",
-                 seen: set[int] | None = None) -> Iterator[tuple[str, Field]]:
+def schema_paths(section: Section = CONFIG) -> list[tuple[str, Field]]:
     """Every key the loader accepts, as ("esl.reconnect.initial_s", field); a list's items add no index.
 
-    A section met a second time is walked once, where it is first met.
+    A section met more than once (the hook: top-level and per rule) is walked once, where it is nearest the top.
     """
-    seen = set() if seen is None else seen
-    seen.add(id(section))
-    for f in section.fields:
-        key_path = _join(path, f.name)
-        yield key_path, f
-        inner = getattr(f.kind, "section", None)
-        if inner is not None and id(inner) not in seen:
-            yield from schema_paths(inner, key_path, seen)
+    found: list[tuple[str, Field]] = []
+    queue, walked = [(section, "")], {id(section)}
+    while queue:
+        current, path = queue.pop(0)
+        for f in current.fields:
+            key_path = _join(path, f.name)
+            found.append((key_path, f))
+            inner = getattr(f.kind, "section", None)
+            if inner is not None and id(inner) not in walked:
+                walked.add(id(inner))
+                queue.append((inner, key_path))
+    return found
 
 
 # Which fields a repr masks, per dataclass: whatever the tables mark secret.

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .channel_uuid import call_key
+
+if TYPE_CHECKING:
+    from .config import HookConfig
 
 DIRECTIONS = ("inbound", "outbound", "any")
 
@@ -71,6 +74,8 @@ class Rule:
     deflate: bool = False
     enabled: bool = True
     max_streams: int | None = None  # at most this many calls of this rule stream at once (None: no cap)
+    # What is done with this rule's finished recordings, instead of the top-level hook (None: that one).
+    hook: HookConfig | None = field(default=None, hash=False)
     line: int = 0  # where the rule starts in its file, for log messages
 
 

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from controller.config import (DEFAULTS, Config, ConfigError, LimitsConfig, MetricsConfig, load_config, parse_config,
-                               schema_paths, schema_sections)
+from controller.config import (DEFAULTS, Config, ConfigError, HookConfig, LimitsConfig, MetricsConfig, load_config,
+                               parse_config, schema_paths, schema_sections)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "config"
@@ -342,7 +342,7 @@ def test_filename_template_rules(template: str, problem: str):
      "backslashes or control characters"),
     ("    name2: x\n",
      "test.yaml:6: rules[0].name2: unknown key; allowed keys: name, match, mix, rate, buffer_ms, start_delay_s, "
-     "max_duration_s, metadata, max_streams, heartbeat_s, deflate, enabled"),
+     "max_duration_s, metadata, max_streams, heartbeat_s, deflate, enabled, hook"),
 ])
 def test_rule_field_errors(snippet: str, expected: str):
     assert error_of(MINIMAL + snippet) == expected
@@ -364,7 +364,7 @@ def test_text_field_refuses_true_false_and_lists():
 
 def test_unknown_top_level_section():
     assert error_of(MINIMAL + "recordr: {}\n") == (
-        "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging, limits")
+        "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging, limits, hook")
 
 
 def test_metadata_too_large_for_the_module():
@@ -429,6 +429,127 @@ def test_min_free_mb_and_timestamps_defaults_and_values():
 ])
 def test_min_free_mb_and_timestamps_errors(snippet: str, expected: str):
     assert error_of(MINIMAL + snippet) == expected
+
+
+# ---- the finished-recording hook ------------------------------------------------------------------------------
+
+URL_RULES = ("an http:// or https:// URL with a host, e.g. https://archive.example.net/calls; credentials go in "
+             "headers, not in the URL")
+HEADER_RULES = ("a mapping of header names (letters, digits and !#$%&'*+-.^_`|~) to text without line breaks, "
+                "e.g. Authorization: Bearer ${HOOK_TOKEN}")
+COMMAND_RULES = "a list: the program, then its arguments, e.g. [/usr/local/bin/archive-call, --site, ber]"
+
+
+def test_hook_round_trip_global_and_per_rule():
+    config = load_config(DATA / "valid" / "full.yaml", {**ENV, "RECORDER_TOKEN": "tok_ABCdef-123.456~xyz"})
+    assert config.hook == HookConfig(url="https://archive.example.net:8443/calls?site=ber",
+                                     headers={"Authorization": "Bearer hook-s3cret", "X-Site": "ber"},
+                                     command=("/usr/local/bin/archive-call", "--site", "ber"),
+                                     timeout_s=2.5, max_attempts=3)
+    sales, support, _, _ = config.rules
+    assert sales.hook is None  # the top-level hook applies
+    assert support.hook == HookConfig(command=("/usr/local/bin/archive-call", "--rule", "support.regex"),
+                                      max_attempts=1)
+
+
+def test_hook_defaults():
+    config = parse(MINIMAL)
+    assert config.hook is None and config.rules[0].hook is None
+    hook = parse(MINIMAL + "hook: {url: 'http://10.0.0.9/calls'}\n").hook
+    assert (hook.url, hook.headers, hook.command, hook.timeout_s, hook.max_attempts) == (
+        "http://10.0.0.9/calls", {}, None, 10.0, 8)
+    # ${...} works in headers and command like anywhere else; numbers are read as the text written.
+    hook = parse(MINIMAL + "hook:\n  url: https://h/x\n  headers: {Authorization: 'Bearer ${T}', X-Try: 3}\n"
+                 "  command: [sleep, 5]\n", {**ENV, "T": "abc"}).hook
+    assert hook.headers == {"Authorization": "Bearer abc", "X-Try": "3"}
+    assert hook.command == ("sleep", "5")
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    ("hook: /usr/local/bin/archive\n", "test.yaml:6: hook: expected the hook settings (a mapping of keys), got "
+                                      "text; allowed keys: url, headers, command, timeout_s, max_attempts"),
+    ("hook: {url: http://h, retries: 3}\n", "test.yaml:6: hook.retries: unknown key; allowed keys: url, headers, "
+                                             "command, timeout_s, max_attempts"),
+    ("hook: {max_attempts: 3}\n", "test.yaml:6: hook: has neither url nor command; give url (the sidecar JSON is "
+                                  "POSTed there) and/or command (a list: the program, then its arguments)"),
+    ("hook: {url: 'ftp://h/x'}\n", f"test.yaml:6: hook.url: 'ftp://h/x' does not start with http:// or https://; "
+                                   f"{URL_RULES}"),
+    ("hook: {url: 'h.example.net/x'}\n", "test.yaml:6: hook.url: 'h.example.net/x' does not start with http:// or "
+                                         f"https://; {URL_RULES}"),
+    ("hook: {url: 'http:///x'}\n", f"test.yaml:6: hook.url: 'http:///x' has no host; {URL_RULES}"),
+    ("hook: {url: 'http://h:99999/x'}\n", "test.yaml:6: hook.url: 'http://h:99999/x' has a port that is not a "
+                                          f"number from 1 to 65535; {URL_RULES}"),
+    ("hook: {url: 'http://h/a b'}\n", f"test.yaml:6: hook.url: 'http://h/a b' contains a space; {URL_RULES}"),
+    ("hook: {url: http://h, headers: [Authorization]}\n",
+     f"test.yaml:6: hook.headers: expected a mapping of header names to values, got a list; {HEADER_RULES}"),
+    ("hook: {url: http://h, headers: {X Site: ber}}\n",
+     f"test.yaml:6: hook.headers.X Site: 'X Site' is not a header name; {HEADER_RULES}"),
+    ("hook: {url: http://h, headers: {X-Site: }}\n",
+     f"test.yaml:6: hook.headers.X-Site: expected text, got nothing (empty); {HEADER_RULES} (quote it)"),
+    ("hook:\n  url: http://h\n  headers:\n    X-Site: a\n    x-site: b\n",
+     "test.yaml:10: hook.headers.x-site: duplicate header (first on line 9 as X-Site); write each header once "
+     "(names are not case-sensitive)"),
+    ("hook: {url: http://h, headers: {Content-Length: '0'}}\n",
+     "test.yaml:6: hook.headers.Content-Length: is set by the hook from the body it sends; leave it out"),
+    ("hook: {command: [x], headers: {X-Site: ber}}\n",
+     "test.yaml:6: hook.headers: are given but url is not; headers go with the POST to url; give url or leave "
+     "headers out"),
+    ("hook: {command: /bin/archive --fast}\n",
+     "test.yaml:6: hook.command: expected a list (the program, then its arguments), got text; write it as a list, "
+     "e.g. [/usr/local/bin/archive-call, --site, ber]"),
+    ("hook: {command: {program: x}}\n", f"test.yaml:6: hook.command: expected a list, got a mapping; {COMMAND_RULES}"),
+    ("hook: {command: []}\n", f"test.yaml:6: hook.command: is empty; {COMMAND_RULES}"),
+    ("hook: {command: [archive, '']}\n", f"test.yaml:6: hook.command[1]: is empty; {COMMAND_RULES}"),
+    ("hook: {command: [archive, [a, b]]}\n", f"test.yaml:6: hook.command[1]: expected text, got a list; "
+                                             f"{COMMAND_RULES}"),
+    ("hook: {url: http://h, timeout_s: 0}\n", "test.yaml:6: hook.timeout_s: 0 is out of range (must be above 0 and "
+                                              "at most 300); seconds per attempt, above 0 and at most 300"),
+    ("hook: {url: http://h, max_attempts: 0}\n", "test.yaml:6: hook.max_attempts: 0 is outside 1..100; a whole "
+                                                 "number of attempts per recording from 1 to 100 (waits 1 s, doubling "
+                                                 "to 300 s, between them)"),
+    ("hook: {url: http://h, max_attempts: 101}\n", "test.yaml:6: hook.max_attempts: 101 is outside 1..100; a whole "
+                                                   "number of attempts per recording from 1 to 100 (waits 1 s, "
+                                                   "doubling to 300 s, between them)"),
+    ("    hook: {timeout_s: 5}\n", "test.yaml:6: rules[0].hook: has neither url nor command; give url (the sidecar "
+                                   "JSON is POSTed there) and/or command (a list: the program, then its arguments)"),
+])
+def test_hook_errors(snippet: str, expected: str):
+    assert error_of(MINIMAL + snippet) == expected
+
+
+SECRET_HEADER = "Bearer hd-S3cret-value"
+
+
+@pytest.mark.parametrize("url_and_headers", [
+    f"url: 'https://user:{SECRET_HEADER[7:]}@h/x'",                      # a password in the URL
+    f"url: https://h, headers: {{Authorization: \"{SECRET_HEADER}\\nX\"}}",  # a line break in a value
+    f"url: https://h, headers: {{Authorization: \"{SECRET_HEADER}\\u0007\"}}",  # a control character
+])
+def test_hook_secrets_never_appear_in_errors(url_and_headers: str):
+    message = error_of(MINIMAL + f"hook: {{{url_and_headers}}}\n")
+    assert message.startswith("test.yaml:6: hook.")
+    assert SECRET_HEADER[7:] not in message
+
+
+def test_hook_header_values_are_masked_in_repr():
+    config = parse(MINIMAL + f"    hook: {{url: https://h, headers: {{X-Key: '{SECRET_HEADER}'}}}}\n"
+                   f"hook: {{url: https://h, headers: {{Authorization: '{SECRET_HEADER}'}}}}\n")
+    assert config.hook.headers == {"Authorization": SECRET_HEADER}
+    for text in (repr(config), repr(config.hook), repr(config.rules[0]), str(config)):
+        assert SECRET_HEADER not in text
+    assert "headers={'Authorization': '***'}" in repr(config.hook)
+    assert "headers={'X-Key': '***'}" in repr(config.rules[0].hook)
+
+
+def test_every_secret_field_is_masked_in_its_repr():
+    # Whatever the tables mark secret, whichever section it is in.
+    secret_fields = [(path, f) for path, f in schema_paths() if f.secret]
+    assert {path for path, _ in secret_fields} == {"esl.password", "recorder.token", "hook.headers"}
+    config = parse(MINIMAL.replace("rules:", "recorder:\n  token: Tok3n-abcdefghijklmnop\nrules:")
+                   + f"hook: {{url: https://h, headers: {{A: '{SECRET_HEADER}'}}}}\n")
+    text = repr(config)
+    for value in (PASSWORD, "Tok3n-abcdefghijklmnop", SECRET_HEADER):
+        assert value not in text
 
 
 def test_metadata_aliases_cannot_expand_without_bound():
@@ -497,6 +618,30 @@ def test_the_documentation_check_notices_a_key_left_out_or_misplaced():
     moved = without_jitter.replace("logging:\n", "logging:\n  jitter: 0.2\n")
     assert undocumented(moved) == ["esl.reconnect.jitter"]
     assert "recorder.token" in documented_paths(text)  # commented out, still documented
+
+
+def uncommented(text: str, key: str) -> str:
+    """The text with each commented-out ``# key:`` block made live: '# ' removed after the block's indentation,
+    on its first line and on the comment lines below it that are indented deeper."""
+    lines, block = [], None
+    for line in text.splitlines():
+        start = re.match(rf"( *)# {key}:", line)
+        if start:
+            block = start[1]
+        elif block is None or not line.startswith(block + "#  "):
+            block = None
+            lines.append(line)
+            continue
+        lines.append(block + line[len(block) + 2:])
+    return "\n".join(lines) + "\n"
+
+
+def test_the_commented_out_hook_examples_load_once_uncommented():
+    text = uncommented((ROOT / "config" / "controller.yaml").read_text(encoding="utf-8"), "hook")
+    config = parse_config(text, "controller.yaml", {"ESL_PASSWORD": "x", "HOOK_TOKEN": "t0ken"})
+    assert config.hook == HookConfig(url="https://archive.example.net/calls", headers={"Authorization": "Bearer t0ken"},
+                                     command=("/usr/local/bin/archive-call", "--site", "ber"))
+    assert config.rules[0].hook == HookConfig(command=("/usr/local/bin/support-archive",))
 
 
 def test_documented_paths_reads_indentation_lists_and_comments():
