@@ -12,8 +12,8 @@ its ``Field``s in the order they are read and named in messages, each with its k
 and checked, and the "allowed" text its messages end with), its default, and whether it is required. One
 walker (``_Reader.section``) reads any section from its table; what a table cannot say (one field against
 another, derived values) is a named function in the section's ``after``. To add a key: add the dataclass
-field, add a ``Field`` row, and document the key in config/controller.yaml (a test walks the tables and
-fails on any key the example does not show).
+field, add a ``Field`` row, document the key in config/controller.yaml (a test walks the tables and fails
+on any key the example does not show) and list it in the README's Configuration section.
 
 ``${NAME}`` anywhere in a scalar is replaced from the environment (``$${`` writes a literal ``${``). Secrets
 (the ESL password, the recorder token, hook header values) never appear in an error message or a repr.
