@@ -69,13 +69,13 @@ LAG_LIMIT_MS = 100.0
 CPU_LIMIT_PCT = 90.0
 
 LAG_METHOD = (
-    "arrival lag = how long the oldest audio the server has not yet read has been waiting. At every 20 ms "
-    "tick, before that tick's sends, the load process asks the kernel (a sock_diag/inet_diag netlink dump: "
+    "arrival lag = how long the oldest audio the server has not yet read has been waiting. Every 20 ms, "
+    "halfway between two send ticks, the load process asks the kernel (a sock_diag/inet_diag netlink dump: "
     "the Recv-Q that `ss` shows) how many bytes each server-side socket holds unread. Those are the stream's "
     "last bytes, so they name the oldest unread frame; the load noted when it sent each frame, and the lag "
-    "is now minus that moment (0 = the server had read everything sent so far). Sampled per stream per "
-    "tick, so a stall shows within 20 ms of when it began; bytes the load could not even hand to the kernel "
-    "(a full window) count as unread. The sender's own SIOCOUTQ is not used: on loopback the receiving "
+    "is now minus that moment (0 = the server had read everything sent so far; a frame still unread has "
+    "waited at least ~10 ms). Sampled per stream every 20 ms, so a stall shows within 20 ms of when it "
+    "began; bytes the load could not even hand to the kernel (a full window) count as unread. The sender's own SIOCOUTQ is not used: on loopback the receiving "
     "kernel acknowledges data on arrival, so it stays 0 however far behind the reader is.")
 
 
@@ -477,12 +477,13 @@ def run_load(args) -> None:
     clock = time.monotonic
     tick = 0
     next_tick = started
+    next_sample = started + interval * lag_every / 2
     while True:
         now = time.monotonic()
         open_more(now)
         mark = time.monotonic()
         slowest["open"] = max(slowest["open"], mark - now)
-        timeout = next_tick - mark
+        timeout = min(next_tick, next_sample) - mark
         events_now = ep.poll(max(0, timeout))
         polled = time.monotonic()
         slowest["poll_overrun"] = max(slowest["poll_overrun"], polled - mark - max(0.0, timeout))
@@ -492,6 +493,15 @@ def run_load(args) -> None:
                 on_event(client, events, time.monotonic())
         now = time.monotonic()
         slowest["events"] = max(slowest["events"], now - polled)
+        if now >= next_sample:
+            # Halfway between two ticks, so the sends stay on time; a frame still unread here has waited at
+            # least half a tick.
+            sample_lag(running_count == n and finished_sending == 0 and not failed)
+            dump_busy.append(time.monotonic() - now)
+            next_sample += interval * lag_every
+            if next_sample < now:
+                next_sample = now + interval * lag_every
+            continue
         if now < next_tick:
             continue
         tick_late.append(now - next_tick)
@@ -514,9 +524,6 @@ def run_load(args) -> None:
             failed += n - n_open
         if steady_from is not None and steady_to is None and not steady:
             steady_to = now
-        if tick % lag_every == 0:
-            sample_lag(steady)
-            dump_busy.append(time.monotonic() - now)
         send_frames(now)
         tick_busy.append(time.monotonic() - now)
         if tick_busy[-1] + tick_late[-1] > 0.05:
@@ -661,10 +668,15 @@ def run_reaction(args) -> None:
     workdir = Path(args.dir)
     sim = TimedSimulator(host="127.0.0.1", esl_port=0, password="ClueCon").start()
     config = workdir / "controller.yaml"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    metrics_port = probe.getsockname()[1]  # a free port for its HTTP/metrics listener (9464 may be taken)
+    probe.close()
     config.write_text(
         f"esl: {{host: 127.0.0.1, port: {sim.esl_port}, password: ClueCon}}\n"
         f"recorder: {{listen_host: 127.0.0.1, listen_port: 0, directory: {workdir / 'rec'}}}\n"
         f"limits: {{max_streams: 5000}}\n"
+        f"metrics: {{listen_host: 127.0.0.1, listen_port: {metrics_port}}}\n"
         f"logging: {{level: {args.log_level}}}\n"
         "rules:\n  - name: bench\n    match: {destination: \"9999\"}\n    mix: mono\n    rate: 8000\n")
     log = open(workdir / "controller.log", "ab")
@@ -672,7 +684,16 @@ def run_reaction(args) -> None:
                                   stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT, preexec_fn=raise_nofile)
     results = {"controller_pid": controller.pid, "rates": []}
     try:
-        sim.wait_for_command(lambda c: "show channels" in c, timeout=20)  # connected, subscribed, reconciled
+        for _ in range(40):  # connected, subscribed, reconciled
+            try:
+                sim.wait_for_command(lambda c: "show channels" in c, timeout=0.5)
+                break
+            except TimeoutError:
+                if controller.poll() is not None:
+                    raise RuntimeError(f"the controller exited ({controller.returncode}); its log: "
+                                       f"{workdir / 'controller.log'}") from None
+        else:
+            raise RuntimeError(f"the controller did not connect within 20 s; its log: {workdir / 'controller.log'}")
         gevent.sleep(1.0)
         speech = bytes(range(256)) * int(8000 * 2 * args.call_s / 256 + 2)
         for rate in args.rates:
@@ -1088,9 +1109,9 @@ def describe(record: dict) -> None:
 def source_state() -> dict:
     """Which recorder was measured: the commit, and the files under controller/ that differ from it."""
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.rstrip() if done.returncode == 0 else ""
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or "unknown",
             "subject": git("log", "-1", "--format=%s")[:100],
             "controller_uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "controller").splitlines()]}
 
@@ -1216,7 +1237,7 @@ def reaction(opts, results: dict) -> None:
           f"{opts.reaction_log_level}) on core {SERVER_CORE}, simulator on core {LOAD_CORE}; calls of "
           f"{opts.reaction_call_s:g} s placed for {opts.reaction_seconds:g} s per rate, rule mono 8000 ==")
     print("  measured inside the simulator: from just before it queues CHANNEL_ANSWER to the moment it reads the "
-          "start command (the controller sends 4 uuid_setvar first, each waiting for its job's result)")
+          "uuid_audio_stream start command (whatever the controller sends before it is included)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-reaction-", dir=opts.tmp))
     argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(Path(__file__).resolve()), "--role", "reaction",
             "--dir", str(workdir), "--rates", ",".join(map(str, opts.reaction_rates)),
