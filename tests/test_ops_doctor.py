@@ -9,7 +9,6 @@ import json
 import re
 import socket
 import tempfile
-import textwrap
 from argparse import Namespace
 
 import pytest
@@ -317,6 +316,25 @@ def test_a_controller_without_the_chain_endpoint_is_a_skip_that_says_what_to_do(
         f"{fake.http.server_port}/doctor/chain: 404): stop the controller, or update it, to test the chain")
 
 
+def test_with_the_controller_running_the_doctor_has_it_make_the_test_call(sim, harness, tmp_path, capsys):
+    from harness import RULE_9999
+
+    controller = harness(RULE_9999, "metrics: {listen_port: 0}\n").controller
+    code, lines = run_doctor(tmp_path, capsys, sim.esl_port, password="ClueCon",
+                             recorder={"listen_port": controller.recorder_port},
+                             extra=f"metrics: {{listen_port: {controller.http_port}}}\n",
+                             rules=RULES.split("  - name: sales")[0])
+    assert code == 0, "\n".join(lines)
+    assert by_name(lines)["recorder address"] == (
+        f"ok   recorder address: 127.0.0.1:{controller.recorder_port} is held by the running controller (healthy)")
+    assert [STEP.fullmatch(line).group(2) for line in lines[4:7]] == [
+        "stream mono/8000", "audio mono/8000", "cleanup mono/8000"]
+    [call] = sim.all_calls
+    assert call.endpoint == "null" and call.hung_up.is_set()
+    assert controller.calls.calls == {}  # its own rules never took the test call for a call to stream
+    assert [p for p in (tmp_path / "rec").rglob("*.wav*")] == []
+
+
 # ---- the recordings directory ----
 
 
@@ -328,7 +346,8 @@ def test_too_little_free_space_fails_with_the_numbers(switch, tmp_path, capsys):
         rf"FAIL free space: [\d,]+ MB free in {tmp_path / 'rec'}, below recorder.min_free_mb \(10,000,000 MB\); "
         r"free space there \(move old recordings elsewhere\), or lower recorder.min_free_mb",
         by_name(lines)["free space"])
-    assert by_name(lines)["recordings directory"] == f"ok   recordings directory: {tmp_path / 'rec'} is writable (created)"
+    assert by_name(lines)["recordings directory"] == \
+        f"ok   recordings directory: {tmp_path / 'rec'} is writable (created)"
 
 
 def test_a_directory_that_cannot_be_written_is_named_with_why(switch, tmp_path, capsys):
@@ -368,6 +387,12 @@ def test_run_chain_test_takes_mix_rate_pairs_and_announces_a_discarded_stream(sw
     assert (spec.discard, spec.rate, spec.channels, spec.token) == (True, 16000, 1, "a-fixed-token-of-16-chars")
     assert registry.lookup(spec.uuid) is None  # forgotten after the test
     assert [p for p in (tmp_path / "rec").rglob("*") if p.is_file()] == []
+
+
+def test_the_byte_count_is_what_arrived_not_the_silence_the_recorder_wrote():
+    assert chain._arrived({"bytes": 9000, "received_bytes": 7000}) == 7000
+    assert chain._arrived({"bytes": 9000, "received_bytes": 7000, "arrived_bytes": 8000}) == 8000
+    assert chain._arrived(None) == 0
 
 
 def test_steps_travel_as_json_and_read_back():

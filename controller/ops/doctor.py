@@ -107,17 +107,17 @@ class Doctor:
         try:
             client.connect()
             client.subscribe()
+            self.add(Step(name, True, f"connected to {address}, authenticated and subscribed"))
+            return client
         except AccessDenied:
             me = _local_address(esl.host, esl.port)
             self.add(Step(name, False, f"{address} refused this host by ACL (text/rude-rejection)",
                           f"add {me} to the ACL named by apply-inbound-acl in event_socket.conf.xml "
                           f"(lists live in acl.conf.xml), then reloadacl at fs_cli"))
-            return None
         except AuthenticationError as exc:
-            reply = re.search(r"reply '([^']*)'", str(exc))
-            self.add(Step(name, False, f"{address} refused the password ({reply.group(1) if reply else 'auth refused'})",
+            said = re.search(r"reply '([^']*)'", str(exc))  # the reply to auth, never the password
+            self.add(Step(name, False, f"{address} refused the password ({said.group(1) if said else 'auth refused'})",
                           "check esl.password against the password in event_socket.conf.xml"))
-            return None
         except ConnectError as exc:
             text = str(exc)
             if "connection refused" in text:
@@ -130,15 +130,11 @@ class Doctor:
                               "is it an Event Socket? check esl.port against listen-port in event_socket.conf.xml"))
             else:
                 self.add(Step(name, False, text, "check esl.host and esl.port, and the network to the switch"))
-            client.close(timeout=1.0)
-            return None
         except (CommandError, CommandTimeout, OSError) as exc:
             self.add(Step(name, False, f"logged in to {address}, but the event subscription failed: {exc}",
                           "see the FreeSWITCH log"))
-            client.close(timeout=1.0)
-            return None
-        self.add(Step(name, True, f"connected to {address}, authenticated and subscribed"))
-        return client
+        client.close(timeout=1.0)  # whatever it got to: nothing stays open, nothing reconnects
+        return None
 
     # ---- 2. the switch and the module ----
 
@@ -266,8 +262,12 @@ class Doctor:
                                               f"{exc.strerror or exc}", "check recorder.listen_host and listen_port"))
                 return
             public_url = rec.public_url or f"ws://{rec.listen_host}:{port}"
-            chain.run_chain_test(self.esl, recorder, registry, public_url, formats, seconds=self.seconds,
-                                 token=rec.token, on_step=self.add)
+            try:
+                chain.run_chain_test(self.esl, recorder, registry, public_url, formats, seconds=self.seconds,
+                                     token=rec.token, on_step=self.add)
+            except Exception as exc:  # a bug, not the switch: say so, and still check the directory
+                self.add(Step("chain", False, f"the test stopped unexpectedly: {type(exc).__name__}: {exc}",
+                              "report it with the output of this run"))
         finally:
             recorder.stop(timeout=2.0)
             shutil.rmtree(directory, ignore_errors=True)
