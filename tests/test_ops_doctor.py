@@ -365,28 +365,58 @@ def test_a_directory_that_cannot_be_written_is_named_with_why(switch, tmp_path, 
 # ---- the chain test as the controller calls it ----
 
 
-def test_run_chain_test_takes_mix_rate_pairs_and_announces_a_discarded_stream(switch, tmp_path):
-    registry = RecordingRegistry()
-    recorder = RecorderServer(registry, tmp_path / "rec")
-    port = recorder.start("127.0.0.1", 0)
-    esl = EventSocketClient("127.0.0.1", switch.esl_port, PASSWORD, liveness_timeout=None)
-    esl.connect()
-    esl.subscribe()
+def test_run_chain_test_takes_mix_rate_pairs_and_announces_a_discarded_stream(chain_rig, tmp_path):
+    esl, recorder, registry, port = chain_rig
     announced = []
     real_expect = registry.expect
     registry.expect = lambda spec: (announced.append(spec), real_expect(spec))
-    try:
-        steps = chain.run_chain_test(esl, recorder, registry, f"ws://127.0.0.1:{port}", [("mixed", 16000)],
-                                     seconds=1.0, token="a-fixed-token-of-16-chars")
-    finally:
-        esl.close()
-        recorder.stop()
+    steps = chain.run_chain_test(esl, recorder, registry, f"ws://127.0.0.1:{port}", [("mixed", 16000)],
+                                 seconds=1.0, token="a-fixed-token-of-16-chars")
     assert [(step.name, step.ok) for step in steps] == [
         ("stream mixed/16000", True), ("audio mixed/16000", True), ("cleanup mixed/16000", True)]
     [spec] = announced
     assert (spec.discard, spec.rate, spec.channels, spec.token) == (True, 16000, 1, "a-fixed-token-of-16-chars")
     assert registry.lookup(spec.uuid) is None  # forgotten after the test
     assert [p for p in (tmp_path / "rec").rglob("*") if p.is_file()] == []
+
+
+@pytest.fixture
+def chain_rig(switch, tmp_path):
+    """An Event Socket client and a recorder, as the controller has them, for run_chain_test itself."""
+    registry = RecordingRegistry()
+    recorder = RecorderServer(registry, tmp_path / "rec")
+    port = recorder.start("127.0.0.1", 0)
+    esl = EventSocketClient("127.0.0.1", switch.esl_port, PASSWORD, liveness_timeout=None)
+    esl.connect()
+    esl.subscribe()
+    yield esl, recorder, registry, port
+    esl.close()
+    recorder.stop()
+
+
+@pytest.mark.parametrize("mode, detail, fix", [
+    ("refuse503", "something at {url} answered but refused the WebSocket upgrade (mod_audio_stream::error 6 "
+                  "'WebSocket upgrade failed')", "public_url reaches a different server"),
+    ("hang", "something at {url} accepted the connection but never answered the upgrade (mod_audio_stream::error "
+             "10 'Timeout')", "a TLS/ws mismatch"),
+    ("accept", "the switch connected to {url}/calls/{uuid} but this recorder saw no connection",
+     "public_url reaches a different server"),
+])
+def test_what_the_switch_met_at_public_url_names_the_fault(switch, chain_rig, mode, detail, fix):
+    from test_simulator import WsServer
+
+    esl, recorder, registry, _ = chain_rig
+    other = WsServer(mode)  # a server at public_url that is not this recorder
+    try:
+        steps = chain.run_chain_test(esl, recorder, registry, other.url("").rstrip("/"), [("mono", 8000)])
+    finally:
+        other.stop()
+    [call] = switch.all_calls
+    assert steps[0].detail == detail.format(url=other.url("").rstrip("/"), uuid=call.uuid)
+    assert steps[0].fix.startswith(fix)
+    assert [(step.name, step.ok) for step in steps] == [
+        ("stream mono/8000", False), ("audio mono/8000", None), ("cleanup mono/8000", True)]
+    assert call.hung_up.is_set()
 
 
 def test_the_byte_count_is_what_arrived_not_the_silence_the_recorder_wrote():
