@@ -239,3 +239,12 @@ def test_a_file_the_simulator_lacks_plays_nothing():
     assert originate_rules.file_audio("/usr/share/sounds/x.wav", 8000) is None
     assert originate_rules.application("playback", "/x.wav", 8000).played is None
     assert not originate_rules.application("bridge", "user/1000", 8000).known
+
+
+def test_the_standalone_simulator_takes_the_module_knobs():
+    from controller.simulator.__main__ import parse_args
+
+    args = parse_args(["--without-audio-stream", "--module-rate", "16000"])
+    assert (args.without_audio_stream, args.module_rate) == (True, 16000)
+    with pytest.raises(SystemExit):
+        parse_args(["--module-rate", "12000"])

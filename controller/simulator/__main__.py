@@ -38,8 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bridge-to", metavar="DEST", help="bridge each call to an outbound B-leg dialled as DEST")
     parser.add_argument("--reject-acl", action="store_true", help="refuse every Event Socket client (rude rejection)")
     parser.add_argument("--silent-accept", action="store_true", help="accept clients but never send auth/request")
+    parser.add_argument("--without-audio-stream", action="store_true",
+                        help="as if mod_audio_stream were not loaded (uuid_audio_stream: Command not found)")
+    parser.add_argument("--module-rate", type=int, metavar="HZ",
+                        help="the module streams at this rate whatever start asks for (a sample-rate mismatch)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     args = parser.parse_args(argv)
+    if args.module_rate is not None and (args.module_rate <= 0 or args.module_rate % 8000):
+        parser.error("--module-rate must be a positive multiple of 8000")
     if args.count < 0:
         parser.error("--count must be 0 or more")
     if args.duration is not None and args.duration <= 0:
@@ -55,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sim = Simulator(args.host, args.esl_port, args.password,
                     reject_acl=args.reject_acl, silent_accept=args.silent_accept)
+    sim.audio_stream_loaded = not args.without_audio_stream
+    sim.module_stream_rate = args.module_rate
     try:
         sim.start()
     except OSError as exc:
