@@ -38,8 +38,8 @@ def harness(sim, tmp_path):
 
     made = []
 
-    def make(rules: str = RULE_9999, extra: str = ""):
-        h = Harness(sim, tmp_path / "rec", rules, extra).start()
+    def make(rules: str = RULE_9999, extra: str = "", recorder: str = ""):
+        h = Harness(sim, tmp_path / "rec", rules, extra, recorder).start()
         made.append(h)
         return h
 

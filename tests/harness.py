@@ -67,7 +67,8 @@ class Recording:
 class Harness:
     """Starts a Controller against a running Simulator; records which recordings were finalised."""
 
-    def __init__(self, sim, directory: pathlib.Path, rules: str, extra: str = "") -> None:
+    def __init__(self, sim, directory: pathlib.Path, rules: str, extra: str = "", recorder: str = "") -> None:
+        """`recorder`: more lines for the recorder section (indented by two spaces)."""
         # Metrics are on by default, and in-process controllers must not all bind 9464: off, unless the
         # test brings its own metrics section in `extra`.
         metrics = "" if re.search(r"(?m)^metrics:", textwrap.dedent(extra)) else "metrics: {enabled: false}\n"
@@ -83,7 +84,7 @@ class Harness:
               listen_host: 127.0.0.1
               listen_port: 0
               directory: {directory}
-            """) + metrics + "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  ") + textwrap.dedent(extra)
+            """) + recorder + metrics + "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  ") + textwrap.dedent(extra)
         self.sim = sim
         self.directory = directory
         self.config = parse_config(text, "test.yaml")

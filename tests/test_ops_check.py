@@ -3,7 +3,6 @@ then really sends for it."""
 
 from __future__ import annotations
 
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ def config_text(esl_port: int) -> str:
     return textwrap.dedent(f"""\
         esl: {{port: {esl_port}, password: ClueCon}}
         recorder: {{public_url: "ws://127.0.0.1:1", listen_port: 0, token: {TOKEN}}}
+        metrics: {{enabled: false}}
         rules:
           - name: sales
             match: {{destination: /7\\d\\d/}}
@@ -45,9 +45,9 @@ def test_check_prints_the_rules_as_understood(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{config}: OK (2 rules)"
-    assert "  1. sales [line 4]: when destination=/7\\d\\d/ direction=inbound -> stereo 16000 Hz, 20 ms frames, " \
+    assert "  1. sales [line 5]: when destination=/7\\d\\d/ direction=inbound -> stereo 16000 Hz, 20 ms frames, " \
            "stop after 60 s" in lines
-    assert '  2. ext9999 [line 9]: when destination=9999 context=default direction=inbound -> mono 8000 Hz, ' \
+    assert '  2. ext9999 [line 10]: when destination=9999 context=default direction=inbound -> mono 8000 Hz, ' \
            '20 ms frames, metadata {"queue":"support"}' in lines
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import socket as stdlib_socket
+import dataclasses
 import time
 import uuid as uuid_module
 from collections import deque
@@ -120,9 +121,13 @@ class _Reply(AsyncResult):
     even when the caller reads the results of earlier commands first."""
 
     arrived_at: float | None = None
+    sent_at: float | None = None
+    observer: Callable[[float], None] | None = None  # told each round trip, write to reply, in seconds
 
     def set(self, value=None) -> None:
         self.arrived_at = time.monotonic()
+        if self.observer is not None and self.sent_at is not None:
+            self.observer(self.arrived_at - self.sent_at)
         super().set(value)
 
 
@@ -197,6 +202,8 @@ class EventSocketClient(InboundESL):
         """liveness_timeout: drop and re-establish a connection on which nothing at all (no reply, no event,
         no HEARTBEAT) has arrived for this many seconds; None disables the check."""
         super().__init__(host, port, password, timeout=connect_timeout)
+        # Told the time from each command's write to its reply (the metrics' round-trip histogram).
+        self.round_trip_observer: Callable[[float], None] | None = None
         if liveness_timeout is not None and liveness_timeout <= 0:
             raise ValueError(f"liveness_timeout must be positive or None; got {liveness_timeout}")
         self.command_timeout = command_timeout
@@ -377,6 +384,9 @@ class EventSocketClient(InboundESL):
             try:
                 with timer:
                     sock.sendall(raw)
+                sent_at = time.monotonic()
+                for result in results:
+                    result.sent_at, result.observer = sent_at, self.round_trip_observer
             except gevent.Timeout as fired:
                 if fired is not timer:
                     raise
@@ -524,7 +534,7 @@ class EventSocketClient(InboundESL):
             except protocol.ProtocolError as exc:
                 log.error("Event Socket: dropping malformed event: %s", exc)
                 return
-            self._deliver(event)
+            self._deliver(dataclasses.replace(event, received_at=time.monotonic()))
         else:
             log.debug("Event Socket: ignoring %s message", kind or "untyped")
 

@@ -51,6 +51,7 @@ class Event:
 
     headers: dict[str, str]
     body: str = ""
+    received_at: float = 0.0  # time.monotonic() when the client read it (0: not from a socket)
 
     @property
     def name(self) -> str:

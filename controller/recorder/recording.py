@@ -237,6 +237,11 @@ class Recording:
     def path(self) -> Path:
         return self.writer.final_path
 
+    @property
+    def received_bytes(self) -> int:
+        """Audio that came from the switch (what the WAV holds, less the silence the recorder wrote)."""
+        return self.writer.data_bytes - self.silent_frames * self.writer.frame_size
+
     def attach(self) -> None:
         """A new connection carries the call's audio again."""
         self.detached_at = None

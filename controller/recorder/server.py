@@ -184,6 +184,7 @@ class RecorderServer:
                  on_open: Callable[[str], None] | None = None,
                  on_close: Callable[[str, str], None] | None = None,
                  on_detach: Callable[[str, str], None] | None = None,
+                 on_finished: Callable[[Recording], None] | None = None,
                  jitter_s: float = JITTER_S,
                  settle_s: float = SETTLE_S,
                  linger_s: float = 30.0,
@@ -215,6 +216,7 @@ class RecorderServer:
         self.max_bytes = max_bytes
         self.on_open = on_open
         self.on_close = on_close  # once per recording, when it is finalised
+        self.on_finished = on_finished  # the same moment, with the finished Recording (its files, its sidecar)
         self.on_detach = on_detach  # a connection ended but the call's recording stays open
         self.jitter_s = jitter_s
         self.settle_s = settle_s
@@ -316,7 +318,7 @@ class RecorderServer:
             stats[uuid] = {
                 "rule": recording.spec.rule_name, "rate": recording.spec.rate, "channels": recording.spec.channels,
                 "path": str(recording.path), "seconds": round(writer.duration_s, 3), "bytes": writer.data_bytes,
-                "frames": sidecar.frames, "connected": attached,
+                "frames": sidecar.frames, "received_bytes": recording.received_bytes, "connected": attached,
                 "last_frame_age_s": round(now - session.last_frame_at, 3) if attached else None,
                 "connections": sidecar.connections, "gaps": len(sidecar.gaps) + sidecar.gaps_unlisted,
                 "gap_seconds": round(recording.silent_frames / recording.spec.rate, 3),
@@ -361,6 +363,7 @@ class RecorderServer:
         if reason == SERVER_STOP and not recording.file_failed and not recording.spec.discard:
             self._stopped[uuid] = str(recording.path)
         self._log_finished(recording, reason, close.get("close_code"))
+        self._notify(self.on_finished, recording)
         self._notify(self.on_close, uuid, reason)
 
     # ---- admission (before the 101) ----------------------------------------------------------------------
