@@ -26,7 +26,9 @@ from .esl.backoff import Backoff
 from .esl.client import CommandError, CommandTimeout, EventSocketClient, InOrder
 from .esl.client import api as api_command, bgapi as bgapi_command
 from .esl.protocol import Event
-from .recorder.recording import DELIBERATE_REASONS, LOST_REASONS, RULE_MAX_DURATION
+from .ops.hook import HookQueue
+from .ops.http import HttpListener
+from .recorder.recording import DELIBERATE_REASONS, INTERNAL_ERROR, LOST_REASONS, RULE_MAX_DURATION, WRITE_ERROR
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
 from .rules import CallInfo, channel_rows, match_rule
 
@@ -37,6 +39,8 @@ log = logging.getLogger("controller")
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
 # Configuration sections read only when the controller starts (SIGHUP applies rules and limits).
 RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging")
+# Endings that mean a recording failed (counted in fsctl_recordings_failed_total).
+FAILED_REASONS = (WRITE_ERROR, INTERNAL_ERROR)
 
 
 class Controller:
@@ -55,6 +59,7 @@ class Controller:
             # Only a safety net (hangup normally ends a recording): longer than all restart attempts together.
             linger_s=300.0,
             on_close=self._on_recording_closed,
+            on_finished=self._on_recording_finished,
             max_streams=config.limits.recorder_max_streams,
             max_connections=config.limits.recorder_max_connections,
         )
@@ -74,6 +79,12 @@ class Controller:
             on_disconnect=self._on_esl_disconnect,
         )
         metrics.RECORDINGS_OPEN.set_function(lambda: len(self.recorder.open_recordings()))
+        metrics.LIVE_AUDIO.watch(self.recorder)
+        self.esl.round_trip_observer = metrics.ESL_ROUND_TRIP.observe
+        self.http: HttpListener | None = None
+        self.http_port: int | None = None
+        self.hooks = HookQueue(rec.directory, self._hook_for, on_change=metrics.HOOK_QUEUE.set,
+                               on_outcome=lambda kind, outcome: metrics.HOOK_DELIVERIES.labels(kind, outcome).inc())
         self.esl.register_handle("CHANNEL_ANSWER", self._on_answer)
         self.esl.register_handle("CHANNEL_HANGUP_COMPLETE", self._on_hangup)
         self.esl.register_handle("mod_audio_stream::connect", self._on_stream_connect)
@@ -103,8 +114,12 @@ class Controller:
         if self.public_url is None:  # listen_port 0: any free port, told to FreeSWITCH in each start
             self.public_url = f"ws://{rec.listen_host}:{self.recorder_port}"
         log.info("recorder listening on %s:%s, writing to %s", rec.listen_host, self.recorder_port, rec.directory)
-        if self.config.metrics is not None:
-            metrics.serve(self.config.metrics.listen_host, self.config.metrics.listen_port)
+        self.hooks.start()
+        http = self.config.metrics
+        if http is not None and http.enabled:
+            self.http = HttpListener(self, chain_test=self._chain_test)
+            self.http_port = self.http.start(http.listen_host, http.listen_port)
+            log.info("HTTP listener (/healthz, /metrics, /calls) on %s:%s", http.listen_host, self.http_port)
         self.esl.start()
         self._timer = gevent.spawn(self._run_timers)
 
@@ -113,6 +128,9 @@ class Controller:
         self._wakeup.set()
         self.esl.close(timeout=min(timeout, 2.0))
         self.recorder.stop(timeout=timeout)
+        self.hooks.stop()  # deliveries not made yet stay on disk for the next start
+        if self.http is not None:
+            self.http.stop()
         for greenlet in (self._timer, self._reconcile_retry):
             if greenlet is not None:
                 greenlet.kill(block=False)
@@ -187,6 +205,36 @@ class Controller:
             # The recorder often sees a dead connection before the module's ::error reaches us.
             self._apply(self.calls.on_stream_lost(uuid, f"recorder: {reason}", time.monotonic()))
 
+    def _on_recording_finished(self, recording) -> None:
+        sidecar = recording.sidecar
+        metrics.LIVE_AUDIO.finished(sidecar.frames, recording.received_bytes)
+        for gap in sidecar.gaps:
+            metrics.GAPS.labels(gap["cause"]).inc()
+            metrics.GAP_SECONDS.labels(gap["cause"]).inc(gap["frames"] / sidecar.rate)
+        if sidecar.gaps_unlisted:
+            metrics.GAPS.labels("unlisted").inc(sidecar.gaps_unlisted)
+            metrics.GAP_SECONDS.labels("unlisted").inc(sidecar.gaps_unlisted_frames / sidecar.rate)
+        if recording.file_failed or not recording.sidecar_saved or sidecar.close_reason in FAILED_REASONS:
+            metrics.RECORDINGS_FAILED.inc()
+        if not recording.spec.discard:
+            self.hooks.submit(recording.spec.rule_name, recording.path, recording.sidecar_path)
+
+    def _hook_for(self, rule_name: str):
+        """The hook in force for a rule's recordings: the rule's own, else the global one."""
+        for rule in self.config.rules:
+            if rule.name == rule_name and rule.hook is not None:
+                return rule.hook
+        return self.config.hook
+
+    def _chain_test(self) -> dict:
+        """The doctor's end-to-end test call, run with this controller's Event Socket and recorder."""
+        from .ops.chain import run_chain_test
+
+        formats = sorted({(rule.mix, rule.rate) for rule in self.config.rules if rule.enabled})
+        steps = run_chain_test(self.esl, self.recorder, self.registry, self.public_url, formats,
+                               token=self.config.recorder.token)
+        return {"steps": [dataclasses.asdict(step) for step in steps]}
+
     def _on_recording_closed(self, uuid: str, reason: str) -> None:
         metrics.RECORDINGS_FINISHED.labels(reason).inc()
         if reason in DELIBERATE_REASONS:
@@ -197,7 +245,11 @@ class Controller:
     def _on_answer(self, event: Event) -> None:
         metrics.CALLS_ANSWERED.inc()
         info = CallInfo.from_headers(event.headers)
-        self._apply(self.calls.on_answer(info, time.monotonic()), answered=info.uuid)
+        spec = self.registry.lookup(info.uuid)
+        if spec is not None and spec.discard:
+            return  # the doctor's test call: it starts its own stream
+        self._apply(self.calls.on_answer(info, time.monotonic()), answered=info.uuid,
+                    answered_at=event.received_at)
 
     def _on_hangup(self, event: Event) -> None:
         self._apply(self.calls.on_hangup(call_key(event.uuid), time.monotonic()))
@@ -221,8 +273,9 @@ class Controller:
 
     # ---- actions out ----------------------------------------------------------------------------------
 
-    def _apply(self, actions, answered: str | None = None) -> None:
-        """`answered`: the call whose CHANNEL_ANSWER is being handled here, in that call's own event greenlet."""
+    def _apply(self, actions, answered: str | None = None, answered_at: float = 0.0) -> None:
+        """`answered`: the call whose CHANNEL_ANSWER is being handled here, in that call's own event greenlet
+        (read from the socket at `answered_at`)."""
         for action in actions:
             if isinstance(action, StartStream):
                 if action.call.uuid == answered:
@@ -230,6 +283,8 @@ class Controller:
                     # serves only this call's events (the client dispatches each channel in its own), and
                     # _start_stream waits for nothing but the write, so no other call is held up.
                     self._start_stream(action)
+                    if answered_at:
+                        metrics.ANSWER_TO_START.observe(time.monotonic() - answered_at)
                 else:
                     gevent.spawn(self._start_stream, action)
             elif isinstance(action, StopStream):

@@ -90,12 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config, args: argparse.Namespace) -> int:
-    import logging
-
     from .app import Controller
+    from .ops import logs
 
-    level = args.log_level or config.logging.level
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level or config.logging.level, config.logging.timestamps)
     # Each stream holds a socket and a file; systemd and most shells start a process with a soft limit of 1024.
     raise_open_file_limit(2 * config.limits.recorder_max_connections + 64)
     Controller(config, args.config).serve_forever()
