@@ -419,6 +419,18 @@ def test_what_the_switch_met_at_public_url_names_the_fault(switch, chain_rig, mo
     assert call.hung_up.is_set()
 
 
+def test_an_originate_without_an_answer_fails_the_stream_and_still_kills_the_call_it_may_have_made(
+        switch, chain_rig, monkeypatch):
+    esl, recorder, registry, port = chain_rig
+    monkeypatch.setattr(chain, "ORIGINATE_TIMEOUT_S", 0.0)  # the job still runs on the switch
+    steps = chain.run_chain_test(esl, recorder, registry, f"ws://127.0.0.1:{port}", [("mono", 8000)])
+    assert steps[0].name == "stream mono/8000" and steps[0].detail.startswith("no answer to originate: ")
+    assert [(step.name, step.ok) for step in steps[1:]] == [("audio mono/8000", None), ("cleanup mono/8000", None)]
+    originate = switch.wait_for_command("bgapi originate")
+    uuid = originate.split("origination_uuid=", 1)[1].split(",", 1)[0]
+    switch.wait_for_command(f"api uuid_kill {uuid}")
+
+
 def test_the_byte_count_is_what_arrived_not_the_silence_the_recorder_wrote():
     assert chain._arrived({"bytes": 9000, "received_bytes": 7000}) == 7000
     assert chain._arrived({"bytes": 9000, "received_bytes": 7000, "arrived_bytes": 8000}) == 8000

@@ -188,6 +188,7 @@ class _ChainRun:
         self.error_body = self.disconnect_body = self.hangup_cause = ""
         self.path: str | None = None
         self.call_made = False
+        self.originate_unanswered = False  # the switch may have made the call all the same
         self._handlers = {
             "mod_audio_stream::connect": self._on_connect,
             "mod_audio_stream::error": self._on_error,
@@ -233,7 +234,8 @@ class _ChainRun:
         tone_s = self.window_s + TONE_MARGIN_S
         try:
             reply = self.esl.bgapi(originate_command(self.uuid, tone_s), timeout=ORIGINATE_TIMEOUT_S).strip()
-        except Exception as exc:  # timeout, connection lost, bgapi refused: all mean no test call
+        except Exception as exc:  # timeout, connection lost, bgapi refused: no answer, so maybe a call
+            self.originate_unanswered = True
             self.report(Step(name, False, f"no answer to originate: {exc}", "check the Event Socket connection"))
             return False
         if not reply.startswith("+OK"):
@@ -296,6 +298,8 @@ class _ChainRun:
     def _cleanup(self) -> Step:
         name = self.name("cleanup")
         if not self.call_made:
+            if self.originate_unanswered:
+                _try(lambda: self.esl.api(f"uuid_kill {self.uuid}"))  # in case it came up after all
             return Step(name, None, "no test call was made")
         problems = []
         stopped = _text(_try(lambda: self.esl.api(audio_stream.stop_command(self.uuid))))
