@@ -207,7 +207,7 @@ class Controller:
 
     def _on_recording_finished(self, recording) -> None:
         sidecar = recording.sidecar
-        metrics.LIVE_AUDIO.finished(sidecar.frames, recording.received_bytes)
+        metrics.LIVE_AUDIO.finished(sidecar.frames, recording.arrived_bytes)
         for gap in sidecar.gaps:
             metrics.GAPS.labels(gap["cause"]).inc()
             metrics.GAP_SECONDS.labels(gap["cause"]).inc(gap["frames"] / sidecar.rate)

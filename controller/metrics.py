@@ -65,7 +65,7 @@ class LiveAudioCollector:
         for recorder in list(self._recorders):
             for stats in recorder.live_stats().values():
                 frames += stats["frames"]
-                data_bytes += stats["received_bytes"]
+                data_bytes += stats["arrived_bytes"]
                 live += stats["connected"]
             try:
                 st = os.statvfs(recorder.directory)
@@ -74,7 +74,7 @@ class LiveAudioCollector:
             free.add_metric([str(recorder.directory)], st.f_bavail * st.f_frsize)
         yield CounterMetricFamily("fsctl_audio_frames", "Binary WebSocket frames of audio received",
                                   value=frames)
-        yield CounterMetricFamily("fsctl_audio_bytes", "Bytes of audio received (before silence is added)",
+        yield CounterMetricFamily("fsctl_audio_bytes", "Bytes of audio received from the switch",
                                   value=data_bytes)
         yield GaugeMetricFamily("fsctl_streams_live", "WebSocket streams connected to the recorder now",
                                 value=live)

@@ -164,6 +164,7 @@ class Recording:
         self.finished = False
         self.file_failed = False  # the WAV could not be written or finalised: never to be continued
         self.sidecar_saved = True  # False: finished, but its final sidecar is not on disk yet
+        self.arrived_bytes = 0  # audio bytes received by this process (held back or written)
 
     @classmethod
     def open(cls, spec: StreamSpec, directory: os.PathLike | str, template: FilenameTemplate, *,
@@ -325,6 +326,7 @@ class Recording:
         if self.limit_reason is not None:
             return self.limit_reason
         self.sidecar.frames += 1
+        self.arrived_bytes += len(data)
         writer = self.writer
         written = writer.data_bytes + writer.pending_bytes
         pieces = self.timeline.place(self._clock() if arrival is None else arrival, data, written)

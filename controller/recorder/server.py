@@ -318,7 +318,8 @@ class RecorderServer:
             stats[uuid] = {
                 "rule": recording.spec.rule_name, "rate": recording.spec.rate, "channels": recording.spec.channels,
                 "path": str(recording.path), "seconds": round(writer.duration_s, 3), "bytes": writer.data_bytes,
-                "frames": sidecar.frames, "received_bytes": recording.received_bytes, "connected": attached,
+                "frames": sidecar.frames, "received_bytes": recording.received_bytes,
+                "arrived_bytes": recording.arrived_bytes, "connected": attached,
                 "last_frame_age_s": round(now - session.last_frame_at, 3) if attached else None,
                 "connections": sidecar.connections, "gaps": len(sidecar.gaps) + sidecar.gaps_unlisted,
                 "gap_seconds": round(recording.silent_frames / recording.spec.rate, 3),
