@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 import gevent
-from gevent.event import Event as GeventEvent
+from gevent.event import AsyncResult, Event as GeventEvent
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
@@ -47,6 +47,7 @@ from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, DETACH_REASO
                         INTERNAL_ERROR, JITTER_S, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP,
                         SETTLE_S, WRITE_ERROR,
                         Recording, RecordingRegistry, StreamSpec)
+from .poller import StreamPoller
 from .recovery import recover_unfinished
 from .sidecar import write_json_atomically
 from .wav import RecordingError
@@ -57,11 +58,9 @@ log = logging.getLogger("controller.recorder")
 
 _SESSION_KEY = "controller.recorder.session"
 _HANDLER_KEY = "controller.recorder.handler"
-# One receive buffer for every connection: a connection parses what it read before it can yield, so the
-# buffer is free again by the time another greenlet reads into it (and no connection holds 64 KiB of its own).
-RECV_BUFFER_BYTES = 64 * 1024
-_recv_buffer = bytearray(RECV_BUFFER_BYTES)
-_recv_view = memoryview(_recv_buffer)
+READ_AHEAD_BYTES = 64 * 1024
+# How long the poller lets frames gather between its wake-ups: what a frame may wait, for far less CPU.
+POLL_INTERVAL_S = 0.01
 
 # mod_audio_stream sends one frame per STREAM_BUFFER_SIZE ms: kilobytes. Anything near this is not audio.
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
@@ -114,6 +113,9 @@ class _Session:
     stop_reason: str | None = None  # set from outside (a limit on wall time, the server stopping)
     ending: bool = False  # finalising: nothing left to interrupt
     done: GeventEvent = field(default_factory=GeventEvent)
+    reader: FrameReader | None = None
+    # How the stream ended, (reason, close code, close text, error): set by the poller or by _end.
+    outcome: AsyncResult = field(default_factory=AsyncResult)
 
 
 def _read_ahead(handler) -> bytes:
@@ -121,7 +123,7 @@ def _read_ahead(handler) -> bytes:
     frames. Read without blocking (a non-blocking peek returns only what is buffered)."""
     handler.socket.settimeout(0.0)
     try:
-        early = handler.rfile.peek(RECV_BUFFER_BYTES)
+        early = handler.rfile.peek(READ_AHEAD_BYTES)
     except OSError:
         early = b""
     finally:
@@ -196,6 +198,7 @@ class RecorderServer:
                  max_streams: int = 500,
                  idle_timeout_s: float = 60.0,
                  end_grace_s: float = 5.0,
+                 poll_interval_s: float = POLL_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         if max_duration_s is not None and max_duration_s <= 0:
@@ -243,6 +246,8 @@ class RecorderServer:
         self._call_ended: dict[str, tuple[float | None, float, str | None]] = {}
         self._unsaved_sidecars: dict[str, tuple[Recording, float]] = {}  # finished; final sidecar, next try
         self._flusher: gevent.Greenlet | None = None
+        self.poll_interval_s = poll_interval_s
+        self._poller: StreamPoller | None = None
         self.tick_errors = 0  # unexpected failures in the periodic upkeep (logged, counted, survived)
         self._resumable: dict[str, tuple[Path, float, float]] = {}  # left by a process: path, last write, when
         self._stopped: dict[str, str] = {}  # finalised by this stop() with the call still live: uuid -> path
@@ -274,6 +279,9 @@ class RecorderServer:
         self._stopping = False
         self._ticker = gevent.spawn(self._tick_forever)
         self._flusher = gevent.spawn(self._flush_forever)
+        self._poller = StreamPoller(self._consume_read, self._stream_closed, interval_s=self.poll_interval_s,
+                                    clock=self.clock)
+        self._poller.start()
         return server.server_port
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -296,8 +304,10 @@ class RecorderServer:
         for greenlet in (self._ticker, self._flusher):
             if greenlet is not None:
                 greenlet.kill(block=False)
+        if self._poller is not None:
+            self._poller.stop()
         self._server = None
-        self._ticker = self._flusher = None
+        self._ticker = self._flusher = self._poller = None
 
     @property
     def port(self) -> int | None:
@@ -416,18 +426,17 @@ class RecorderServer:
     def _end(self, session: _Session, reason: str) -> None:
         """Ask a connection to end its recording; safe from any greenlet, at any stage.
 
-        Shutting the socket's read side wakes the connection's greenlet from the read it waits in (gevent
-        cancels the wait); it sees ``stop_reason``, finalises the file, then sends its close frame. No
-        exception is thrown into it, so it is never interrupted halfway through anything.
+        A stream the poller is not handling right now ends at once (its connection's greenlet wakes, finalises
+        the file, then sends its close frame); one it is handling ends as soon as that is done; one not handed
+        to the poller yet never will be. Nothing is interrupted halfway through.
         """
         if session.ending or session.stop_reason is not None:
             return
         session.stop_reason = reason
-        if session.recording is not None:
-            try:
-                session.socket.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass  # already gone: the reader is on its way out anyway
+        poller = self._poller
+        if poller is not None and session in poller and poller.busy is not session:
+            poller.remove(session)
+            session.outcome.set((reason, None, None, None))
 
     # ---- the stream (after the 101) -----------------------------------------------------------------------
 
@@ -468,7 +477,7 @@ class RecorderServer:
         reason, close_code, close_text, error = SERVER_STOP, None, None, None
         try:
             self._notify(self.on_open, spec.uuid)
-            reason, close_code, close_text, error = self._pump(session, recording, early)
+            reason, close_code, close_text, error = self._stream(session, recording, early)
         except Exception as exc:
             log.exception("call %s: unexpected failure while recording", spec.uuid)
             reason, error = INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
@@ -524,60 +533,79 @@ class RecorderServer:
         self._recordings[spec.uuid] = recording
         return recording
 
-    def _pump(self, session: _Session, recording: Recording, early: bytes):
+    def _stream(self, session: _Session, recording: Recording, early: bytes):
         """Frames -> recording until the stream ends; returns (reason, close code, close text, error).
 
-        The hot path: one recv per wake-up, every complete frame in it handled before the next read.
+        What the client sent along with its request is handled here; the rest by the poller as it comes.
         """
-        sock = session.socket
-        reader = FrameReader(self.max_frame_bytes)
-        data = early
-        while session.stop_reason is None:
-            if not data:
+        session.reader = FrameReader(self.max_frame_bytes)
+        if early:
+            ending = self._consume(session, early, self.clock())
+            if ending is not None:
+                return ending
+        if session.stop_reason is not None:
+            return session.stop_reason, None, None, None
+        self._poller.add(session)
+        try:
+            return session.outcome.get()
+        finally:
+            self._poller.remove(session)  # when this greenlet is killed (a stop past its timeout) too
+
+    def _consume_read(self, session: _Session, data, arrival: float) -> None:
+        """The poller read `data` from this stream (in the poller's greenlet): handle it, end it if it ended."""
+        try:
+            ending = self._consume(session, data, arrival)
+        except Exception as exc:  # one stream's bug must not stop the poller, which serves them all
+            log.exception("call %s: unexpected failure while recording", session.spec.uuid)
+            ending = INTERNAL_ERROR, None, None, f"{type(exc).__name__}: {exc}"
+        if ending is None and session.stop_reason is not None:
+            ending = session.stop_reason, None, None, None
+        if ending is not None:
+            self._poller.remove(session)
+            session.outcome.set(ending)
+
+    def _stream_closed(self, session: _Session) -> None:
+        """The connection ended (EOF or a reset) without a close frame."""
+        session.outcome.set((session.stop_reason, None, None, None) if session.stop_reason is not None
+                            else (EOF, None, None, None))
+
+    def _consume(self, session: _Session, data, arrival: float):
+        """Every complete frame in `data`, in order; an ending tuple when the stream is over, else None."""
+        session.last_frame_at = arrival
+        reader = session.reader
+        recording = session.recording
+        for opcode, payload in reader.feed(data):
+            if opcode == OP_BINARY:
                 try:
-                    n = sock.recv_into(_recv_buffer)
-                except OSError:  # reset, or the recorder shut the read side to end the recording
-                    n = 0
-                if session.stop_reason is not None:
-                    break
-                if not n:
-                    return EOF, None, None, None
-                data = _recv_view[:n]
-            session.last_frame_at = arrival = self.clock()
-            messages = reader.feed(data)
-            data = b""
-            for opcode, payload in messages:
-                if opcode == OP_BINARY:
-                    try:
-                        limit = recording.on_audio(payload, arrival)
-                    except RecordingError as exc:
-                        log.error("call %s: %s", session.spec.uuid, exc)
-                        return WRITE_ERROR, None, None, str(exc)
-                    if limit is not None:
-                        log.warning("call %s: %s reached, ending the recording", session.spec.uuid, limit)
-                        return limit, None, None, None
-                elif opcode == OP_TEXT:
-                    try:
-                        text = payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        return self._refuse_frames(session, FrameError(CLOSE_INVALID_DATA,
-                                                                       "invalid UTF-8 in a text frame"))
-                    log.info("call %s: text frame: %s", session.spec.uuid, text[:200])
-                    recording.on_text(text)
-                elif opcode == OP_PING:
-                    self._send(session, encode_frame(OP_PONG, payload))
-                elif opcode == OP_CLOSE:
-                    code, text = parse_close(payload)
-                    self._send(session, close_frame(code if code != CLOSE_NO_STATUS else CLOSE_NORMAL))
-                    return CLIENT_CLOSE, code, text, None
-                # OP_PONG: an answer to nothing we asked; alive, nothing more.
-            if reader.error is not None:  # what came before it is kept
-                return self._refuse_frames(session, reader.error)
-        return session.stop_reason, None, None, None
+                    limit = recording.on_audio(payload, arrival)
+                except RecordingError as exc:
+                    log.error("call %s: %s", session.spec.uuid, exc)
+                    return WRITE_ERROR, None, None, str(exc)
+                if limit is not None:
+                    log.warning("call %s: %s reached, ending the recording", session.spec.uuid, limit)
+                    return limit, None, None, None
+            elif opcode == OP_TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    return self._refuse_frames(session, FrameError(CLOSE_INVALID_DATA,
+                                                                   "invalid UTF-8 in a text frame"))
+                log.info("call %s: text frame: %s", session.spec.uuid, text[:200])
+                recording.on_text(text)
+            elif opcode == OP_PING:
+                self._send_now(session, encode_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                code, text = parse_close(payload)
+                self._send_now(session, close_frame(code if code != CLOSE_NO_STATUS else CLOSE_NORMAL))
+                return CLIENT_CLOSE, code, text, None
+            # OP_PONG: an answer to nothing we asked; alive, nothing more.
+        if reader.error is not None:  # what came before it is kept
+            return self._refuse_frames(session, reader.error)
+        return None
 
     def _refuse_frames(self, session: _Session, exc: FrameError):
         log.error("call %s: %s; closing with %d", session.spec.uuid, exc.problem, exc.code)
-        self._send(session, close_frame(exc.code, "frame too large" if exc.code == CLOSE_TOO_BIG else
+        self._send_now(session, close_frame(exc.code, "frame too large" if exc.code == CLOSE_TOO_BIG else
                                         "protocol error" if exc.code != CLOSE_INVALID_DATA else exc.problem))
         return PROTOCOL_ERROR, exc.code, None, exc.problem
 
@@ -591,6 +619,20 @@ class RecorderServer:
     def _send_close(self, session: _Session, code: int, text: str) -> None:
         if not session.closed:
             self._send(session, close_frame(code, text))
+
+    @staticmethod
+    def _send_now(session: _Session, frame: bytes) -> None:
+        """Send without ever waiting (from the poller, which serves every stream): a client whose socket is
+        full is not reading, and a pong or a close it misses changes nothing for its recording."""
+        if frame[0] & 0x0F == OP_CLOSE:
+            if session.closed:
+                return
+            session.closed = True
+        raw = getattr(session.socket, "_sock", session.socket)
+        try:
+            raw.send(frame)
+        except OSError:
+            log.debug("call %s: could not send a frame to %s now", session.spec.uuid, session.peer)
 
     @staticmethod
     def _send(session: _Session, frame: bytes) -> None:
