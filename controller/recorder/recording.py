@@ -249,9 +249,10 @@ class Recording:
         self.detach_reason = None
         self.sidecar.connections += 1
 
-    def detach(self, reason: str, error: str | None = None) -> None:
-        """The connection ended but the call goes on: keep the file open, its header current."""
-        lost_at = self._clock()
+    def detach(self, reason: str, error: str | None = None, at: float | None = None) -> None:
+        """The connection ended (at `at`, default now) but the call goes on: keep the file open, its header
+        current."""
+        lost_at = self._clock() if at is None else at
         self._write(self.timeline.settle_now())  # no more frames will tell what a held-back deficit was
         self.detached_at = self._lost_at = lost_at
         self.detach_reason = reason

@@ -114,6 +114,7 @@ class _Session:
     ending: bool = False  # finalising: nothing left to interrupt
     done: GeventEvent = field(default_factory=GeventEvent)
     reader: FrameReader | None = None
+    ended_at: float | None = None  # when the connection's end arrived (a close frame, an EOF), on `clock`
     # How the stream ended, (reason, close code, close text, error): set by the poller or by _end.
     outcome: AsyncResult = field(default_factory=AsyncResult)
 
@@ -490,8 +491,10 @@ class RecorderServer:
             close = {"close_code": close_code, "close_text": close_text, "error": error}
             if spec.uuid in self._call_ended:
                 at, asked, why = self._call_ended[spec.uuid]
-                if at is None and reason == CALL_END:
-                    at = asked  # not to the end of the grace: nothing came after the call was over
+                if at is None:
+                    # To the end of the stream, not to the end of the grace (nothing came after the call was
+                    # over) nor to whenever this greenlet got round to it.
+                    at = asked if reason == CALL_END else session.ended_at
                 # The controller's reason, unless the recorder itself ended the file first (a limit, an error).
                 if why is not None and reason in DETACH_REASONS + (CALL_END,):
                     reason = why
@@ -501,7 +504,7 @@ class RecorderServer:
             else:
                 # The connection went, the call may not have: the next connection continues this file.
                 recording.sidecar.close_code, recording.sidecar.close_text = close_code, close_text
-                recording.detach(reason, error)
+                recording.detach(reason, error, at=session.ended_at)
                 if spec.uuid in self._call_ended:  # the call ended while the detach wrote held-back audio
                     at, _, why = self._call_ended[spec.uuid]
                     self._finalise(spec.uuid, why or reason, end_at=at)
@@ -566,6 +569,7 @@ class RecorderServer:
 
     def _stream_closed(self, session: _Session) -> None:
         """The connection ended (EOF or a reset) without a close frame."""
+        session.ended_at = self.clock()
         session.outcome.set((session.stop_reason, None, None, None) if session.stop_reason is not None
                             else (EOF, None, None, None))
 
@@ -595,6 +599,7 @@ class RecorderServer:
             elif opcode == OP_PING:
                 self._send_now(session, encode_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
+                session.ended_at = arrival  # not when this greenlet got round to it: that may be later
                 code, text = parse_close(payload)
                 self._send_now(session, close_frame(code if code != CLOSE_NO_STATUS else CLOSE_NORMAL))
                 return CLIENT_CLOSE, code, text, None
