@@ -44,6 +44,7 @@ STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool",
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # auto: none of our own when JOURNAL_STREAM is set (run by systemd, whose journal stamps every line).
 TIMESTAMPS = ("auto", "always", "never")
+RELAY_PROTOCOLS = ("twilio", "raw")
 # A WAV file's sizes are 32-bit: the RIFF size (36 + data) must fit in 2**32 - 1.
 MAX_WAV_DATA_BYTES = 2**32 - 1 - 36
 
@@ -149,6 +150,18 @@ class HookConfig(_MaskedRepr):
     command: tuple[str, ...] | None = None  # argv; the WAV path and the sidecar path are appended
     timeout_s: float = 10.0  # per attempt
     max_attempts: int = 8  # per finished recording; waits 1 s, doubling to 300 s, between attempts
+
+
+@dataclass(frozen=True, repr=False)
+class RelayConfig(_MaskedRepr):
+    """A voice agent each of a rule's calls is relayed to, live, over its own WebSocket."""
+
+    url: str  # ws:// or wss://; may carry the agent's key in its query, so it is secret (shown without it)
+    protocol: str = "twilio"  # twilio (Media Streams, as Twilio sends it) or raw (a JSON hello, then PCM)
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)  # on the upgrade; the values are secret
+    custom_parameters: Mapping[str, str] = field(default_factory=dict, hash=False)  # in Twilio's start message
+    talk_back: bool = True  # the agent's audio is played into the call
+    max_queue_s: float = 2.0  # audio queued toward a slow agent; beyond it the oldest is dropped (and counted)
 
 
 @dataclass(frozen=True)
@@ -630,6 +643,52 @@ def _http_url(text: str) -> str:
     return text
 
 
+def _agent_url(text: str) -> str:
+    # The URL is secret (an agent's key often rides in its query): no message repeats it.
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError("is not a URL that can be read (check the brackets around an IPv6 host)") from None
+    if parts.scheme not in ("ws", "wss") or not text.lower().startswith(f"{parts.scheme}://"):
+        raise ValueError("does not start with ws:// or wss://")
+    if "@" in parts.netloc:
+        raise ValueError("has a user name or password before the host (not shown)")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or any(ch.isspace() for ch in text):
+        raise ValueError("has a port that is not a number from 1 to 65535, or a space")
+    return text
+
+
+def _parameters(r: "_Reader", node: Node, path: str) -> dict[str, str]:
+    """Names to text: numbers and true/false are sent as text, as Twilio sends every custom parameter."""
+    allowed = _PARAMETER_RULES
+    if not isinstance(node, MappingNode):
+        r.fail(node, path, f"expected a mapping of names to values, got {_kind(node)}", allowed)
+    values: dict[str, str] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, ScalarNode) or key_node.tag not in (STR, INT):
+            r.fail(key_node, path, f"a name is {_kind(key_node)}", allowed)
+        name = key_node.value
+        if name in values:
+            r.fail(key_node, _join(path, name), "duplicate name", "write each name once")
+        text, tag = r.scalar(value_node, _join(path, name), "text", allowed)
+        if tag not in (STR, INT, FLOAT, BOOL):
+            r.fail(value_node, _join(path, name), f"expected text, got {_kind(value_node, tag)}", allowed)
+        values[name] = text
+    return values
+
+
+def _record_or_relay(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    if not values["record"] and values["relay"] is None:
+        r.fail(m.where("record"), _join(m.path, "record"), "is false and the rule has no relay: the call's audio "
+               "would go nowhere", "keep record: true, or add a relay")
+
+
 def _template(text: str) -> str:
     FilenameTemplate(text)  # raises ValueError naming what is wrong
     return text
@@ -864,6 +923,22 @@ HOOK = Section("the hook settings", HookConfig, (
                                         "doubling to 300 s, between them)"), 8),
 ), after=(_hook_has_an_action,))
 
+_PARAMETER_RULES = "a mapping of names to text (numbers and true/false are sent as text)"
+
+RELAY = Section("the relay settings", RelayConfig, (
+    Field("url", Text("a ws:// or wss:// URL of the agent with a host (a key may go in its query; it is never "
+                      "shown)", _agent_url, secret=True), required="give the agent's url, ws:// or wss://"),
+    Field("protocol", _choice(RELAY_PROTOCOLS, "a relay protocol", " (twilio: Twilio Media Streams; raw: a JSON "
+                                                                  "hello, then the PCM as it comes)"), "twilio"),
+    Field("headers", Headers(allowed="a mapping of header names (letters, digits and !#$%&'*+-.^_`|~) to text "
+                                     "without line breaks, sent with the upgrade, e.g. Authorization: Bearer "
+                                     "${AGENT_TOKEN}"), {}),
+    Field("custom_parameters", Custom(_parameters, _PARAMETER_RULES), {}),
+    Field("talk_back", Flag(), True),
+    Field("max_queue_s", Number(0, 60, "seconds of audio queued toward a slow agent before the oldest is dropped, "
+                                       "above 0 and at most 60", lo_open=True), 2.0),
+))
+
 RULE = Section("a rule", Rule, (
     Field("name", Text(_RULE_NAME_RULES, _rule_name), required=f"give the rule a name: {_RULE_NAME_RULES}"),
     Field("match", Sub(MATCH), required="add match: with destination and/or caller"),
@@ -884,7 +959,9 @@ RULE = Section("a rule", Rule, (
     Field("deflate", Flag(), False),
     Field("enabled", Flag(), True),
     Field("hook", Sub(HOOK)),  # replaces the top-level hook for this rule's calls
-), after=(_rule_line,))
+    Field("record", Flag(), True),
+    Field("relay", Sub(RELAY)),
+), after=(_rule_line, _record_or_relay))
 
 METRICS = Section("the metrics section", MetricsConfig, (
     Field("enabled", Flag(), True),

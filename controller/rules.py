@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from .channel_uuid import call_key
 
 if TYPE_CHECKING:
-    from .config import HookConfig
+    from .config import HookConfig, RelayConfig
 
 DIRECTIONS = ("inbound", "outbound", "any")
 
@@ -76,6 +76,8 @@ class Rule:
     max_streams: int | None = None  # at most this many calls of this rule stream at once (None: no cap)
     # What is done with this rule's finished recordings, instead of the top-level hook (None: that one).
     hook: HookConfig | None = field(default=None, hash=False)
+    record: bool = True  # false: the call's audio is relayed only, no WAV is kept
+    relay: RelayConfig | None = field(default=None, hash=False)  # live audio to a voice agent
     line: int = 0  # where the rule starts in its file, for log messages
 
 

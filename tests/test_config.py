@@ -342,7 +342,7 @@ def test_filename_template_rules(template: str, problem: str):
      "backslashes or control characters"),
     ("    name2: x\n",
      "test.yaml:6: rules[0].name2: unknown key; allowed keys: name, match, mix, rate, buffer_ms, start_delay_s, "
-     "max_duration_s, metadata, max_streams, heartbeat_s, deflate, enabled, hook"),
+     "max_duration_s, metadata, max_streams, heartbeat_s, deflate, enabled, hook, record, relay"),
 ])
 def test_rule_field_errors(snippet: str, expected: str):
     assert error_of(MINIMAL + snippet) == expected
@@ -544,12 +544,44 @@ def test_hook_header_values_are_masked_in_repr():
 def test_every_secret_field_is_masked_in_its_repr():
     # Whatever the tables mark secret, whichever section it is in.
     secret_fields = [(path, f) for path, f in schema_paths() if f.secret]
-    assert {path for path, _ in secret_fields} == {"esl.password", "recorder.token", "hook.headers"}
+    assert {path for path, _ in secret_fields} == {"esl.password", "recorder.token", "hook.headers",
+                                                   "rules.relay.url", "rules.relay.headers"}
     config = parse(MINIMAL.replace("rules:", "recorder:\n  token: Tok3n-abcdefghijklmnop\nrules:")
+                   + f"    relay: {{url: 'wss://agent/x?key=Ag3ntK3y', headers: {{B: '{SECRET_HEADER}'}}}}\n"
                    + f"hook: {{url: https://h, headers: {{A: '{SECRET_HEADER}'}}}}\n")
     text = repr(config)
-    for value in (PASSWORD, "Tok3n-abcdefghijklmnop", SECRET_HEADER):
+    for value in (PASSWORD, "Tok3n-abcdefghijklmnop", SECRET_HEADER, "Ag3ntK3y"):
         assert value not in text
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    ("    relay: {url: 'https://agent/x?key=Ag3ntK3y'}\n",
+     "test.yaml:6: rules[0].relay.url: does not start with ws:// or wss://; a ws:// or wss:// URL of the agent with a "
+     "host (a key may go in its query; it is never shown)"),
+    ("    relay: {url: 'wss://agent', protocol: grpc}\n",
+     "test.yaml:6: rules[0].relay.protocol: 'grpc' is not a relay protocol; use twilio or raw (twilio: Twilio Media "
+     "Streams; raw: a JSON hello, then the PCM as it comes)"),
+    ("    relay: {protocol: raw}\n",
+     "test.yaml:6: rules[0].relay.url: is required but missing; give the agent's url, ws:// or wss://"),
+    ("    record: false\n",
+     "test.yaml:6: rules[0].record: is false and the rule has no relay: the call's audio would go nowhere; keep "
+     "record: true, or add a relay"),
+    ("    relay: {url: 'wss://agent', custom_parameters: {lang: [en]}}\n",
+     "test.yaml:6: rules[0].relay.custom_parameters.lang: expected text, got a list; a mapping of names to text "
+     "(numbers and true/false are sent as text)"),
+])
+def test_relay_field_errors(snippet: str, expected: str):
+    message = error_of(MINIMAL + snippet)
+    assert message == expected and "Ag3ntK3y" not in message
+
+
+def test_a_relay_only_rule_reads_its_agent():
+    rule = parse(MINIMAL + "    record: false\n    relay:\n      url: wss://agent.example.net/media?key=k\n"
+                 "      custom_parameters: {lang: en-GB, tier: 2}\n      talk_back: false\n").rules[0]
+    assert rule.record is False
+    assert (rule.relay.url, rule.relay.protocol, rule.relay.talk_back) == \
+        ("wss://agent.example.net/media?key=k", "twilio", False)
+    assert rule.relay.custom_parameters == {"lang": "en-GB", "tier": "2"} and rule.relay.max_queue_s == 2.0
 
 
 def test_metadata_aliases_cannot_expand_without_bound():
