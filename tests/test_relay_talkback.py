@@ -1,0 +1,107 @@
+"""When the agent's audio goes into the call, in how many pieces, and when marks come back: pure, with time
+passed in (FreeSWITCH's measured delays as the defaults: 200 ms to start a broadcast)."""
+
+from __future__ import annotations
+
+from controller.relay.talkback import Break, Broadcast, EchoMarks, SendAudio, TalkBack
+
+RATE = 8000
+
+
+def ms(n: int) -> bytes:
+    """n milliseconds of agent audio at 8 kHz."""
+    return bytes(2 * RATE * n // 1000)
+
+
+def sent(actions) -> list:
+    return [a.chunk for a in actions if isinstance(a, SendAudio)]
+
+
+def test_the_first_chunk_goes_as_soon_as_200_ms_have_come():
+    talk = TalkBack(RATE)
+    assert talk.audio(ms(100), now=0.0) == []
+    [send] = talk.audio(ms(100), now=0.01)
+    assert isinstance(send, SendAudio) and send.chunk.seconds(RATE) == 0.2
+
+
+def test_a_short_reply_goes_once_the_agent_pauses():
+    talk = TalkBack(RATE)
+    assert talk.audio(ms(120), now=0.0) == []
+    assert talk.next_deadline() == 0.06
+    assert talk.due(0.05) == []
+    [send] = talk.due(0.06)
+    assert send.chunk.seconds(RATE) == 0.12
+
+
+def test_an_utterance_faster_than_real_time_needs_one_boundary():
+    # The agent sends 3 s of speech in 40 ms pieces within 0.3 s; the switch plays the first chunk 200 ms
+    # after the broadcast: everything else goes as ONE chunk, queued before the first ends.
+    talk = TalkBack(RATE)
+    chunks, now = [], 0.0
+    for n in range(75):
+        now = n * 0.004
+        chunks += sent(talk.audio(ms(40), now))
+    [first] = chunks
+    [broadcast] = talk.file_ready("/tmp/a_0.tmp.r8", now=0.31)
+    assert isinstance(broadcast, Broadcast) and broadcast.chunk is first
+    assert talk.playback_started("/tmp/a_0.tmp.r8", now=0.51) == []
+    # The first chunk (0.2 s) ends at 0.71: the rest goes lead_s (0.1 s) before, at 0.61.
+    assert round(talk.next_deadline(), 6) == 0.61
+    assert talk.due(0.6) == []
+    [rest] = sent(talk.due(0.61))
+    assert rest.seconds(RATE) == 3.0 - first.seconds(RATE)
+    assert talk.chunks_sent == 2
+
+
+def test_a_real_time_agent_gets_chunks_that_grow():
+    talk = TalkBack(RATE)
+    durations, now, files = [], 0.0, 0
+    for n in range(100):  # 4 s of speech, 40 ms every 40 ms
+        now = n * 0.04
+        for chunk in sent(talk.audio(ms(40), now)):
+            durations.append(chunk.seconds(RATE))
+            talk.file_ready(f"/tmp/f_{files}", now)
+            talk.playback_started(f"/tmp/f_{files}", now + 0.2)
+            files += 1
+    assert durations[0] == 0.2 and len(durations) < 10  # far fewer boundaries than 100 pieces
+    assert durations[1] > durations[0]
+
+
+def test_a_mark_comes_back_only_once_the_audio_before_it_has_played():
+    talk = TalkBack(RATE)
+    [send] = talk.audio(ms(200), now=0.0)
+    assert talk.mark("reply-1", now=0.01) == []  # its audio is on its way
+    talk.file_ready("/tmp/x_0", now=0.02)
+    talk.playback_started("/tmp/x_0", now=0.22)
+    assert talk.playback_stopped("/tmp/x_0", now=0.42) == [EchoMarks(("reply-1",))]
+
+
+def test_a_mark_with_audio_waiting_sends_that_audio_at_once_and_rides_with_it():
+    talk = TalkBack(RATE)
+    assert talk.audio(ms(100), now=0.0) == []
+    [send] = talk.mark("short", now=0.01)  # the reply is complete: no need to wait for a pause
+    assert send.chunk.marks == ["short"] and send.chunk.seconds(RATE) == 0.1
+
+
+def test_a_mark_with_nothing_to_play_comes_back_at_once():
+    assert TalkBack(RATE).mark("idle", now=0.0) == [EchoMarks(("idle",))]
+
+
+def test_clear_stops_what_plays_drops_what_waits_and_returns_the_pending_marks():
+    talk = TalkBack(RATE)
+    talk.audio(ms(200), now=0.0)
+    talk.mark("m1", now=0.0)
+    talk.file_ready("/tmp/c_0", now=0.01)
+    talk.playback_started("/tmp/c_0", now=0.21)
+    talk.audio(ms(500), now=0.22)  # held: the first still plays
+    talk.mark("m2", now=0.23)
+    assert talk.clear(now=0.25) == [Break(), EchoMarks(("m1", "m2"))]
+    assert talk.pending == bytearray() and talk.next_deadline() is None
+    assert talk.playback_stopped("/tmp/c_0", now=0.26) == []  # its mark went back with the clear
+
+
+def test_a_chunk_cleared_before_its_file_came_is_never_broadcast():
+    talk = TalkBack(RATE)
+    talk.audio(ms(200), now=0.0)
+    assert talk.clear(now=0.01) == []  # nothing was playing yet: no break needed
+    assert talk.file_ready("/tmp/late_0", now=0.02) == []
