@@ -27,6 +27,7 @@ from .esl.client import CommandError, CommandTimeout, EventSocketClient, InOrder
 from .esl.client import api as api_command, bgapi as bgapi_command
 from .esl.protocol import Event
 from .ops.hook import HookQueue
+from .relay.link import AgentLink, CallDetails
 from .ops.http import HttpListener
 from .recorder.recording import DELIBERATE_REASONS, INTERNAL_ERROR, LOST_REASONS, RULE_MAX_DURATION, WRITE_ERROR
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
@@ -60,6 +61,7 @@ class Controller:
             linger_s=300.0,
             on_close=self._on_recording_closed,
             on_finished=self._on_recording_finished,
+            on_open=self._on_recording_open,
             max_streams=config.limits.recorder_max_streams,
             max_connections=config.limits.recorder_max_connections,
         )
@@ -91,6 +93,12 @@ class Controller:
         self.esl.register_handle("mod_audio_stream::error", self._on_stream_error)
         self.esl.register_handle("mod_audio_stream::disconnect", self._on_stream_disconnect)
         self.esl.register_handle("mod_audio_stream::json", self._on_stream_json)
+        # Relayed calls: the agent's audio the module wrote to a file, playbacks, the caller's keys.
+        self.esl.register_handle("mod_audio_stream::play", self._on_stream_play)
+        self.esl.register_handle("PLAYBACK_START", self._on_playback)
+        self.esl.register_handle("PLAYBACK_STOP", self._on_playback)
+        self.esl.register_handle("DTMF", self._on_dtmf)
+        self.relays: dict[str, AgentLink] = {}  # calls whose audio goes to a voice agent, by call key
         # Called with (uuid, reason) for each finalised recording: the demo and tests watch here.
         self.recording_listeners: list = []
         self._wakeup = GeventEvent()
@@ -205,7 +213,60 @@ class Controller:
             # The recorder often sees a dead connection before the module's ::error reaches us.
             self._apply(self.calls.on_stream_lost(uuid, f"recorder: {reason}", time.monotonic()))
 
+    def _on_recording_open(self, uuid: str) -> None:
+        """A stream connected to the recorder: a call whose rule relays gets its agent (once per call)."""
+        call = self.calls.calls.get(uuid)
+        if call is None or call.rule.relay is None or uuid in self.relays:
+            return
+        info, rule = call.info, call.rule
+        details = CallDetails(uuid, info.channel_uuid, info.caller_number, info.destination, rule.name, rule.rate,
+                              CHANNELS[rule.mix], rule.metadata)
+        parameters = {"caller": info.caller_number, "destination": info.destination, "rule": rule.name}
+        if rule.metadata is not None:
+            parameters.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in rule.metadata.items()})
+        parameters.update(rule.relay.custom_parameters)
+        link = AgentLink(details, rule.relay, parameters=parameters,
+                         send_to_module=lambda text: self.recorder.send_text(uuid, text),
+                         command=lambda text: self.esl.api(text))
+        self.relays[uuid] = link
+        self.recorder.set_tap(uuid, link.tap, link.stats)
+        link.start()
+
+    def _end_relay(self, uuid: str) -> None:
+        link = self.relays.pop(uuid, None)
+        if link is not None:
+            self.recorder.set_tap(uuid, None)
+            link.stop()
+            log.info("call %s: relay to %s ended: %s", uuid, link.shown_url,
+                     ", ".join(f"{k}={v}" for k, v in link.stats.items() if k not in ("agent", "protocol")))
+
+    def _on_stream_play(self, event: Event) -> None:
+        link = self.relays.get(call_key(event.uuid))
+        if link is None:
+            return
+        try:
+            link.file_ready(json.loads(event.body)["file"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("call %s: mod_audio_stream::play without a file: %s", event.uuid, event.body[:200])
+
+    def _on_playback(self, event: Event) -> None:
+        link = self.relays.get(call_key(event.uuid))
+        path = event.get("Playback-File-Path")
+        if link is None or not path:
+            return
+        if event.name == "PLAYBACK_START":
+            link.playback_started(path)
+        else:
+            link.playback_stopped(path)
+
+    def _on_dtmf(self, event: Event) -> None:
+        link = self.relays.get(call_key(event.uuid))
+        digit = event.get("DTMF-Digit")
+        if link is not None and digit:
+            link.dtmf(digit)
+
     def _on_recording_finished(self, recording) -> None:
+        self._end_relay(recording.spec.uuid)
         sidecar = recording.sidecar
         metrics.LIVE_AUDIO.finished(sidecar.frames, recording.arrived_bytes)
         for gap in sidecar.gaps:
@@ -246,7 +307,7 @@ class Controller:
         metrics.CALLS_ANSWERED.inc()
         info = CallInfo.from_headers(event.headers)
         spec = self.registry.lookup(info.uuid)
-        if spec is not None and spec.discard:
+        if spec is not None and spec.discard and info.uuid not in self.calls.calls:
             return  # the doctor's test call: it starts its own stream
         self._apply(self.calls.on_answer(info, time.monotonic()), answered=info.uuid,
                     answered_at=event.received_at)
@@ -310,6 +371,7 @@ class Controller:
                 caller=info.caller_number, destination=info.destination, rule_name=rule.name,
                 metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata is not None else None,
                 heartbeat_s=rule.heartbeat_s,
+                discard=not rule.record,  # relayed only: the recorder keeps no WAV
             )
             url, texts = audio_stream.start_commands(info.channel_uuid, info.uuid, rule, call.token, self.public_url,
                                                      restart=start.restart)

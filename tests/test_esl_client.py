@@ -34,9 +34,9 @@ from controller.esl.client import (
 )
 from harness import first_line, wait_until
 
-SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB HEARTBEAT CUSTOM "
-                "mod_audio_stream::connect mod_audio_stream::disconnect mod_audio_stream::error "
-                "mod_audio_stream::json")
+SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB HEARTBEAT DTMF PLAYBACK_START "
+                "PLAYBACK_STOP CUSTOM mod_audio_stream::connect mod_audio_stream::disconnect "
+                "mod_audio_stream::error mod_audio_stream::json mod_audio_stream::play")
 
 
 def make_client(sim, password="ClueCon", **kwargs) -> EventSocketClient:

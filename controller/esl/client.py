@@ -57,12 +57,15 @@ log = logging.getLogger(__name__)
 # What the controller needs and nothing more: a narrow subscription keeps FreeSWITCH from dropping us for
 # falling behind (it drops a listener 500+ events behind) and keeps our CPU for the calls we care about.
 # HEARTBEAT (every 20 s by default) keeps a healthy connection from ever being silent for long.
-SUBSCRIBED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB", "HEARTBEAT")
+# Playback and DTMF events are for relayed calls: talking back into the call, and the caller's keys.
+SUBSCRIBED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB", "HEARTBEAT", "DTMF",
+                     "PLAYBACK_START", "PLAYBACK_STOP")
 SUBSCRIBED_CUSTOM = (
     "mod_audio_stream::connect",
     "mod_audio_stream::disconnect",
     "mod_audio_stream::error",
     "mod_audio_stream::json",
+    "mod_audio_stream::play",
 )
 
 # Three missed heartbeats at FreeSWITCH's default interval (20 s).

@@ -115,6 +115,7 @@ class _Session:
     done: GeventEvent = field(default_factory=GeventEvent)
     reader: FrameReader | None = None
     ended_at: float | None = None  # when the connection's end arrived (a close frame, an EOF), on `clock`
+    tap: Callable[[bytes], None] | None = None  # also gets every audio frame (a voice agent's relay)
     # How the stream ended, (reason, close code, close text, error): set by the poller or by _end.
     outcome: AsyncResult = field(default_factory=AsyncResult)
 
@@ -249,6 +250,7 @@ class RecorderServer:
         self._flusher: gevent.Greenlet | None = None
         self.poll_interval_s = poll_interval_s
         self._poller: StreamPoller | None = None
+        self._taps: dict[str, Callable[[bytes], None]] = {}  # calls whose audio also goes elsewhere
         self.tick_errors = 0  # unexpected failures in the periodic upkeep (logged, counted, survived)
         self._resumable: dict[str, tuple[Path, float, float]] = {}  # left by a process: path, last write, when
         self._stopped: dict[str, str] = {}  # finalised by this stop() with the call still live: uuid -> path
@@ -317,6 +319,30 @@ class RecorderServer:
     def open_recordings(self) -> list[str]:
         """The uuids of the calls whose audio is arriving on a connection right now."""
         return [uuid for uuid, s in self._sessions.items() if s.recording is not None and not s.recording.finished]
+
+    def set_tap(self, uuid: str, tap: Callable[[bytes], None] | None, stats: dict | None = None) -> None:
+        """Every audio frame of this call also goes to `tap` (from the poller: it must not block), and `stats`
+        (a dict its owner keeps current) is saved in the call's sidecar as "relay"; None removes both."""
+        uuid = normalise_uuid(uuid) or uuid
+        if tap is None:
+            self._taps.pop(uuid, None)
+        else:
+            self._taps[uuid] = tap
+        session = self._sessions.get(uuid)
+        if session is not None:
+            session.tap = tap
+        recording = self._recordings.get(uuid)
+        if recording is not None and stats is not None:
+            recording.sidecar.relay = stats
+
+    def send_text(self, uuid: str, text: str) -> bool:
+        """A text frame to the module on the call's live stream (a streamAudio message, say); False when the
+        call has no live stream to send it on."""
+        session = self._sessions.get(normalise_uuid(uuid) or uuid)
+        if session is None or session.recording is None or session.ending or session.closed:
+            return False
+        self._send(session, encode_frame(OP_TEXT, text.encode("utf-8")))
+        return True
 
     def live_stats(self) -> dict[str, dict]:
         """What each open recording holds so far (for /calls and the doctor), by call uuid."""
@@ -542,6 +568,7 @@ class RecorderServer:
         What the client sent along with its request is handled here; the rest by the poller as it comes.
         """
         session.reader = FrameReader(self.max_frame_bytes)
+        session.tap = self._taps.get(session.spec.uuid)
         if early:
             ending = self._consume(session, early, self.clock())
             if ending is not None:
@@ -580,6 +607,8 @@ class RecorderServer:
         recording = session.recording
         for opcode, payload in reader.feed(data):
             if opcode == OP_BINARY:
+                if session.tap is not None:
+                    session.tap(payload)
                 try:
                     limit = recording.on_audio(payload, arrival)
                 except RecordingError as exc:

@@ -63,6 +63,7 @@ class Sidecar:
     gaps_unlisted_frames: int = 0  # their silence, in sample frames
     connections: int = 0  # WebSocket connections that carried this call's audio
     captured_s: float = 0.0  # audio actually received (the WAV's duration less its gaps)
+    relay: dict[str, Any] | None = None  # the voice agent the call was relayed to, and how that went
 
     def add_text(self, offset_s: float, text: str) -> None:
         """Keep a text frame with its arrival time (seconds into the recording), within limits."""
@@ -110,6 +111,7 @@ class Sidecar:
             "connections": self.connections,
             "captured_s": round(self.captured_s, 3),
             "captured_ratio": round(self.captured_s / self.duration_s, 4) if self.duration_s else 0.0,
+            **({"relay": dict(self.relay)} if self.relay is not None else {}),
         }
 
     def write(self, path: os.PathLike | str) -> None:

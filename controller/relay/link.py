@@ -1,0 +1,361 @@
+"""One call's WebSocket to its voice agent: the call's audio out as it arrives at the recorder, the agent's
+replies in and played into the call. The gevent shell around the pure pieces (twilio/raw codecs, audio,
+talkback), one per relayed call.
+
+What it promises the call: nothing the agent does can harm it or its recording. The recorder hands audio
+over with a cheap, non-blocking ``tap`` (into a queue bounded by ``max_queue_s``: toward a slow agent the
+oldest audio is dropped and counted, memory never grows); an agent that is unreachable or drops is tried
+again with a growing delay (0.5 s doubling to 30 s) for as long as the call lasts, each new connection a
+fresh stream (``connected``, ``start`` with a new streamSid); a bad message is logged and ignored; the
+agent's audio only ever goes to this link's own call.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid as uuid_module
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gevent
+import websocket
+from gevent.event import Event
+
+from ..esl.backoff import capped_exponential
+from ..ops.hook import shown
+from . import audio, raw, twilio
+from .talkback import Break, Broadcast, EchoMarks, SendAudio, TalkBack
+
+log = logging.getLogger("controller.relay")
+
+RECONNECT_INITIAL_S = 0.5
+RECONNECT_MAX_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
+# This process's Twilio account: opaque to agents, but some check its form ("AC" and 32 hex digits).
+ACCOUNT_SID = "AC" + uuid_module.uuid4().hex
+
+
+@dataclass(frozen=True)
+class CallDetails:
+    uuid: str  # the call's key (lower case)
+    channel_uuid: str  # as FreeSWITCH spells it: what uuid_broadcast / uuid_break name
+    caller: str
+    destination: str
+    rule: str
+    rate: int
+    channels: int
+    metadata: Any = None
+
+
+class _TwilioCodec:
+    """The call's PCM as Twilio media (8 kHz µ-law mono, 20 ms chunks); the agent's media as 8 kHz PCM."""
+
+    talk_rate = twilio.SAMPLE_RATE
+
+    def __init__(self, call: CallDetails, parameters: dict[str, str]) -> None:
+        self.call = call
+        self.stream = twilio.TwilioStream("MZ" + uuid_module.uuid4().hex, call.uuid, ACCOUNT_SID, parameters)
+        self._resampler = audio.Resampler(call.rate, twilio.SAMPLE_RATE) if call.rate != twilio.SAMPLE_RATE \
+            else None
+        self._framer = audio.Framer(audio.ULAW_20MS)
+
+    def opening(self) -> list:
+        return [self.stream.connected(), self.stream.start()]
+
+    def audio(self, pcm: bytes) -> list:
+        caller = audio.mono(pcm, self.call.channels)
+        if self._resampler is not None:
+            caller = self._resampler.convert(caller)
+        return [self.stream.media(chunk) for chunk in self._framer.push(audio.ulaw_from_pcm(caller))]
+
+    def dtmf(self, digit: str) -> list:
+        return [self.stream.dtmf(digit)]
+
+    def marks(self, names) -> list:
+        return [self.stream.mark(name) for name in names]
+
+    def closing(self) -> list:
+        return [self.stream.stop()]
+
+    def parse(self, message):
+        """(kind, value): ("audio", pcm at talk_rate), ("mark", name) or ("clear", None)."""
+        got = self.stream.parse(message)
+        if isinstance(got, twilio.Media):
+            return "audio", audio.pcm_from_ulaw(got.ulaw)
+        if isinstance(got, twilio.Mark):
+            return "mark", got.name
+        return "clear", None
+
+
+class _RawCodec:
+    """The module's PCM as it comes; the agent's binary frames are mono PCM at the call's rate."""
+
+    def __init__(self, call: CallDetails, parameters: dict[str, str]) -> None:
+        self.talk_rate = call.rate
+        self.stream = raw.RawStream(call.uuid, call.caller, call.destination, call.rule, call.rate, call.channels,
+                                    call.metadata)
+
+    def opening(self) -> list:
+        return [self.stream.start()]
+
+    def audio(self, pcm: bytes) -> list:
+        return [self.stream.audio(pcm)]
+
+    def dtmf(self, digit: str) -> list:
+        return []
+
+    def marks(self, names) -> list:
+        return []
+
+    def closing(self) -> list:
+        return []
+
+    def parse(self, message):
+        return "audio", self.stream.parse(message).pcm
+
+
+CODECS = {"twilio": _TwilioCodec, "raw": _RawCodec}
+
+
+class AgentLink:
+    """The WebSocket to one call's agent, for as long as the call is relayed (``start`` .. ``stop``).
+
+    ``send_to_module(text) -> bool`` sends a text frame to the module on the call's stream (talk-back);
+    ``command(text) -> str`` runs an api command on the switch (uuid_broadcast, uuid_break).
+    """
+
+    def __init__(self, call: CallDetails, relay, *, send_to_module: Callable[[str], bool],
+                 command: Callable[[str], str], parameters: dict[str, str],
+                 connect: Callable[..., Any] = websocket.create_connection,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.call = call
+        self.relay = relay
+        self.parameters = parameters
+        self.send_to_module = send_to_module
+        self.command = command
+        self._connect = connect
+        self.clock = clock
+        self.shown_url = shown(relay.url)
+        frame_bytes = 2 * call.channels * call.rate  # per second of the module's audio
+        self.max_queue_bytes = max(frame_bytes // 50, int(relay.max_queue_s * frame_bytes))
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._partial = b""  # half a sample frame the module's last frame left (odd frame sizes)
+        self._wake = Event()
+        self._talk_wake = Event()
+        self._ws = None
+        self._codec = None
+        self.talk: TalkBack | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self._stopping = False
+        # For the sidecar (live: the recorder saves it with the recording).
+        self.stats: dict[str, Any] = {"agent": self.shown_url, "protocol": relay.protocol, "connections": 0,
+                                      "sent_ms": 0, "dropped_ms": 0, "bad_messages": 0, "agent_ms": 0,
+                                      "talk_back_chunks": 0, "last_error": None}
+
+    # ---- from the recorder and the switch (never block) ------------------------------------------------
+
+    def tap(self, pcm: bytes) -> None:
+        """One frame of the call's audio, from the recorder's poller: queue it, drop the oldest beyond the bound."""
+        self._queue.append(pcm)
+        self._queued_bytes += len(pcm)
+        while self._queued_bytes > self.max_queue_bytes and len(self._queue) > 1:
+            dropped = self._queue.popleft()
+            self._queued_bytes -= len(dropped)
+            self.stats["dropped_ms"] += len(dropped) * 1000 // (2 * self.call.channels * self.call.rate)
+        self._wake.set()
+
+    def dtmf(self, digit: str) -> None:
+        if self._codec is not None:
+            self._send_quietly(self._codec.dtmf(digit))
+
+    def file_ready(self, file: str) -> None:
+        self._talk(lambda talk, now: talk.file_ready(file, now))
+
+    def playback_started(self, file: str) -> None:
+        self._talk(lambda talk, now: talk.playback_started(file, now))
+
+    def playback_stopped(self, file: str) -> None:
+        self._talk(lambda talk, now: talk.playback_stopped(file, now))
+
+    # ---- life -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._talk_timer)]
+
+    def stop(self) -> None:
+        """The call's relay is over: tell the agent (stop), close, and end every greenlet."""
+        self._stopping = True
+        if self._ws is not None and self._codec is not None:
+            self._send_quietly(self._codec.closing())
+        self._close()
+        gevent.killall(self._greenlets, block=False)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                self._open()
+            except Exception as exc:  # refused, timed out, a failed upgrade, an invalid URL...
+                attempt += 1
+                delay = capped_exponential(RECONNECT_INITIAL_S, 2.0, RECONNECT_MAX_S, attempt)
+                self.stats["last_error"] = f"cannot connect: {exc}"
+                log.warning("call %s: agent %s: cannot connect (%s); again in %.1f s", self.call.uuid,
+                            self.shown_url, exc, delay)
+                gevent.sleep(delay)
+                continue
+            attempt = 0
+            reader = gevent.spawn(self._read)
+            try:
+                self._pump()  # returns when the connection fails
+            finally:
+                reader.kill(block=False)
+                self._close()
+            if not self._stopping:
+                log.warning("call %s: agent %s: connection lost (%s); connecting again", self.call.uuid,
+                            self.shown_url, self.stats["last_error"])
+
+    def _open(self) -> None:
+        headers = [f"{name}: {value}" for name, value in self.relay.headers.items()]
+        ws = self._connect(self.relay.url, header=headers, timeout=CONNECT_TIMEOUT_S)
+        ws.settimeout(None)
+        codec = CODECS[self.relay.protocol](self.call, self.parameters)
+        for message in codec.opening():
+            self._send(ws, message)
+        self._ws, self._codec = ws, codec
+        # A new connection is a new stream: what the last agent asked to play and mark is void.
+        if self.talk is not None:
+            self._apply(self.talk.clear(self.clock()), echo=False)
+        self.talk = TalkBack(codec.talk_rate) if self.relay.talk_back else None
+        self.stats["connections"] += 1
+        log.info("call %s: relaying to agent %s (%s)", self.call.uuid, self.shown_url, self.relay.protocol)
+
+    def _pump(self) -> None:
+        """The call's audio to the agent, as it comes, until the connection fails."""
+        ws, codec = self._ws, self._codec
+        while not self._stopping and self._ws is ws:
+            if not self._queue:
+                self._wake.clear()
+                self._wake.wait()
+                continue
+            pcm = self._queue.popleft()
+            self._queued_bytes -= len(pcm)
+            data = self._partial + pcm
+            whole = len(data) - len(data) % (2 * self.call.channels)
+            self._partial = data[whole:]
+            try:
+                for message in codec.audio(data[:whole]):
+                    self._send(ws, message)
+            except Exception as exc:
+                self.stats["last_error"] = str(exc) or type(exc).__name__
+                return
+            self.stats["sent_ms"] += whole * 1000 // (2 * self.call.channels * self.call.rate)
+
+    def _read(self) -> None:
+        ws, codec = self._ws, self._codec
+        while True:
+            try:
+                message = ws.recv()
+            except Exception as exc:  # closed, reset
+                self.stats["last_error"] = str(exc) or type(exc).__name__
+                break
+            if message is None or message == "":
+                if not ws.connected:
+                    self.stats["last_error"] = "the agent closed the connection"
+                    break
+                continue
+            try:
+                kind, value = codec.parse(message)
+            except ValueError as exc:
+                self.stats["bad_messages"] += 1
+                log.warning("call %s: agent %s: ignored a message: %s", self.call.uuid, self.shown_url, exc)
+                continue
+            if kind == "audio":
+                self.stats["agent_ms"] += len(value) * 1000 // (2 * codec.talk_rate)
+            if self.talk is None:
+                continue  # talk_back: false
+            if kind == "audio":
+                self._talk(lambda talk, now, pcm=value: talk.audio(pcm, now))
+            elif kind == "mark":
+                self._talk(lambda talk, now, name=value: talk.mark(name, now))
+            else:
+                self._talk(lambda talk, now: talk.clear(now))
+        self._wake.set()  # the pump sees the connection is gone
+        self._close()
+
+    # ---- talking back ---------------------------------------------------------------------------------
+
+    def _talk(self, event) -> None:
+        talk = self.talk
+        if talk is None:
+            return
+        self._apply(event(talk, self.clock()))
+        self._talk_wake.set()
+
+    def _talk_timer(self) -> None:
+        while True:
+            talk = self.talk
+            deadline = talk.next_deadline() if talk is not None else None
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            self._talk_wake.clear()
+            if not self._talk_wake.wait(timeout) and talk is not None and talk is self.talk:
+                self._apply(talk.due(self.clock()))
+
+    def _apply(self, actions, echo: bool = True) -> None:
+        for action in actions:
+            if isinstance(action, SendAudio):
+                self.stats["talk_back_chunks"] += 1
+                message = json.dumps({"type": "streamAudio", "data": {
+                    "audioDataType": "raw", "sampleRate": self.talk.rate if self.talk else 8000,
+                    "audioData": base64.b64encode(action.chunk.pcm).decode("ascii")}}, separators=(",", ":"))
+                if not self.send_to_module(message):
+                    log.warning("call %s: the module's stream is down; %.2f s of the agent's audio not played",
+                                self.call.uuid, len(action.chunk.pcm) / (2 * (self.talk.rate if self.talk else 8000)))
+            elif isinstance(action, Broadcast):
+                self._command(f"uuid_broadcast {self.call.channel_uuid} {action.chunk.file} aleg")
+            elif isinstance(action, Break):
+                self._command(f"uuid_break {self.call.channel_uuid} all")
+            elif isinstance(action, EchoMarks) and echo and self._codec is not None:
+                self._send_quietly(self._codec.marks(action.names))
+
+    def _command(self, text: str) -> None:
+        try:
+            reply = self.command(text)
+        except Exception as exc:
+            log.warning("call %s: %s failed: %s", self.call.uuid, text.split(" ", 1)[0], exc)
+            return
+        if not reply.startswith("+OK"):
+            log.warning("call %s: %s answered %r", self.call.uuid, text.split(" ", 1)[0], reply.strip())
+
+    # ---- the socket -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _send(ws, message) -> None:
+        if isinstance(message, bytes):
+            ws.send_binary(message)
+        else:
+            ws.send(message)
+
+    def _send_quietly(self, messages) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            for message in messages:
+                self._send(ws, message)
+        except Exception as exc:
+            self.stats["last_error"] = str(exc) or type(exc).__name__
+            self._close()
+            self._wake.set()
+
+    def _close(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close(timeout=1)
+            except Exception:
+                pass
