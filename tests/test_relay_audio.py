@@ -8,8 +8,10 @@ import pytest
 from controller.relay.audio import (
     ULAW_20MS,
     ULAW_SILENCE,
+    CallerToUlaw,
     Framer,
     Resampler,
+    UlawToCall,
     mono,
     pcm_from_ulaw,
     ulaw_from_pcm,
@@ -164,3 +166,28 @@ def test_framer_flush_pads_with_the_fill_byte():
 def test_framer_refuses_a_bad_size():
     with pytest.raises(ValueError, match="bytes_per_chunk 0"):
         Framer(0)
+
+
+def test_caller_to_ulaw_takes_the_left_channel_at_8k_in_20ms_chunks():
+    rate = 16000
+    left = sine(440, rate, 0.5)
+    right = sine(1000, rate, 0.5, amplitude=3000)
+    stereo = pcm([v for pair in zip(left, right) for v in pair])
+    c = CallerToUlaw(rate, 2)
+    out = []
+    for i in range(0, len(stereo), 1280):  # the module's 20 ms stereo frames at 16 kHz
+        out += c.push(stereo[i:i + 1280])
+    assert {len(chunk) for chunk in out} == {ULAW_20MS}
+    assert len(out) == 25  # 0.5 s
+    expected = ulaw_from_pcm(Resampler(rate, 8000).convert(pcm(left)))
+    assert b"".join(out) == expected[:len(out) * ULAW_20MS]
+
+
+def test_ulaw_to_call_is_the_agents_audio_at_the_calls_rate():
+    tone = sine(440, 8000, 0.5)
+    ulaw = ulaw_from_pcm(pcm(tone))
+    u = UlawToCall(16000)
+    back = b"".join(u.convert(ulaw[i:i + 160]) for i in range(0, len(ulaw), 160))
+    assert back == Resampler(8000, 16000).convert(pcm_from_ulaw(ulaw))
+    assert frequency(samples(back), 16000) == pytest.approx(440, abs=1)
+    assert UlawToCall(8000).convert(ulaw) == pcm_from_ulaw(ulaw)

@@ -5,9 +5,9 @@ All sample work is done by `audioop` (C code, no per-sample Python): the standar
 3.12, and the `audioop-lts` package (the same module, kept alive) on 3.13+, where the stdlib one is gone.
 PCM here is always signed 16-bit little-endian, as mod_audio_stream sends it. Pure: no sockets, no gevent.
 
-The caller → Twilio-agent path for a call at `rate` with `channels`:
+The caller → Twilio-agent path for a call at `rate` with `channels` (CallerToUlaw does it all):
     mono(pcm, channels) → Resampler(rate, 8000).convert → ulaw_from_pcm → Framer(ULAW_20MS).push → media()
-and the agent → caller path: pcm_from_ulaw → Resampler(8000, rate).convert.
+and the agent → caller path (UlawToCall): pcm_from_ulaw → Resampler(8000, rate).convert.
 """
 
 from __future__ import annotations
@@ -123,3 +123,33 @@ class Framer:
         if fill is not None and rest:
             rest += bytes([fill]) * (self.bytes_per_chunk - len(rest))
         return rest
+
+
+class CallerToUlaw:
+    """The caller's side of a call at `rate` with `channels`, as the module sends it, to 20 ms chunks of
+    8 kHz µ-law for a Twilio agent (mono → resample → µ-law → exact chunks)."""
+
+    def __init__(self, rate: int, channels: int):
+        if channels not in (1, 2):
+            raise ValueError(f"CallerToUlaw: channels {channels!r}; allowed: 1 (mono, mixed) or 2 (stereo)")
+        self.channels = channels
+        self._resampler = Resampler(rate, ULAW_RATE)
+        self._framer = Framer(ULAW_20MS)
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        """The whole 20 ms chunks this frame completes (a partial one waits for the next frame)."""
+        return self._framer.push(ulaw_from_pcm(self._resampler.convert(mono(pcm, self.channels))))
+
+
+class UlawToCall:
+    """A Twilio agent's 8 kHz µ-law to mono 16-bit PCM at the call's `rate`, one continuous stream."""
+
+    def __init__(self, rate: int):
+        self._resampler = Resampler(ULAW_RATE, rate)
+
+    def convert(self, ulaw: bytes) -> bytes:
+        return self._resampler.convert(pcm_from_ulaw(ulaw))
+
+    def reset(self) -> None:
+        """After a `clear`: what comes next does not continue what was dropped."""
+        self._resampler.reset()
