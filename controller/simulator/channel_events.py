@@ -30,6 +30,8 @@ CALLED_FROM = {
     "SHUTDOWN": ("switch_core.c", "switch_core_destroy", "3023"),
     "MODULE_UNLOAD": ("switch_loadable_module.c", "switch_loadable_module_unprocess", "1297"),
     "HEARTBEAT": ("switch_core.c", "send_heartbeat", "95"),
+    "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", "1646"),
+    "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", "2020"),
 }
 MAX_SESSIONS = 200
 SESSIONS_PER_SEC = 50

@@ -10,7 +10,8 @@ import gevent
 from gevent.event import Event
 
 from . import channel_events as ce
-from .media import CallMedia, ticks
+from .media import PTIME_S, CallMedia, StreamAudio, ticks
+from .playback import Broadcaster
 
 log = logging.getLogger("controller.simulator.calls")
 
@@ -22,7 +23,9 @@ class SimCall:
     b_leg / a_leg, answered / hung_up (gevent Events), hangup_cause, streams (every stream the
     module opened on it), answer(), hangup(cause), set_variables(**values), get_variable(name),
     variables (a copy, in FreeSWITCH's order), vanished (True when the switch crashed under it:
-    hung_up is set, but no event said so and hangup_cause stays empty).
+    hung_up is set, but no event said so and hangup_cause stays empty), heard (what the caller heard),
+    playbacks (one playback.PlaybackRecord per uuid_broadcast on this channel), sleeping (the dialplan is
+    in its sleep: a uuid_break ends it).
     """
 
     def __init__(
@@ -69,6 +72,10 @@ class SimCall:
         self.vanished = False
         self.attached_stream = None  # the stream mod_audio_stream considers attached, if any
         self.streams: list = []
+        self.broadcasts = Broadcaster(self)
+        self.sleeping = False  # in the dialplan's sleep, which a break flag (CF_BREAK) ends
+        self._sleep_ends_at: float | None = None
+        self._sleep_wake = Event()
         self.application, self.application_data = "", ""
         self.hold_ms = 0  # what the dialplan's sleep waits for (shown as the current application's data)
         # The caller profile's other fields (a null leg's, from originate; switch_channel_flip_cid swaps them).
@@ -89,6 +96,28 @@ class SimCall:
     def __repr__(self) -> str:
         state = "hung up" if self.hung_up.is_set() else "answered" if self.answered.is_set() else "ringing"
         return f"<SimCall {self.uuid} {self.direction} {self.caller_id_number}->{self.destination} {state}>"
+
+    # ---- what the caller hears ----
+
+    @property
+    def playbacks(self) -> list:
+        """Every uuid_broadcast played (or queued, failed, dropped) on this channel, in order."""
+        return self.broadcasts.records
+
+    @property
+    def heard(self) -> bytes:
+        """The audio the switch wrote to the caller, at the codec rate, one 20 ms tick after another from the
+        answer to now (the tick under way included: its frame is written as it starts) or to the hangup:
+        broadcasts and the call's play windows, silence where nothing was written."""
+        if not self.answered_at:
+            return b""
+        if self.hangup_us:
+            count = ticks((self.hangup_us - self.answered_us) / 1e6)
+        else:
+            count = int((time.monotonic() - self.answered_at) // PTIME_S) + 1
+        audio = StreamAudio(self.media, "mono", self.media.codec_rate, overlay=self.broadcasts.playback_at)
+        silence = bytes(audio.tick_bytes)
+        return b"".join(audio.played(tick) or silence for tick in range(count))
 
     # ---- variables ----
 
@@ -186,9 +215,11 @@ class SimCall:
             last_app, last_arg = "hangup", None
             self.set_variable("current_application", "hangup")
         self.switch.fire_channel_event(self, "CHANNEL_HANGUP", "hangup")
+        self.broadcasts.on_hangup()
         self.switch.audio_stream.on_hangup(self)
         answered_ticks = ticks((self.hangup_us - self.answered_us) / 1e6) if self.answered_us else 0
         played = sum(max(0, min(p.end_tick, answered_ticks) - p.first_tick) for p in self.media.playbacks)
+        played += self.broadcasts.ticks_written(answered_ticks)
         self._apply(ce.hangup_complete_variables(self.facts(), last_app, last_arg, answered_ticks, played))
         self.switch.fire_channel_event(self, "CHANNEL_HANGUP_COMPLETE", "reporting")
         self.hung_up.set()
@@ -227,8 +258,11 @@ class SimCall:
         if app.name == "park":
             return  # until uuid_kill (or the switch stops)
         if app.name == "sleep":
-            seconds = app.hold_s
-        elif app.played is None:
+            if self._hold(self.answered_at + app.hold_s - time.monotonic()):
+                log.info("%s has executed the last dialplan instruction, hanging up", self)
+                self.hangup("NORMAL_CLEARING")
+            return
+        if app.played is None:
             seconds = 0.0  # a file the simulator does not have: playback fails at once
         else:
             seconds = app.played.seconds(self.media.codec_rate)
@@ -266,8 +300,38 @@ class SimCall:
             return
         if self.media.playbacks:
             gevent.spawn(self._note_playbacks)
-        if auto_hangup and not self.hung_up.wait(duration_s):
+        if auto_hangup and self._hold(duration_s):
             self.hangup("NORMAL_CLEARING", by_dialplan=True)
+
+    def _hold(self, seconds: float) -> bool:
+        """The dialplan's sleep (switch_ivr_sleep): `seconds`, unless a break flag ends it first (break_sleep).
+        Broadcasts run inside it (its loop parses the queued ones), so it cannot end while one is taken or
+        queued: it ends when the queue is empty. False when the call hung up meanwhile."""
+        self.sleeping = True
+        self._sleep_ends_at = None
+        end = time.monotonic() + max(0.0, seconds)
+        try:
+            while not self.hung_up.is_set():
+                now = time.monotonic()
+                if self._sleep_ends_at is not None:
+                    if now >= self._sleep_ends_at:
+                        return True
+                    self.hung_up.wait(self._sleep_ends_at - now)
+                    continue
+                if now >= end and not self.broadcasts.busy:
+                    return True
+                self._sleep_wake.clear()
+                waits = [self.hung_up, self._sleep_wake] + ([self.broadcasts.idle] if now >= end else [])
+                gevent.wait(waits, timeout=end - now if now < end else None, count=1)
+            return False
+        finally:
+            self.sleeping = False
+
+    def break_sleep(self, at: float) -> None:
+        """CF_BREAK reaches the sleep's loop: it ends at `at` (time.monotonic())."""
+        if self.sleeping and self._sleep_ends_at is None:
+            self._sleep_ends_at = at
+            self._sleep_wake.set()
 
     def _note_playbacks(self) -> None:
         """FreeSWITCH records each finished playback in channel variables, then the dialplan's

@@ -2,7 +2,8 @@
 
 Tick n is the packet covering [n*20 ms, (n+1)*20 ms) after the answer. Per tick the caller always
 says something (speech, then silence); the switch writes audio to the caller only inside playback
-windows. A stream's media bug sees the caller every tick (mono) but the written direction only
+windows: the call's fixed ones (CallMedia.playbacks) and, taking precedence, what is broadcast into it
+while it runs (an overlay: playback.Broadcaster.playback_at). A stream's media bug sees the caller every tick (mono) but the written direction only
 while something plays (mixed, stereo): between playbacks those streams send nothing at all.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import cycle
+from typing import Callable
 
 from . import signals
 
@@ -57,10 +59,13 @@ class CallMedia:
 class StreamAudio:
     """What one stream (mix type, rate) puts into its buffer per tick; None means nothing that tick."""
 
-    def __init__(self, media: CallMedia, mix: str, rate: int):
+    def __init__(self, media: CallMedia, mix: str, rate: int,
+                 overlay: Callable[[int], Playback | None] | None = None):
+        """overlay(tick): a window written at that tick that takes precedence over the media's own."""
         if mix not in MIX_TYPES:
             raise ValueError(f"mix must be one of {', '.join(MIX_TYPES)}; got {mix!r}")
         self.media = media
+        self.overlay = overlay
         self.mix = mix
         self.rate = rate
         self.tick_samples = rate * 20 // 1000
@@ -87,14 +92,22 @@ class StreamAudio:
         piece = signals.resample(pcm, self.media.codec_rate, self.rate, first, count)
         return piece + bytes(self.tick_bytes - len(piece))
 
+    def played(self, tick: int) -> bytes | None:
+        """What the switch writes to the caller at this tick (at the stream's rate); None: nothing."""
+        playback = self.overlay(tick) if self.overlay is not None else None
+        if playback is None:
+            playback = self.media.playback_at(tick)
+        if playback is None:
+            return None
+        return self._slice(playback.audio, tick - playback.first_tick, playback.loop)
+
     def chunk(self, tick: int) -> bytes | None:
         speech = self._slice(self.media.speech, tick)
         if self.mix == "mono":
             return speech
-        playback = self.media.playback_at(tick)
-        if playback is None:
+        played = self.played(tick)
+        if played is None:
             return None
-        played = self._slice(playback.audio, tick - playback.first_tick, playback.loop)
         if self.mix == "mixed":
             return signals.mix(speech, played)
         return signals.interleave(speech, played)

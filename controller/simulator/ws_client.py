@@ -266,7 +266,7 @@ class SimStream:
 
     def _stream_audio(self) -> None:
         call = self.call
-        audio = StreamAudio(call.media, self.mix, self.sent_rate)
+        audio = StreamAudio(call.media, self.mix, self.sent_rate, overlay=call.broadcasts.playback_at)
         buffer_bytes = audio.tick_bytes * audio.channels * self.buffer_ms // 20
         # odd_frames: the same bytes in frames one byte longer, then one shorter (samples split).
         sizes = [buffer_bytes + 1, buffer_bytes - 1] if self.odd_frames else self.frame_sizes
