@@ -45,6 +45,7 @@ class AudioStreamModule:
             return rules.FAILED
         if isinstance(request, rules.Stop):
             call.attached_stream = None
+            stream.delete_files()  # stream_session_cleanup: the files go before the final text and the close
             stream.close("stop", request.text)
         elif isinstance(request, rules.Pause):
             stream.paused = True
@@ -89,6 +90,7 @@ class AudioStreamModule:
             tls_options={name: call.get_variable(name) or "" for name in TLS_VARIABLES},
             leaked=leaked,
             sent_rate=self.switch.module_stream_rate,
+            temp_dir=self.switch.temp_dir,
         )
         self.streams.append(stream)
         call.streams.append(stream)
@@ -99,6 +101,7 @@ class AudioStreamModule:
         call = stream.call
         if kind == "error" and call.attached_stream is stream:
             call.attached_stream = None
+            stream.delete_files()  # the error closes the media bug: its cleanup deletes them
         # The module fires its events through the channel; a channel that is gone hears nothing.
         if not call.hung_up.is_set():
             self.switch.fire_stream_event(call, kind, body)
@@ -106,6 +109,7 @@ class AudioStreamModule:
     def on_hangup(self, call) -> None:
         stream, call.attached_stream = call.attached_stream, None
         if stream is not None:
+            stream.delete_files()
             stream.close("hangup")
 
     def shutdown(self) -> None:

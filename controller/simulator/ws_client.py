@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import struct
-import tempfile
 import time
 from typing import Callable
 
@@ -24,6 +23,7 @@ from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.lock import Semaphore
 
+from . import stream_audio_rules
 from . import ws_frames as wsf
 from .audio_stream_rules import WsUrl
 from .media import PTIME_S, FrameChunker, StreamAudio
@@ -36,7 +36,6 @@ SEND_TIMEOUT_S = 5.0
 NORMAL_CLOSURE_REASON = "Normal closure"
 ABNORMAL_EOF = "Connection closed without WebSocket CLOSE (abnormal EOF)"
 CRASHED = "switch crashed: TCP closed by the kernel, no WebSocket close frame, no event"
-PLAY_FILE_SUFFIX = {8000: ".r8", 16000: ".r16", 24000: ".r24", 32000: ".r32", 48000: ".r48", 64000: ".r64"}
 
 # notify(stream, kind, body): kind is connect | disconnect | error | json | play.
 Notify = Callable[["SimStream", str, str], None]
@@ -77,8 +76,10 @@ class SimStream:
         tls_options: dict[str, str] | None = None,
         leaked: bool = False,
         sent_rate: int | None = None,
+        temp_dir: str = "/tmp",
     ):
-        """sent_rate: the rate the audio really goes out at, when a (faulty) module ignores `rate`."""
+        """sent_rate: the rate the audio really goes out at, when a (faulty) module ignores `rate`.
+        temp_dir: where streamAudio messages become files (SWITCH_GLOBAL_dirs.temp_dir)."""
         self.call = call
         self.uuid = call.uuid
         self.url = url_text
@@ -94,6 +95,7 @@ class SimStream:
         self.odd_frames = odd_frames
         self.tls_options = dict(tls_options or {})
         self.leaked = leaked
+        self.temp_dir = temp_dir
         self._notify = notify
 
         self.request_bytes = b""
@@ -103,7 +105,8 @@ class SimStream:
         self.sent_text: list[str] = []
         self.received: list[tuple[float, int, bytes]] = []
         self.events: list[str] = []
-        self.play_files: list[str] = []
+        self.play_files: list[str] = []  # the files streamAudio messages became; deleted at the cleanup
+        self._play_index = 0  # the module's m_playFile: counts from 0 per stream
         self.server_close: tuple[int, str] | None = None
         self.connected = Event()
         self.ended = Event()
@@ -349,6 +352,8 @@ class SimStream:
         return False
 
     def _on_text(self, text: str) -> None:
+        if self._state != "open":
+            return  # after stop the module has cleared its callbacks (markCleanedUp)
         played = self._play_file_for(text)
         if played is None:
             self._report("json", text)
@@ -356,26 +361,34 @@ class SimStream:
             self._report("play", played)
 
     def _play_file_for(self, text: str) -> str | None:
-        """A streamAudio message becomes a temp file and a ::play event (the module plays nothing)."""
+        """processMessage (see stream_audio_rules): a streamAudio message becomes a temp file and the ::play
+        body; None for any other text, or a streamAudio message the module refuses (logged: then ::json)."""
+        request = stream_audio_rules.read_message(text)
+        if request is None:
+            return None
+        if isinstance(request, str):
+            log.error("(%s) %s", self.uuid, request)
+            return None
+        index, self._play_index = self._play_index, self._play_index + 1
+        path = f"{self.temp_dir}{os.sep}{self.uuid}_{index}.tmp{request.suffix}"
         try:
-            message = json.loads(text)
-            data = message["data"] if message.get("type") == "streamAudio" else None
-            audio = base64.b64decode(data["audioData"]) if isinstance(data, dict) else None
-        except (ValueError, KeyError, TypeError, AttributeError):
+            with open(path, "wb") as handle:
+                handle.write(request.audio)
+        except OSError as exc:
+            log.error("(%s) processMessage - failed to open file for write: %s (%s)", self.uuid, path, exc)
             return None
-        if audio is None:
-            return None
-        kind = data.get("audioDataType")
-        suffix = PLAY_FILE_SUFFIX.get(data.get("sampleRate"), "") if kind == "raw" else ".wav" if kind == "wav" else ""
-        if not suffix:
-            return None
-        path = os.path.join(tempfile.gettempdir(), f"{self.uuid}_{len(self.play_files)}.tmp{suffix}")
-        with open(path, "wb") as handle:
-            handle.write(audio)
         self.play_files.append(path)
-        details = {key: value for key, value in data.items() if key != "audioData"}
-        details["file"] = path
-        return json.dumps(details, separators=(",", ":"))
+        return stream_audio_rules.play_body(request.details, path)
+
+    def delete_files(self) -> None:
+        """The module's deleteFiles, at the stream's cleanup (stop, hangup, or an error): not when the server
+        closes (the stream stays attached), and never after a crash (nothing is left to do it)."""
+        files, self.play_files = self.play_files, []
+        for path in files:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
     def _heartbeat_loop(self) -> None:
         while not self._wake.wait(self.heartbeat_s) and self._state == "open":
@@ -452,11 +465,6 @@ class SimStream:
         self._wake.set()
         self._close_socket()
         self.end_reason = reason
-        for path in self.play_files:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
         self.ended.set()
         current = gevent.getcurrent()
         for greenlet in self._greenlets:
