@@ -15,6 +15,12 @@ module's quirks and bugs) but never needs them: header templates are Python data
     sim.wait_for_command("api uuid_audio_stream", timeout=5); sim.received_commands
     sim.stop()
 
+Talking back into the call (see "Talking back" below):
+    call.playbacks                  one PlaybackRecord per uuid_broadcast: path, status, asked_at, started_at,
+                                    stopped_at, first_tick, end_tick, frames, heard, finished (an Event)
+    call.heard                      what the caller heard: PCM at the codec rate, tick after tick from the answer
+    sim.temp_dir                    where streamAudio messages become files (default: the system's temp dir)
+
 History for assertions: sim.received_commands (every command, in order), sim.all_connections
 (each with .commands and .command_reads: which recv() each command arrived in), sim.all_calls,
 sim.streams / sim.leaked_streams, sim.fired_events.
@@ -29,6 +35,9 @@ What lives where:
     audio_stream_rules.py the module's argument rules and replies (pure)
     ws_client.py          SimStream: the module's WebSocket client and PCM streamer
     ws_frames.py          WebSocket handshake and frames (pure)
+    stream_audio_rules.py the module's processMessage: a server text -> ::play (and its file) or ::json (pure)
+    playback.py           uuid_broadcast / uuid_break, each channel's broadcast queue on the media clock
+    playback_rules.py     their arguments and replies, what a path plays, the variables a playback leaves
     media.py              the call's audio on the 20 ms clock, per mix type (pure)
     signals.py            generated audio, WAV input, resampling, mixing (pure)
 
@@ -53,6 +62,54 @@ mod_commands writes them: -USAGE for fewer than 2 or more than 7 words, -ERR CHA
 endpoint but null; an origination_uuid already in use leaves the leg a uuid of its own; an extension instead of
 &app parks the leg (the simulator has no dialplan). `show api [name]` lists the simulator's api commands in
 FreeSWITCH's text form (title line, rows, blank line, `N total.`).
+
+Talking back (mod_audio_stream ec2a781's processMessage; FreeSWITCH 1.10.12's mod_commands, switch_ivr_async.c,
+switch_ivr.c, switch_ivr_play_say.c, mod_dptools' file_string, mod_sndfile):
+  streamAudio: a text message from the WebSocket server
+        {"type":"streamAudio","data":{"audioDataType":"raw|wav|mp3|ogg|pcmu|pcma","sampleRate":8000,"audioData":"<b64>"}}
+    is written to `<sim.temp_dir>/<uuid>_<n>.tmp<ext>` (n from 0 per stream start; .r8 .r16 .r24 .r32 .r48 .r64 for
+    raw at 8000..64000 Hz, .wav .mp3 .ogg .pcmu .pcma otherwise) and fires mod_audio_stream::play with the data
+    object minus audioData plus "file", as cJSON prints it: {"audioDataType":"raw","sampleRate":8000,"file":"..."}.
+    Missing data or audioData, a non-string audioData, a bad type, a raw rate it does not know, or base64 its
+    decoder refuses: the error is logged (`(<uuid>) processMessage - ...`) and, as for any other text, ::json
+    fires with the text verbatim. The module plays nothing. Its files are deleted at the stream's cleanup:
+    `uuid_audio_stream stop`, the hangup, or an ::error; not when the server closes (the stream stays attached)
+    and not after sim.crash().
+  uuid_broadcast <uuid> <path> [aleg|bleg|holdb|both]   (api or bgapi; also `app::arg` for another application,
+    which the simulator does not run)
+    `+OK Message sent`; `-ERR invalid uuid` for no such channel; `-USAGE: <uuid> <path> [aleg|bleg|holdb|both]`
+    with fewer than two words. The broadcast is queued on the channel (bleg: on the bridged partner; a third
+    word naming no leg queues nothing, still +OK). PLAYBACK_START comes sim.broadcast_start_delay_s (0.2 s,
+    measured) later on a 20 ms tick boundary, with the captured header set ending in the channel variables
+    (current_loop, total_loops, current_application_data=<path>, current_application=playback), then
+    [Playback-File-Type: tone_stream] and Playback-File-Path; one frame per tick follows from the next tick
+    (the audio resampled to the codec rate, the last frame padded with samples of -1); PLAYBACK_STOP fires right
+    after the last frame is written, with the playback_* variables and `Playback-Status: done`. A broadcast
+    queued behind another starts sim.broadcast_gap_s (0.12 s, measured) of silence after it.
+    What plays: raw .r8/.r16/.raw (s16le), .r24/.r32 (read as 24-/32-bit samples, as mod_sndfile does: the
+    module's 24 and 32 kHz files come out as noise), 16-bit .wav (channels summed), tone_stream://,
+    silence_stream://, and `file_string://<f1>!<f2>!<f3>`: ONE playback (one START/STOP pair, Playback-File-Path
+    the whole string) of 250 ms of samples of -1 then the files back to back, no hole. Anything else (a missing
+    file, .r48, .r64, .pcmu, .pcma; .mp3/.ogg, which a real switch may play with the right modules) fails as
+    FreeSWITCH fails a file it cannot open: no event at all, current_application_response=FILE NOT FOUND.
+  uuid_break <uuid> [all]   (also `break`)
+    `+OK`; `-ERR No such channel!`; `-USAGE: <uuid> [all]` without arguments. The playing broadcast writes the
+    frame it was waiting to write, then stops at that tick: PLAYBACK_STOP with `Playback-Status: break`. `all`
+    drops the queued broadcasts (no events for them); without it the next one starts after the usual gap. The
+    break leaves the channel's break flag set, and a break with nothing playing sets it: a call in its sleep
+    (place_call with auto_hangup, a null leg's sleep) ends the sleep and the dialplan hangs up (NORMAL_CLEARING);
+    a parked call (auto_hangup=False, park) carries on. A broadcast taken but not yet started plays in full.
+  The sleep cannot end under a broadcast: a call whose duration_s runs out while one plays (or is queued)
+    hangs up when the queue is empty. A hangup stops the playing one (PLAYBACK_STOP, done, between
+    CHANNEL_HANGUP and CHANNEL_HANGUP_COMPLETE) and drops the rest.
+  What the caller hears: the broadcast is what the switch writes to the channel, so mixed streams carry it mixed
+    with the caller, stereo streams in the right channel, mono streams not at all; it takes precedence over the
+    call's plays windows (a real switch would pause a dialplan playback under it and resume it after).
+  Knobs: Simulator(temp_dir=..., broadcast_start_delay_s=0.2, broadcast_gap_s=0.12), or set the attributes
+    (sim.temp_dir, sim.broadcast_start_delay_s, sim.broadcast_gap_s) while running.
+  Not simulated: filestring::open/close/fail and CHANNEL_EXECUTE(_COMPLETE) events, playback_delimiter, the
+    `app!cause::` hangup, hold music on the B-leg, DTMF terminators, a break cutting a dialplan playback
+    (plays windows, a null leg's &playback).
 
 Fault knobs:
     sim.drop_esl_connections(reset=False)  every Event Socket connection closes now, no notice (RST if reset)

@@ -55,7 +55,8 @@ class SimStream:
     request_bytes, response_bytes,
     frames [(t, opcode, payload_len)] (t = seconds since the TCP connect), binary_frames
     [(t, payload)], sent_pcm, sent_text, received [(t, opcode, payload)], events (module events it
-    caused), connected / ended (gevent Events), end_reason, server_close (code, reason) or None.
+    caused), connected / ended (gevent Events), end_reason, server_close (code, reason) or None,
+    play_files (the files its streamAudio messages became, until the stream's cleanup deletes them).
     """
 
     def __init__(
