@@ -214,6 +214,8 @@ class Broadcaster:
                 start = max(start, self._free_tick + gap_ticks)
             if call.hung_up.wait(max(0.0, self.time_of(start) - time.monotonic())):
                 return
+            if call.hangup_us or record.status != "starting":
+                continue  # the hangup under way has dropped it
             self._play(record, start)
 
     def _play(self, record: PlaybackRecord, start_tick: int) -> None:
