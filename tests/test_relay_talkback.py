@@ -17,11 +17,22 @@ def sent(actions) -> list:
     return [a.chunk for a in actions if isinstance(a, SendAudio)]
 
 
-def test_the_first_chunk_goes_as_soon_as_200_ms_have_come():
+def test_a_reply_sent_faster_than_real_time_goes_as_one_chunk_once_the_agent_pauses():
     talk = TalkBack(RATE)
-    assert talk.audio(ms(100), now=0.0) == []
-    [send] = talk.audio(ms(100), now=0.01)
-    assert isinstance(send, SendAudio) and send.chunk.seconds(RATE) == 0.2
+    for n in range(50):  # 2 s of speech in 40 ms pieces within 50 ms
+        assert talk.audio(ms(40), now=n * 0.001) == []
+    assert round(talk.next_deadline(), 6) == 0.109  # 60 ms after the last piece
+    [send] = talk.due(0.109)
+    assert isinstance(send, SendAudio) and send.chunk.seconds(RATE) == 2.0  # no hole anywhere in it
+
+
+def test_a_real_time_agent_has_its_first_audio_played_within_200_ms():
+    talk = TalkBack(RATE)
+    actions = []
+    for n in range(6):  # 40 ms every 40 ms: the agent never pauses
+        actions += talk.audio(ms(40), now=n * 0.04)
+    [send] = sent(actions)
+    assert send.sent_at == 0.2 and send.seconds(RATE) == 0.24
 
 
 def test_a_short_reply_goes_once_the_agent_pauses():
@@ -33,22 +44,24 @@ def test_a_short_reply_goes_once_the_agent_pauses():
     assert send.chunk.seconds(RATE) == 0.12
 
 
-def test_an_utterance_faster_than_real_time_needs_one_boundary():
-    # The agent sends 3 s of speech in 40 ms pieces within 0.3 s; the switch plays the first chunk 200 ms
-    # after the broadcast: everything else goes as ONE chunk, queued before the first ends.
+def test_an_utterance_that_outruns_the_first_wait_needs_one_boundary():
+    # The agent sends 3 s of speech in 40 ms pieces over 0.3 s (10x real time): the first chunk goes 200 ms
+    # after its first audio; the switch plays it 200 ms after the broadcast; everything else goes as ONE
+    # chunk, queued before the first ends.
     talk = TalkBack(RATE)
     chunks, now = [], 0.0
     for n in range(75):
         now = n * 0.004
         chunks += sent(talk.audio(ms(40), now))
     [first] = chunks
+    assert first.seconds(RATE) == 2.04  # what had come by 0.2 s
     [broadcast] = talk.file_ready("/tmp/a_0.tmp.r8", now=0.31)
     assert isinstance(broadcast, Broadcast) and broadcast.chunk is first
     assert talk.playback_started("/tmp/a_0.tmp.r8", now=0.51) == []
-    # The first chunk (0.2 s) ends at 0.71: the rest goes lead_s (0.1 s) before, at 0.61.
-    assert round(talk.next_deadline(), 6) == 0.61
-    assert talk.due(0.6) == []
-    [rest] = sent(talk.due(0.61))
+    # The first chunk (2.04 s) ends at 2.55: the rest goes lead_s (0.1 s) before, at 2.45.
+    assert round(talk.next_deadline(), 6) == 2.45
+    assert talk.due(2.44) == []
+    [rest] = sent(talk.due(2.45))
     assert rest.seconds(RATE) == 3.0 - first.seconds(RATE)
     assert talk.chunks_sent == 2
 
@@ -63,13 +76,14 @@ def test_a_real_time_agent_gets_chunks_that_grow():
             talk.file_ready(f"/tmp/f_{files}", now)
             talk.playback_started(f"/tmp/f_{files}", now + 0.2)
             files += 1
-    assert durations[0] == 0.2 and len(durations) < 10  # far fewer boundaries than 100 pieces
+    assert durations[0] == 0.24 and len(durations) < 10  # far fewer boundaries than 100 pieces
     assert durations[1] > durations[0]
 
 
 def test_a_mark_comes_back_only_once_the_audio_before_it_has_played():
     talk = TalkBack(RATE)
-    [send] = talk.audio(ms(200), now=0.0)
+    talk.audio(ms(200), now=0.0)
+    [send] = talk.due(0.06)
     assert talk.mark("reply-1", now=0.01) == []  # its audio is on its way
     talk.file_ready("/tmp/x_0", now=0.02)
     talk.playback_started("/tmp/x_0", now=0.22)

@@ -6,8 +6,9 @@ message into a file and fires ``mod_audio_stream::play``; ``uuid_broadcast`` the
 it is asked, and the caller hears a ~120 ms hole between two broadcasts queued one behind the other. So 20 ms
 pieces played one by one would be unlistenable, and every boundary costs a hole. The schedule:
 
-- nothing playing: the first chunk goes as soon as ``first_chunk_s`` of audio has come (or the agent paused,
-  or sent a mark: a short reply is complete) — latency first;
+- nothing playing: the first chunk goes once the agent pauses for ``quiet_s`` (an agent faster than real time
+  has then sent the whole reply: it goes as one piece, no hole at all) or sends a mark, and at the latest
+  ``first_wait_s`` after its first audio came (an agent that streams in real time) — latency first;
 - something playing: the audio is held, and everything that has come is sent as ONE chunk ``lead_s`` before
   what plays now is expected to end, so it is queued in time (a broadcast asked for after the last one
   ended would wait the whole start latency). Agents synthesise faster than real time, so
@@ -23,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SAMPLE_BYTES = 2
-FIRST_CHUNK_S = 0.2
-QUIET_S = 0.06  # no audio from the agent for this long: what came is a whole (short) reply
+FIRST_WAIT_S = 0.2  # the longest the first audio of a reply waits before it goes
+QUIET_S = 0.06  # no audio from the agent for this long: what came is a whole reply
 # Queue the next chunk this long before what plays now should end: enough for streamAudio -> ::play ->
 # uuid_broadcast (milliseconds) and for the end being an estimate until PLAYBACK_START says when it began.
 LEAD_S = 0.1
@@ -79,11 +80,11 @@ Action = SendAudio | Broadcast | Break | EchoMarks
 class TalkBack:
     """One call's agent audio on its way into the call. Feed it what happens; carry out what it returns."""
 
-    def __init__(self, rate: int = 8000, *, first_chunk_s: float = FIRST_CHUNK_S, quiet_s: float = QUIET_S,
+    def __init__(self, rate: int = 8000, *, first_wait_s: float = FIRST_WAIT_S, quiet_s: float = QUIET_S,
                  lead_s: float = LEAD_S, start_latency_s: float = START_LATENCY_S,
                  queue_gap_s: float = QUEUE_GAP_S) -> None:
         self.rate = rate
-        self.first_chunk_bytes = int(first_chunk_s * rate) * SAMPLE_BYTES
+        self.first_wait_s = first_wait_s
         self.quiet_s = quiet_s
         self.lead_s = lead_s
         self.start_latency_s = start_latency_s
@@ -92,12 +93,15 @@ class TalkBack:
         self.pending_marks: list[tuple[int, str]] = []  # (offset in pending, name): a mark ends the audio before it
         self.in_flight: list[Chunk] = []  # sent, not finished playing, in order
         self._last_audio_at: float | None = None
+        self._first_pending_at: float | None = None  # when the audio now pending began to come
         self._numbers = 0
         self.chunks_sent = 0  # for the sidecar: how many pieces the agent's speech took
 
     # ---- what the agent sends -------------------------------------------------------------------------
 
     def audio(self, pcm: bytes, now: float) -> list[Action]:
+        if not self.pending:
+            self._first_pending_at = now
         self.pending += pcm
         self._last_audio_at = now
         return self.due(now)
@@ -172,9 +176,7 @@ class TalkBack:
             return None
         live = [chunk for chunk in self.in_flight if not chunk.cancelled]
         if not live:
-            if len(self.pending) >= self.first_chunk_bytes:
-                return float("-inf")  # now
-            return (self._last_audio_at or 0.0) + self.quiet_s
+            return min((self._last_audio_at or 0.0) + self.quiet_s, (self._first_pending_at or 0.0) + self.first_wait_s)
         return self.expected_end(live[-1]) - self.lead_s
 
     def expected_end(self, chunk: Chunk) -> float:
