@@ -24,7 +24,11 @@ from importlib import resources  # noqa: E402
 import yaml  # noqa: E402
 
 from controller.config import ConfigError, load_config  # noqa: E402
-from controller.simulator import Simulator  # noqa: E402
+from controller.simulator import Simulator, signals  # noqa: E402
+from controller.simulator.listen import find  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
+import echo_agent  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,8 +43,14 @@ def fail(message: str, controller: subprocess.Popen | None = None) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", default=str(ROOT / "config" / "demo.yaml"))
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds from answer to hangup")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="seconds from answer to hangup (default 8; 14 with --agent)")
+    parser.add_argument("--agent", action="store_true",
+                        help="also relay the call to the example echo agent (examples/echo_agent.py, Twilio Media "
+                             "Streams) and check that the caller hears their own words back")
     args = parser.parse_args()
+    if args.duration is None:
+        args.duration = 14.0 if args.agent else 8.0
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -56,7 +66,13 @@ def main() -> int:
           f"FreeSWITCH on {config.esl.port} is left alone)")
     run_dir = tempfile.TemporaryDirectory(prefix="fsctl-demo-")
     run_config = pathlib.Path(run_dir.name) / "demo.yaml"
-    run_config.write_text(with_free_ports(pathlib.Path(args.config).read_text(), sim.esl_port))
+    agent = None
+    if args.agent:
+        agent = echo_agent.make_server("127.0.0.1", 0, pause_s=0.3)
+        agent.start()
+        print(f"echo agent (examples/echo_agent.py): ws://127.0.0.1:{agent.server_port}/media, Twilio Media Streams")
+    run_config.write_text(with_free_ports(pathlib.Path(args.config).read_text(), sim.esl_port,
+                                          agent_url=f"ws://127.0.0.1:{agent.server_port}/media" if agent else None))
     controller = subprocess.Popen([sys.executable, "-m", "controller", "-c", str(run_config)], cwd=ROOT,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -66,8 +82,11 @@ def main() -> int:
             return fail("the controller did not connect to the simulator within 20 s", controller)
         speech = resources.files("controller.simulator") / "data" / "demo_speech_8k.wav"
         with resources.as_file(speech) as speech_path:
+            utterance, _ = signals.read_wav(str(speech_path))
+            # With the agent, the caller says their sentence and listens; nothing else plays on the call.
             call = sim.place_call("9999", caller_id_number="1000", caller_id_name="Demo Caller",
-                                  speech=str(speech_path), duration_s=args.duration)
+                                  speech=str(speech_path), duration_s=args.duration,
+                                  **({"plays": None} if args.agent else {}))
         print(f"placed call {call.uuid} to 9999 ({args.duration:g} s)")
         if not call.hung_up.wait(args.duration + 15):
             return fail("the call did not end", controller)
@@ -86,6 +105,8 @@ def main() -> int:
             controller.kill()
             status = "killed after 15 s"
         sim.stop()
+        if agent is not None:
+            agent.stop(timeout=1)
         run_dir.cleanup()
     if status != 0:
         return fail(f"the controller exited with {status}")
@@ -108,12 +129,25 @@ def main() -> int:
     if pcm != sent:
         return fail(f"the WAV's audio ({len(pcm)} bytes) differs from what the switch sent ({len(sent)} bytes)")
     print(f"check:     the WAV's {len(pcm)} bytes of PCM equal what the simulated switch sent, byte for byte")
+    if args.agent:
+        relay = sidecar.get("relay") or {}
+        score, delay = find(call.heard, utterance)
+        print(f"agent:     {relay.get('agent')}: {relay.get('sent_ms', 0) / 1000:.2f} s of the caller sent, "
+              f"{relay.get('agent_ms', 0) / 1000:.2f} s back, in {relay.get('talk_back_chunks', 0)} broadcast(s)")
+        if score < 0.9:
+            return fail(f"the caller did not hear their own words back (best correlation {score:.3f})")
+        print(f"check:     the caller heard their own {len(utterance) / 16000:.2f} s sentence back from the agent "
+              f"{delay:.2f} s after the call began (correlation {score:.3f})")
     return 0
 
 
-def with_free_ports(config_text: str, esl_port: int) -> str:
-    """The demo configuration pointed at the simulator's port, its recorder on any free port, no metrics."""
+def with_free_ports(config_text: str, esl_port: int, agent_url: str | None = None) -> str:
+    """The demo configuration pointed at the simulator's port, its recorder on any free port, no metrics
+    (and its rule relayed to the agent, if one is given)."""
     data = yaml.safe_load(config_text)
+    if agent_url is not None:
+        for rule in data["rules"]:
+            rule["relay"] = {"url": agent_url, "protocol": "twilio"}
     data["esl"]["port"] = esl_port
     recorder = data.setdefault("recorder", {})
     recorder["listen_port"] = 0

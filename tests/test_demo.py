@@ -45,3 +45,15 @@ def test_the_demo_records_its_call_beside_a_running_freeswitch(tmp_path):
     assert "equal what the simulated switch sent, byte for byte" in result.stdout
     [wav] = (tmp_path / "recordings").rglob("*.wav")
     assert wav.with_suffix(".json").exists()
+
+
+def test_the_agent_demo_plays_the_callers_words_back_to_the_caller(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    config["recorder"]["directory"] = str(tmp_path / "recordings")
+    demo_config = tmp_path / "demo.yaml"
+    demo_config.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_demo.py"), "-c", str(demo_config),
+                             "--agent"], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "check:     the caller heard their own 5.67 s sentence back from the agent" in result.stdout
+    assert "in 1 broadcast(s)" in result.stdout
