@@ -299,7 +299,7 @@ def test_the_callers_keys_reach_a_twilio_agent(sim, tmp_path, agent):
     try:
         call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
         wait_until(lambda: a.connections and a.messages("start"), 10, "the agent's start")
-        sim.fire_channel_event(call, "DTMF", "answered", extra=[("DTMF-Digit", "5"), ("DTMF-Duration", "2000")])
+        call.press("5")
         wait_until(lambda: a.messages("dtmf"), 5, "the dtmf message")
         [dtmf] = a.messages("dtmf")
         assert dtmf["dtmf"] == {"track": "inbound_track", "digit": "5"} and dtmf["streamSid"] == a.stream_sid()

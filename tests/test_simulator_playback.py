@@ -443,3 +443,14 @@ def test_raw_24_and_32_khz_files_are_read_as_wider_samples_as_mod_sndfile_does(t
     assert opened.native_rate == 24000 and opened.native_samples == len(pcm) // 3  # 24-bit samples
     assert len(opened.audio) == 2 * (len(pcm) // 3) // 3  # 2/3 as long, at 8 kHz
     assert playback_rules.open_playable(str(tmp_path / "x.tmp.r48"), 8000) is None
+
+
+def test_a_key_press_fires_dtmf_with_the_channels_headers_then_the_digit(sim, esl):
+    assert esl.command("event plain DTMF").reply_text.startswith("+OK")
+    call = held_call(sim)
+    call.press("7")
+    event, message = esl.wait_event("DTMF", call.uuid)
+    assert (event.get("DTMF-Digit"), event.get("DTMF-Duration"), event.get("DTMF-Source")) == ("7", "2000", "RTP")
+    names = event_header_names(message)
+    assert names[0] == "Event-Name" and names[-3:] == ["DTMF-Digit", "DTMF-Duration", "DTMF-Source"]
+    assert "Caller-Destination-Number" in names and any(name.startswith("variable_") for name in names)

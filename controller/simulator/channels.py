@@ -204,6 +204,16 @@ class SimCall:
         self.answered.set()
         log.info("%s answered", self)
 
+    def press(self, digit: str, duration: int = 2000, source: str = "RTP") -> None:
+        """The caller presses a key: a DTMF event, as switch_channel_dequeue_dtmf fires it (the channel's
+        headers and variables, then DTMF-Digit, DTMF-Duration in 8 kHz samples, DTMF-Source)."""
+        if len(digit) != 1 or digit not in "0123456789*#ABCDabcd":
+            raise ValueError(f"a DTMF digit is one of 0-9, *, #, A-D; got {digit!r}")
+        headers = ce.channel_event(self.switch.identity, "DTMF", self.switch._next_sequence(), ce.now_us(),
+                                   self.facts(), self.phase, self.variables)
+        self.switch.fire(headers + [("DTMF-Digit", digit), ("DTMF-Duration", str(duration)),
+                                    ("DTMF-Source", source)])
+
     def hangup(self, cause: str = "NORMAL_CLEARING", by_dialplan: bool = False) -> None:
         if self.hangup_us:
             return
