@@ -363,18 +363,29 @@ def test_refused_requests_get_a_clear_status_and_nothing_is_written(recorder, ca
     assert TOKEN not in caplog.text
 
 
-def test_second_connection_for_a_call_being_recorded_is_refused(recorder, captures):
-    rec = recorder()
+def test_a_new_connection_for_a_call_replaces_the_old_one_and_continues_its_file(recorder, captures):
+    # A restart writes stop and start together: the module's new connection can arrive before the old
+    # one's close has been read. It takes over; the old one is closed; one file, no refusal, no error.
+    clock = FakeClock()
+    rec = recorder(end_on_detach=False, clock=clock)
     rec.expect()
     first, (status, _, _) = rec.connect(captures)
+    assert status == 101 and rec.next_event() == ("open", UUID)
+    clock.advance(0.02)
+    first.send(frame(OP_BINARY, pcm(1)))
+    first.sync()
+    second, (status, _, _) = rec.connect(captures)
     assert status == 101
-    assert rec.next_event() == ("open", UUID)
-    second, (status, _, body) = rec.connect(captures)
-    assert status == 409 and b"already being recorded" in body
-    first.send(frame(OP_BINARY, b"\x01\x00" * 160) + close_frame(1000))
-    assert first.recv_close()[0] == 1000
-    assert rec.wait_closed() == "client_close"
-    assert len(list(rec.directory.rglob("*.wav"))) == 1
+    assert first.recv_close() == (1000, "replaced by a newer connection")
+    assert rec.next_event() == ("detach", UUID, "replaced") and rec.next_event() == ("open", UUID)
+    clock.advance(0.02)
+    second.send(frame(OP_BINARY, pcm(2)) + close_frame(1000))
+    assert second.recv_close()[0] == 1000
+    assert rec.next_event() == ("detach", UUID, "client_close")
+    rec.server.end_call(UUID)
+    assert rec.next_event() == ("close", UUID, "client_close")
+    wav_path, side = rec.only_recording()
+    assert read_wav(wav_path)[3] == pcm(1) + pcm(2) and side["connections"] == 2
 
 
 def test_forgotten_call_is_refused_but_an_open_recording_carries_on(recorder, captures):

@@ -34,11 +34,12 @@ INTERNAL_ERROR = "internal_error"
 IDLE_TIMEOUT = "idle_timeout"  # connected, but not even a ping for the recorder's idle timeout
 LINGER = "linger"  # detached longer than the recorder waits for the stream to come back
 CALL_END = "call_end"  # the call is over; its connection was detached, or did not close within a grace
+REPLACED = "replaced"  # a new connection for the call took over (a restart whose old close was not read yet)
 RULE_MAX_DURATION = "rule_max_duration"  # the controller stopped the stream at its rule's max_duration_s
 
 # What a connection's ending means for the call's recording; the one list the recorder and the controller use.
 # It only detaches the recording (reported through on_detach): the next connection continues the file.
-DETACH_REASONS = (CLIENT_CLOSE, EOF, PROTOCOL_ERROR, IDLE_TIMEOUT)
+DETACH_REASONS = (CLIENT_CLOSE, EOF, PROTOCOL_ERROR, IDLE_TIMEOUT, REPLACED)
 # Of those, the stream was lost while the call goes on: restart it. A client close is the module's stop.
 LOST_REASONS = (EOF, PROTOCOL_ERROR, IDLE_TIMEOUT)
 # It finalises the recording at once (reported through on_close only). After an internal error the

@@ -44,7 +44,8 @@ from .frames import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA,
                      CLOSE_TOO_BIG, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, FrameReader,
                      close_frame, encode_frame, parse_close)
 from .recording import (CALL_END, CLIENT_CLOSE, CONTROLLER_RESTART, DETACH_REASONS, EOF, FINAL_REASONS, IDLE_TIMEOUT,
-                        INTERNAL_ERROR, JITTER_S, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, SERVER_STOP,
+                        INTERNAL_ERROR, JITTER_S, LINGER, MAX_BYTES, MAX_DURATION, PROTOCOL_ERROR, REPLACED,
+                        SERVER_STOP,
                         SETTLE_S, WRITE_ERROR,
                         Recording, RecordingRegistry, StreamSpec)
 from .poller import StreamPoller
@@ -74,7 +75,10 @@ CLOSE_FOR_REASON = {
     MAX_DURATION: (CLOSE_NORMAL, MAX_DURATION),
     MAX_BYTES: (CLOSE_NORMAL, MAX_BYTES),
     CALL_END: (CLOSE_NORMAL, CALL_END),
+    REPLACED: (CLOSE_NORMAL, "replaced by a newer connection"),
 }
+# How long a new connection for a call waits for the one it replaces to finish with the recording.
+REPLACE_WAIT_S = 2.0
 
 # Beside the recordings: what the last stop() finalised while the calls were still live, so the next start
 # can continue those files instead of beginning second ones.
@@ -414,6 +418,17 @@ class RecorderServer:
             log.warning("refused stream from %s for %r: %s %s", peer, path[:200], refusal.status, refusal.reason)
             return refusal
         spec = refusal
+        old = self._sessions.get(spec.uuid)
+        if old is not None:
+            # The module holds one stream per channel: a new one with the call's token means the old one is
+            # gone or going (a restart: stop, then start in one write), whether or not its close was read.
+            log.info("call %s: a new connection from %s replaces the one from %s", spec.uuid, peer, old.peer)
+            self._end(old, REPLACED)
+            old.done.wait(REPLACE_WAIT_S)
+            if spec.uuid in self._sessions:
+                refusal = _Refusal("409 Conflict", f"call {spec.uuid} is still being recorded on another connection")
+                log.warning("refused stream from %s for %r: %s %s", peer, path[:200], refusal.status, refusal.reason)
+                return refusal
         session = _Session(spec=spec, peer=peer, socket=sock)
         self._sessions[spec.uuid] = session
         return session
@@ -441,8 +456,6 @@ class RecorderServer:
             return _Refusal("401 Unauthorized", "missing 'Authorization: Bearer <token>' header")
         if not hmac.compare_digest(token.strip().encode("utf-8"), spec.token.encode("utf-8")):
             return _Refusal("403 Forbidden", f"wrong token for call {uuid}")
-        if uuid in self._sessions:
-            return _Refusal("409 Conflict", f"call {uuid} is already being recorded on another connection")
         return spec
 
     def _release(self, session: _Session) -> None:
