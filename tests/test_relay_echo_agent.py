@@ -75,10 +75,10 @@ def test_a_long_utterance_is_cut_at_the_maximum():
 class Client:
     """The controller's side, minimal: a masked-frame WebSocket client on a gevent socket."""
 
-    def __init__(self, port):
+    def __init__(self, port, path="/media"):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(wsf.upgrade_request(f"127.0.0.1:{port}", "/media", key, []))
+        self.sock.sendall(wsf.upgrade_request(f"127.0.0.1:{port}", path, key, []))
         head = b""
         while b"\r\n\r\n" not in head:
             head += self.sock.recv(4096)
