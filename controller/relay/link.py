@@ -91,11 +91,17 @@ class _TwilioCodec:
         return "clear", None
 
 
+# FreeSWITCH plays the module's raw files right at 8 and 16 kHz only (mod_sndfile reads .r24/.r32 as 24- and
+# 32-bit samples, and nothing opens .r48): an agent's audio at a higher rate goes to the module at this one.
+TALK_MAX_RATE = 16000
+
+
 class _RawCodec:
     """The module's PCM as it comes; the agent's binary frames are mono PCM at the call's rate."""
 
     def __init__(self, call: CallDetails, parameters: dict[str, str]) -> None:
-        self.talk_rate = call.rate
+        self.talk_rate = min(call.rate, TALK_MAX_RATE)
+        self._resampler = audio.Resampler(call.rate, self.talk_rate) if call.rate != self.talk_rate else None
         self.stream = raw.RawStream(call.uuid, call.caller, call.destination, call.rule, call.rate, call.channels,
                                     call.metadata)
 
@@ -115,7 +121,8 @@ class _RawCodec:
         return []
 
     def parse(self, message):
-        return "audio", self.stream.parse(message).pcm
+        pcm = self.stream.parse(message).pcm
+        return "audio", self._resampler.convert(pcm) if self._resampler is not None else pcm
 
 
 CODECS = {"twilio": _TwilioCodec, "raw": _RawCodec}
