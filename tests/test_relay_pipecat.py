@@ -11,7 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("pipecat", reason="pipecat-ai is not installed: pip install -e '.[agents]' to run these")
+# The serializer, not the bare name: examples/pipecat/ (no __init__.py) imports as a namespace package "pipecat"
+# once another test puts examples/ on sys.path.
+pytest.importorskip("pipecat.serializers.twilio",
+                    reason="pipecat-ai is not installed: pip install -e '.[agents]' to run these")
 
 from pipecat.audio.dtmf.types import KeypadEntry  # noqa: E402
 from pipecat.frames.frames import (  # noqa: E402
