@@ -221,7 +221,9 @@ class Controller:
         info, rule = call.info, call.rule
         details = CallDetails(uuid, info.channel_uuid, info.caller_number, info.destination, rule.name, rule.rate,
                               CHANNELS[rule.mix], rule.metadata)
-        parameters = {"caller": info.caller_number, "destination": info.destination, "rule": rule.name}
+        # from_number/to_number too: the names a stock Pipecat bot reads its call data from.
+        parameters = {"caller": info.caller_number, "destination": info.destination, "rule": rule.name,
+                      "from_number": info.caller_number, "to_number": info.destination}
         if rule.metadata is not None:
             parameters.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in rule.metadata.items()})
         parameters.update(rule.relay.custom_parameters)

@@ -38,6 +38,14 @@ def test_arrival_is_when_the_bytes_reached_the_socket_even_if_read_late():
     try:
         poller.start()
         poller.add(Stream(ours))
+        # Linux turns receive timestamps on a moment after they are first asked for: wait until it has.
+        with gevent.Timeout(5, AssertionError("the kernel never timestamped a read")):
+            while not poller.stamped_reads:
+                got.clear()
+                theirs.send(b"warm-up")
+                got.wait()
+        reads.clear()
+        got.clear()
         sent_at = time.monotonic()
         theirs.send(b"frame")
         real_sleep(0.3)  # the whole recorder stalls: nothing runs, the bytes wait in the socket

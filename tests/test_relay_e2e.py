@@ -119,6 +119,7 @@ def test_the_twilio_message_sequence_and_every_field(sim, tmp_path, agent):
     assert start["start"]["tracks"] == ["inbound"]
     assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
     assert start["start"]["customParameters"] == {"caller": "1001", "destination": "9999", "rule": "ext9999",
+                                                  "from_number": "1001", "to_number": "9999",
                                                   "queue": "support", "lang": "en-GB"}
     media = a.messages("media")
     assert [m["sequenceNumber"] for m in media] == [str(n) for n in range(2, 2 + len(media))]

@@ -55,6 +55,9 @@ class StreamPoller:
         self._view = memoryview(self._buffer)
         self._greenlet: gevent.Greenlet | None = None
         self.busy: object | None = None  # the stream being handled right now
+        # Reads that came with the kernel's time of arrival (Linux turns timestamping on a moment after it is
+        # first asked for; until then a read's arrival is when it was read).
+        self.stamped_reads = 0
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
@@ -111,6 +114,7 @@ class StreamPoller:
                     if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
                         seconds, nanos = _TIMESPEC.unpack_from(data)
                         arrival = seconds + nanos / 1e9 - (time.time() - time.monotonic())
+                        self.stamped_reads += 1
             else:
                 n = raw.recv_into(self._buffer)
         except BlockingIOError:
