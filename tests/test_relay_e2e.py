@@ -96,6 +96,18 @@ def agent():
         a.stop()
 
 
+def parked_call_with_agent(sim, tmp_path, agent, **options):
+    """(agent, harness, call): a relayed call on hold for as long as the test wants (parked, as agent calls
+    should be), its agent already told of it. The caller hangs up when the test says."""
+    a = agent(protocol=options.get("protocol", "twilio"))
+    extra = ", protocol: raw" if options.get("protocol") == "raw" else ""
+    h = Harness(sim, tmp_path / "rec", relay_rule(a.url, extra)).start()
+    call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
+    wait_until(lambda: a.connections and len(a.connections[0]) >= options.get("messages", 2), 10,
+               "the agent to hear of the call")
+    return a, h, call
+
+
 def test_the_twilio_message_sequence_and_every_field(sim, tmp_path, agent):
     a = agent()
     h = Harness(sim, tmp_path / "rec", relay_rule(a.url)).start()
@@ -160,11 +172,8 @@ def test_the_caller_hears_their_own_speech_back_through_the_echo_agent(sim, tmp_
 
 
 def test_a_mark_comes_back_after_its_audio_has_played_not_before(sim, tmp_path, agent):
-    a = agent()
-    h = Harness(sim, tmp_path / "rec", relay_rule(a.url)).start()
+    a, h, call = parked_call_with_agent(sim, tmp_path, agent)
     try:
-        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
-        wait_until(lambda: a.connections and a.messages("start"), 10, "the agent's start")
         a.say(signals.tone(440, 1.0, RATE))
         a.send({"event": "mark", "streamSid": a.stream_sid(), "mark": {"name": "reply-1"}})
         wait_until(lambda: a.messages("mark"), 10, "the mark back")
@@ -178,11 +187,8 @@ def test_a_mark_comes_back_after_its_audio_has_played_not_before(sim, tmp_path, 
 
 
 def test_clear_stops_what_plays_at_once_and_returns_the_pending_marks(sim, tmp_path, agent):
-    a = agent()
-    h = Harness(sim, tmp_path / "rec", relay_rule(a.url)).start()
+    a, h, call = parked_call_with_agent(sim, tmp_path, agent)
     try:
-        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
-        wait_until(lambda: a.connections and a.messages("start"), 10, "the agent's start")
         a.say(signals.tone(440, 3.0, RATE))
         a.send({"event": "mark", "streamSid": a.stream_sid(), "mark": {"name": "long-reply"}})
         wait_until(lambda: call.playbacks and call.playbacks[0].started_at is not None, 10, "the reply to play")
@@ -248,11 +254,8 @@ def test_an_unreachable_agent_never_harms_the_call_or_its_recording(sim, tmp_pat
 
 
 def test_an_agent_that_drops_is_reconnected_as_a_fresh_stream_and_garbage_is_ignored(sim, tmp_path, agent):
-    a = agent()
-    h = Harness(sim, tmp_path / "rec", relay_rule(a.url)).start()
+    a, h, call = parked_call_with_agent(sim, tmp_path, agent, messages=12)
     try:
-        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
-        wait_until(lambda: a.connections and len(a.messages("media")) >= 10, 10, "media on the first connection")
         a.sockets[0].send("not json at all")
         a.send({"event": "media", "streamSid": "MZwrong", "media": {"payload": "AAAA"}})
         first_sid = a.stream_sid(0)
@@ -272,11 +275,8 @@ def test_an_agent_that_drops_is_reconnected_as_a_fresh_stream_and_garbage_is_ign
 
 
 def test_raw_protocol_hello_then_the_pcm_and_binary_frames_are_played(sim, tmp_path, agent):
-    a = agent(protocol="raw")
-    h = Harness(sim, tmp_path / "rec", relay_rule(a.url, ", protocol: raw")).start()
+    a, h, call = parked_call_with_agent(sim, tmp_path, agent, protocol="raw", messages=20)
     try:
-        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
-        wait_until(lambda: a.connections and len(a.connections[0]) >= 20, 10, "the hello and some audio")
         hello = a.connections[0][0]
         assert hello == {"uuid": call.uuid, "caller": "1000", "destination": "9999", "rule": "ext9999",
                          "rate": 8000, "channels": 1, "encoding": "pcm_s16le", "metadata": {"queue": "support"}}
@@ -295,11 +295,8 @@ def test_raw_protocol_hello_then_the_pcm_and_binary_frames_are_played(sim, tmp_p
 
 
 def test_the_callers_keys_reach_a_twilio_agent(sim, tmp_path, agent):
-    a = agent()
-    h = Harness(sim, tmp_path / "rec", relay_rule(a.url)).start()
+    a, h, call = parked_call_with_agent(sim, tmp_path, agent)
     try:
-        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
-        wait_until(lambda: a.connections and a.messages("start"), 10, "the agent's start")
         call.press("5")
         wait_until(lambda: a.messages("dtmf"), 5, "the dtmf message")
         [dtmf] = a.messages("dtmf")

@@ -208,6 +208,19 @@ def channel_data(facts: ChannelFacts, phase: str, variables: list[tuple[str, str
         ("Caller-Context", facts.context),
         ("Caller-Channel-Name", facts.channel_name),
         ("Caller-Profile-Index", "1"),
+    ] + _profile_times(facts)
+    if facts.other_leg_uuid:
+        headers += [
+            ("Other-Type", "originator" if direction == "outbound" else "originatee"),
+            ("Other-Leg-Direction", "inbound" if direction == "outbound" else "outbound"),
+            ("Other-Leg-Unique-ID", facts.other_leg_uuid),
+        ]
+    return headers + [(f"variable_{name}", value) for name, value in variables]
+
+
+def _profile_times(facts: ChannelFacts) -> list[tuple[str, str]]:
+    """The caller profile's times and flags, which every profile ends with."""
+    return [
         ("Caller-Profile-Created-Time", str(facts.created_us)),
         ("Caller-Channel-Created-Time", str(facts.created_us)),
         ("Caller-Channel-Answered-Time", str(facts.answered_us)),
@@ -223,13 +236,6 @@ def channel_data(facts: ChannelFacts, phase: str, variables: list[tuple[str, str
         ("Caller-Privacy-Hide-Name", "false"),
         ("Caller-Privacy-Hide-Number", "false"),
     ]
-    if facts.other_leg_uuid:
-        headers += [
-            ("Other-Type", "originator" if direction == "outbound" else "originatee"),
-            ("Other-Leg-Direction", "inbound" if direction == "outbound" else "outbound"),
-            ("Other-Leg-Unique-ID", facts.other_leg_uuid),
-        ]
-    return headers + [(f"variable_{name}", value) for name, value in variables]
 
 
 def _caller_profile(facts: ChannelFacts) -> list[tuple[str, str]]:
@@ -258,22 +264,7 @@ def _caller_profile(facts: ChannelFacts) -> list[tuple[str, str]]:
         ("Caller-Logical-Direction", facts.logical_direction or facts.direction),
     ]
     headers += [(header, value or "") for header, present, value in optional if present]
-    return headers + [
-        ("Caller-Profile-Created-Time", str(facts.created_us)),
-        ("Caller-Channel-Created-Time", str(facts.created_us)),
-        ("Caller-Channel-Answered-Time", str(facts.answered_us)),
-        ("Caller-Channel-Progress-Time", "0"),
-        ("Caller-Channel-Progress-Media-Time", "0"),
-        ("Caller-Channel-Hangup-Time", str(facts.hangup_us)),
-        ("Caller-Channel-Transfer-Time", "0"),
-        ("Caller-Channel-Resurrect-Time", "0"),
-        ("Caller-Channel-Bridged-Time", str(facts.bridged_us)),
-        ("Caller-Channel-Last-Hold", "0"),
-        ("Caller-Channel-Hold-Accum", "0"),
-        ("Caller-Screen-Bit", "true"),
-        ("Caller-Privacy-Hide-Name", "false"),
-        ("Caller-Privacy-Hide-Number", "false"),
-    ]
+    return headers + _profile_times(facts)
 
 
 def channel_event(
