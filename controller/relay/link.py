@@ -59,18 +59,13 @@ class _TwilioCodec:
     def __init__(self, call: CallDetails, parameters: dict[str, str]) -> None:
         self.call = call
         self.stream = twilio.TwilioStream("MZ" + uuid_module.uuid4().hex, call.uuid, ACCOUNT_SID, parameters)
-        self._resampler = audio.Resampler(call.rate, twilio.SAMPLE_RATE) if call.rate != twilio.SAMPLE_RATE \
-            else None
-        self._framer = audio.Framer(audio.ULAW_20MS)
+        self._to_ulaw = audio.CallerToUlaw(call.rate, call.channels)
 
     def opening(self) -> list:
         return [self.stream.connected(), self.stream.start()]
 
     def audio(self, pcm: bytes) -> list:
-        caller = audio.mono(pcm, self.call.channels)
-        if self._resampler is not None:
-            caller = self._resampler.convert(caller)
-        return [self.stream.media(chunk) for chunk in self._framer.push(audio.ulaw_from_pcm(caller))]
+        return [self.stream.media(chunk) for chunk in self._to_ulaw.push(pcm)]
 
     def dtmf(self, digit: str) -> list:
         return [self.stream.dtmf(digit)]
