@@ -529,15 +529,7 @@ class RecorderServer:
                 close_code, close_text = reply
             close = {"close_code": close_code, "close_text": close_text, "error": error}
             if spec.uuid in self._call_ended:
-                at, asked, why = self._call_ended[spec.uuid]
-                if at is None:
-                    # To the end of the stream, not to the end of the grace (nothing came after the call was
-                    # over) nor to whenever this greenlet got round to it.
-                    at = asked if reason == CALL_END else session.ended_at
-                # The controller's reason, unless the recorder itself ended the file first (a limit, an error).
-                if why is not None and reason in DETACH_REASONS + (CALL_END,):
-                    reason = why
-                self._finalise(spec.uuid, reason, end_at=at, **close)
+                self._finalise_ended_call(session, reason, **close)
             elif reason in FINAL_REASONS:
                 self._finalise(spec.uuid, reason, **close)
             else:
@@ -545,14 +537,25 @@ class RecorderServer:
                 recording.sidecar.close_code, recording.sidecar.close_text = close_code, close_text
                 recording.detach(reason, error, at=session.ended_at)
                 if spec.uuid in self._call_ended:  # the call ended while the detach wrote held-back audio
-                    at, _, why = self._call_ended[spec.uuid]
-                    self._finalise(spec.uuid, why or reason, end_at=at)
+                    self._finalise_ended_call(session, reason, **close)
                 else:
                     log.info("call %s: stream detached (%s%s); the recording stays open", spec.uuid, reason,
                              f" {close_code}" if close_code is not None else "")
                     self._notify(self.on_detach, spec.uuid, reason)
             if reply is not None:
                 self._send_close(session, *reply)
+
+    def _finalise_ended_call(self, session: _Session, reason: str, **close) -> None:
+        """Finalise the recording of a call the controller said is over, now that its connection has ended."""
+        at, asked, why = self._call_ended[session.spec.uuid]
+        if at is None:
+            # To the end of the stream, not to the end of the grace (nothing came after the call was over)
+            # nor to whenever this greenlet got round to it.
+            at = asked if reason == CALL_END else session.ended_at
+        # The controller's reason, unless the recorder itself ended the file first (a limit, an error).
+        if why is not None and reason in DETACH_REASONS + (CALL_END,):
+            reason = why
+        self._finalise(session.spec.uuid, reason, end_at=at, **close)
 
     def _recording_for(self, spec: StreamSpec) -> Recording:
         """The call's open recording (a reconnect), one an earlier process left (a restart), or a new one."""
