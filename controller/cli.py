@@ -45,18 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check, one step at a time, that the whole chain works: the Event Socket, the module, the "
                     "recorder's address, a test call streamed to public_url, the recordings directory. "
                     "Exit status 0 only when every step passes.")
-    doctor.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration file ({DEFAULT_CONFIG})")
+    _config_option(doctor)
     status = commands.add_parser(
         "status", help="ask the running controller what it is doing",
         description="Ask the running controller (its HTTP listener, metrics.listen_host:listen_port) for its "
                     "health and live calls and print them. Exit status 1 when it is unhealthy, 3 when it "
                     "cannot be reached.")
-    status.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration file ({DEFAULT_CONFIG})")
+    _config_option(status)
     return parser
 
 
-def _run_options(parser: argparse.ArgumentParser) -> None:
+def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML configuration file ({DEFAULT_CONFIG})")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    _config_option(parser)
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
                         help="overrides logging.level from the configuration")
 
