@@ -1,4 +1,5 @@
-"""The YAML configuration, checked field by field into frozen settings. Pure: reads text, opens no sockets.
+"""The YAML configuration, checked field by field into the frozen settings of settings.py. Pure: reads text,
+opens no sockets.
 
 Every mistake is reported as one line naming the file, the line, the field and what is allowed::
 
@@ -25,7 +26,7 @@ import copy
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import urlsplit
 
@@ -36,15 +37,14 @@ from yaml.resolver import Resolver
 
 from . import audio_stream
 from .recorder.filenames import TEMPLATE_RULES, FilenameTemplate
-from .rules import DIRECTIONS, Match, Rule, TextPattern
+# The settings are imported from here too (cli, app, tests): re-exported, so those imports keep working.
+from .settings import (DIRECTIONS, LOG_LEVELS, RELAY_PROTOCOLS, TIMESTAMPS, Config, EslConfig,  # noqa: F401
+                       HookConfig, LimitsConfig, LoggingConfig, Match, MetricsConfig, ReconnectConfig,
+                       RecorderConfig, RelayConfig, Rule, TextPattern)
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# auto: none of our own when JOURNAL_STREAM is set (run by systemd, whose journal stamps every line).
-TIMESTAMPS = ("auto", "always", "never")
-RELAY_PROTOCOLS = ("twilio", "raw")
 # A WAV file's sizes are 32-bit: the RIFF size (36 + data) must fit in 2**32 - 1.
 MAX_WAV_DATA_BYTES = 2**32 - 1 - 36
 
@@ -60,121 +60,6 @@ class ConfigError(ValueError):
         where = self.source if self.line is None else f"{self.source}:{self.line}"
         field_part = f" {self.path}:" if self.path else ""
         return f"{where}:{field_part} {self.problem}; {self.allowed}"
-
-
-class _MaskedRepr:
-    """A repr that shows '***' for the fields the schema marks secret (a mapping keeps its keys)."""
-
-    def __repr__(self) -> str:
-        secrets = _SECRET_FIELDS.get(type(self), ())
-        parts = []
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if f.name in secrets and isinstance(value, Mapping):
-                shown = repr({key: "***" for key in value})
-            elif f.name in secrets and value is not None:
-                shown = "'***'"
-            else:
-                shown = repr(value)
-            parts.append(f"{f.name}={shown}")
-        return f"{type(self).__name__}({', '.join(parts)})"
-
-
-@dataclass(frozen=True)
-class ReconnectConfig:
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-
-
-@dataclass(frozen=True, repr=False)
-class EslConfig(_MaskedRepr):
-    password: str
-    host: str = "127.0.0.1"
-    port: int = 8021
-    connect_timeout_s: float = 5.0
-    command_timeout_s: float = 5.0
-    reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
-    # Nothing at all received for this long (FreeSWITCH sends HEARTBEAT every 20 s): the connection is
-    # taken for half-open, dropped and made again.
-    liveness_timeout_s: float = 60.0
-
-
-@dataclass(frozen=True, repr=False)
-class RecorderConfig(_MaskedRepr):
-    public_url: str | None  # None: listen_port is 0, the URL is derived from the port the recorder gets
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8080
-    directory: str = "./recordings"
-    filename_template: str = "{date}/{uuid}.wav"
-    max_call_s: float = 4 * 3600.0
-    max_call_bytes: int = 1024**3
-    token: str | None = None  # None: the app makes a random token per call
-    # Health checks and doctor report trouble when the recordings directory has less free space than this.
-    min_free_mb: int = 500
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    # False: no HTTP listener at all (metrics are on unless switched off).
-    enabled: bool = True
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 9464
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    # The module's free build streams at most 10 channels at once; beyond the cap calls are not streamed.
-    max_streams: int = 10
-    # The recorder's own caps: WebSocket streams it records at once (beyond: 503 before the upgrade), and
-    # TCP connections it serves at once (upgrades in progress and refused clients included). Sized from the
-    # benchmark: above what one core sustains, so the caps guard against floods, not against load.
-    recorder_max_streams: int = 2000
-    recorder_max_connections: int = 4000
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "INFO"
-    timestamps: str = "auto"  # one of TIMESTAMPS
-
-
-@dataclass(frozen=True, repr=False)
-class HookConfig(_MaskedRepr):
-    """What is done with each finished recording: its sidecar JSON POSTed to url, and/or command run."""
-
-    url: str | None = None  # http:// or https://; the finished recording's sidecar JSON is POSTed there
-    # Extra request headers, e.g. Authorization: Bearer ${HOOK_TOKEN}; the values are secret.
-    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
-    command: tuple[str, ...] | None = None  # argv; the WAV path and the sidecar path are appended
-    timeout_s: float = 10.0  # per attempt
-    max_attempts: int = 8  # per finished recording; waits 1 s, doubling to 300 s, between attempts
-
-
-@dataclass(frozen=True, repr=False)
-class RelayConfig(_MaskedRepr):
-    """A voice agent each of a rule's calls is relayed to, live, over its own WebSocket."""
-
-    url: str  # ws:// or wss://; may carry the agent's key in its query, so it is secret (shown without it)
-    protocol: str = "twilio"  # twilio (Media Streams, as Twilio sends it) or raw (a JSON hello, then PCM)
-    headers: Mapping[str, str] = field(default_factory=dict, hash=False)  # on the upgrade; the values are secret
-    custom_parameters: Mapping[str, str] = field(default_factory=dict, hash=False)  # in Twilio's start message
-    talk_back: bool = True  # the agent's audio is played into the call
-    max_queue_s: float = 2.0  # audio queued toward a slow agent; beyond it the oldest is dropped (and counted)
-
-
-@dataclass(frozen=True)
-class Config:
-    esl: EslConfig
-    recorder: RecorderConfig
-    rules: tuple[Rule, ...]
-    # Always set by the loader (enabled unless the file says otherwise); None is read as no listener too.
-    metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    source: str = "<config>"
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    hook: HookConfig | None = None  # for every rule without a hook of its own
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -1022,8 +907,3 @@ def schema_paths(section: Section = CONFIG) -> list[tuple[str, Field]]:
                 walked.add(id(inner))
                 queue.append((inner, key_path))
     return found
-
-
-# Which fields a repr masks, per dataclass: whatever the tables mark secret.
-_SECRET_FIELDS: dict[Any, tuple[str, ...]] = {
-    s.build: tuple(f.name for f in s.fields if f.secret) for s in schema_sections()}

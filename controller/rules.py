@@ -1,84 +1,19 @@
 """Stream rules and the calls they are matched against. Pure: no I/O.
 
-A rule says which answered calls are streamed (``match``) and how (mix, rate, buffer, limits, metadata).
-``config.py`` builds rules from YAML; ``match_rule`` picks the rule for one call.
+A rule (``settings.Rule``) says which answered calls are streamed (``match``) and how (mix, rate, buffer,
+limits, metadata); ``config.py`` builds rules from YAML. Here: what is known of a call (``CallInfo``), and
+``match_rule``, which picks the rule for one call.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
 
 from .channel_uuid import call_key
-
-if TYPE_CHECKING:
-    from .config import HookConfig, RelayConfig
-
-DIRECTIONS = ("inbound", "outbound", "any")
-
-
-@dataclass(frozen=True)
-class TextPattern:
-    """An exact string, or ``/regex/`` that must match the whole value."""
-
-    source: str  # as written in the configuration
-    regex: re.Pattern[str] | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "TextPattern":
-        """Raises ValueError naming the regex problem."""
-        if len(text) >= 2 and text.startswith("/") and text.endswith("/"):
-            body = text[1:-1]
-            if not body:
-                raise ValueError("the regex between the slashes is empty")
-            try:
-                return cls(text, re.compile(body))
-            except re.error as exc:
-                raise ValueError(f"bad regex {text}: {exc}") from None
-        return cls(text)
-
-    def matches(self, value: str) -> bool:
-        if self.regex is not None:
-            # fullmatch: /9\d{3}/ must not also match 19999 or 99990.
-            return self.regex.fullmatch(value) is not None
-        return value == self.source
-
-    def __str__(self) -> str:
-        return self.source
-
-
-@dataclass(frozen=True)
-class Match:
-    destination: TextPattern | None = None
-    caller: TextPattern | None = None
-    context: TextPattern | None = None
-    # On a bridged call the outbound B-leg often shows the same destination and may answer first;
-    # matching inbound only by default keeps one stream per call.
-    direction: str = "inbound"
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    match: Match
-    mix: str = "mono"
-    rate: int = 8000
-    buffer_ms: int = 20
-    start_delay_s: float = 0.0
-    max_duration_s: float | None = None
-    # A mapping, sent as a JSON object in the first text frame; not part of the hash (dicts are not hashable).
-    metadata: Mapping[str, Any] | None = field(default=None, hash=False)
-    heartbeat_s: int = 0
-    deflate: bool = False
-    enabled: bool = True
-    max_streams: int | None = None  # at most this many calls of this rule stream at once (None: no cap)
-    # What is done with this rule's finished recordings, instead of the top-level hook (None: that one).
-    hook: HookConfig | None = field(default=None, hash=False)
-    record: bool = True  # false: the call's audio is relayed only, no WAV is kept
-    relay: RelayConfig | None = field(default=None, hash=False)  # live audio to a voice agent
-    line: int = 0  # where the rule starts in its file, for log messages
+# The rule settings live in settings.py (a leaf); re-exported because they are imported from here.
+from .settings import DIRECTIONS, Match, Rule, TextPattern  # noqa: F401
 
 
 @dataclass(frozen=True)

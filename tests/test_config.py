@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import pathlib
 import re
@@ -609,6 +610,88 @@ def test_pure_modules_import_no_gevent_and_no_sockets():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
+
+
+# ---- no import cycle among the controller's modules ------------------------------------------------------------
+
+def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: pathlib.Path) -> dict[str, set[str]]:
+    """Which of the package's modules each module imports (root/*.py and root/*/*.py), from its source.
+
+    Every import statement counts, also those under ``if TYPE_CHECKING:`` and inside functions: a cycle that
+    only type checkers or a late call walk is still two modules that cannot be read or moved apart.
+    """
+    paths = sorted(root.glob("*.py")) + sorted(root.glob("*/*.py"))
+    modules = {module_name(path, root): path for path in paths}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                # `from . import audio_stream` imports the module audio_stream; `from .rules import Rule`, rules.
+                imported |= {f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target
+                             for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        graph[name] = {other for other in imported if other in modules and other != name}
+    return graph
+
+
+def first_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        path.append(module)
+        for other in sorted(graph[module]):
+            if other in path:
+                return path[path.index(other):] + [other]
+            if other not in done:
+                cycle = visit(other)
+                if cycle:
+                    return cycle
+        path.pop()
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        if module not in done:
+            cycle = visit(module)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_controllers_modules_import_each_other_without_a_cycle():
+    graph = import_graph(ROOT / "controller")
+    assert "controller.config" in graph and "controller.recorder.server" in graph  # both levels were read
+    cycle = first_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_relative_and_type_checking_imports(tmp_path: pathlib.Path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    for path in (package / "__init__.py", package / "sub" / "__init__.py", package / "leaf.py"):
+        path.write_text("")
+    (package / "a.py").write_text("from . import leaf\nfrom .sub.b import B\n")
+    (package / "sub" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                          "    from ..a import A\n")
+    graph = import_graph(package)
+    assert graph["pkg.a"] == {"pkg.leaf", "pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
+    assert first_cycle(graph) == ["pkg.a", "pkg.sub.b", "pkg.a"]
+    assert first_cycle({"x": {"y"}, "y": set()}) is None
 
 # ---- the documented example shows every key the loader accepts ------------------------------------------------
 
