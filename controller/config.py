@@ -10,11 +10,14 @@ are read here, rather than loading plain Python objects that have forgotten wher
 
 What each section may hold is data: a ``Section`` per mapping (the tables near the end of this file) lists
 its ``Field``s in the order they are read and named in messages, each with its kind (how the value is read
-and checked, and the "allowed" text its messages end with), its default, and whether it is required. One
-walker (``_Reader.section``) reads any section from its table; what a table cannot say (one field against
-another, derived values) is a named function in the section's ``after``. To add a key: add the dataclass
-field, add a ``Field`` row, document the key in config/controller.yaml (a test walks the tables and fails
-on any key the example does not show) and list it in the README's Configuration section.
+and checked, and the "allowed" text its messages end with; a range's bounds are filled into that text from
+the check) and whether it is required. A row's default and whether its value is secret are not written in
+the table: the Section takes both from the row's dataclass field in settings.py, and refuses (TypeError on
+import) a row that disagrees with its field. One walker (``_Reader.section``) reads any section from its
+table; what a table cannot say (one field against another, derived values) is a named function in the
+section's ``after``. To add a key: add the dataclass field with its default to settings.py, add a ``Field``
+row, document the key in config/controller.yaml (a test walks the tables and fails on any key the example
+does not show) and list it in the README's Configuration section.
 
 ``${NAME}`` anywhere in a scalar is replaced from the environment (``$${`` writes a literal ``${``). Secrets
 (the ESL password, the recorder token, hook header values) never appear in an error message or a repr.
@@ -23,6 +26,7 @@ on any key the example does not show) and list it in the README's Configuration 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import re
@@ -40,7 +44,7 @@ from .recorder.filenames import TEMPLATE_RULES, FilenameTemplate
 # The settings are imported from here too (cli, app, tests): re-exported, so those imports keep working.
 from .settings import (DIRECTIONS, LOG_LEVELS, RELAY_PROTOCOLS, TIMESTAMPS, Config, EslConfig,  # noqa: F401
                        HookConfig, LimitsConfig, LoggingConfig, Match, MetricsConfig, ReconnectConfig,
-                       RecorderConfig, RelayConfig, Rule, TextPattern)
+                       RecorderConfig, RelayConfig, Rule, TextPattern, is_secret)
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
@@ -94,6 +98,15 @@ class _Defaults:
 DEFAULTS: Any = _Defaults()
 
 
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "FROM_SETTINGS"
+
+
+# A row that writes no default takes its dataclass field's, from settings.py (where each default is written once).
+_FROM_SETTINGS: Any = _FromSettings()
+
+
 class Kind(Protocol):
     """How one value is read and checked."""
 
@@ -108,13 +121,14 @@ class Field:
 
     name: str  # the key in the file, and the dataclass field it fills
     kind: Kind  # one of Text, Whole, Number, Flag, Custom, Headers, Argv, Sub, ListOf
-    default: Any = None  # when the key is left out or empty (``key:``); DEFAULTS for a nested section
+    # When the key is left out or empty (``key:``). Not written in a row: the Section fills in the dataclass
+    # field's default (a nested section's default_factory becomes DEFAULTS). Written only where the dataclass
+    # field has none: None for a value derived in ``after`` (public_url), DEFAULTS for a section (recorder).
+    default: Any = _FROM_SETTINGS
     required: str | None = None  # set: the key must be given, and this says what to write
-
-    @property
-    def secret(self) -> bool:
-        """Never shown in a message or a repr."""
-        return getattr(self.kind, "secret", False)
+    # Never shown in a message or a repr. Not written in a row: the Section copies it from the dataclass
+    # field (declared with settings.secret), which the repr reads too.
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,9 +142,43 @@ class Section:
     # and values that are not read from a key (they may set values[...]).
     after: tuple[Callable[["_Reader", "_Mapping", dict[str, Any]], None], ...] = ()
 
+    def __post_init__(self) -> None:
+        declared = {spec.name: spec for spec in dataclasses.fields(self.build)}
+        object.__setattr__(self, "fields", tuple(_settled(self, row, declared.get(row.name)) for row in self.fields))
+
     @property
     def keys(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
+
+
+def _settled(section: Section, row: Field, spec: dataclasses.Field[Any] | None) -> Field:
+    """The row with its default and its secrecy taken from its dataclass field; TypeError when the two disagree
+    (raised on import, so a table and its dataclass cannot drift apart)."""
+    where = f"{section.build.__name__}.{row.name}"
+    if spec is None:
+        raise TypeError(f"{where}: the table has a row for a field the dataclass does not have")
+    has_default = spec.default is not dataclasses.MISSING or spec.default_factory is not dataclasses.MISSING
+    if row.required is not None or row.default is not _FROM_SETTINGS:
+        if has_default:
+            raise TypeError(f"{where}: settings.py gives it a default; the row must not make it required or "
+                            "write another")
+        default = None if row.required is not None else row.default  # a required key has none
+    elif not has_default:
+        raise TypeError(f"{where}: has no default in settings.py; make the row required or write its default")
+    elif spec.default is not dataclasses.MISSING:
+        default = spec.default
+    elif isinstance(row.kind, Sub):
+        default = DEFAULTS  # read from an empty mapping, so the section's own checks run
+    else:
+        default = spec.default_factory()  # type: ignore[misc]  # e.g. {}; the walker copies it per object
+
+    secret, kind = is_secret(spec), row.kind
+    if secret and isinstance(kind, Text):
+        kind = dataclasses.replace(kind, secret=True)
+    if secret != getattr(kind, "secret", False):
+        raise TypeError(f"{where}: settings.py declares it {'secret' if secret else 'not secret'}, but a "
+                        f"{type(kind).__name__} {'cannot keep a value out of messages' if secret else 'always does'}")
+    return dataclasses.replace(row, default=default, kind=kind, secret=secret)
 
 
 # ---- kinds of value: each reads one node and fails with its own allowed text ------------------------------
@@ -140,7 +188,7 @@ class Text:
     allowed: str = "write it as text"
     # Turns the text into the value, or raises ValueError whose text is the problem (e.g. "'x' is not ...").
     parse: Callable[[str], Any] | None = None
-    secret: bool = False  # never shown in messages or reprs
+    secret: bool = False  # set by the Section from the settings field: the value is never shown in messages
 
     def read(self, r: "_Reader", node: Node, path: str) -> Any:
         value = r.text(node, path, allowed=self.allowed, secret=self.secret)
@@ -152,12 +200,19 @@ class Text:
             r.fail(node, path, str(exc), self.allowed)
 
 
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 @dataclass(frozen=True)
 class Whole:
     lo: int
     hi: int
-    allowed: str
+    allowed: str  # {lo}, {hi} and {step} are filled in from the check itself, so the text cannot drift from it
     step: int | None = None  # the value must be a multiple of this
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", self.allowed.format(lo=self.lo, hi=self.hi, step=self.step))
 
     def read(self, r: "_Reader", node: Node, path: str) -> int:
         value = r.whole(node, path, self.lo, self.hi, self.allowed)
@@ -170,8 +225,11 @@ class Whole:
 class Number:
     lo: float
     hi: float
-    allowed: str
+    allowed: str  # {lo} and {hi} are filled in from the check itself, so the text cannot drift from it
     lo_open: bool = False  # lo itself is not allowed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", self.allowed.format(lo=_bound(self.lo), hi=_bound(self.hi)))
 
     def read(self, r: "_Reader", node: Node, path: str) -> float:
         return r.number(node, path, self.lo, self.hi, self.allowed, lo_open=self.lo_open)
@@ -746,8 +804,8 @@ def _source(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
 
 # ---- the tables -----------------------------------------------------------------------------------------------
 
-_SECONDS_300 = "seconds, above 0 and at most 300"
-_PORT_OR_ANY = "use a port number from 1 to 65535 (0: any free port)"
+_SECONDS_300 = "seconds, above {lo} and at most {hi}"
+_PORT_OR_ANY = "use a port number from 1 to {hi} (0: any free port)"
 _PUBLIC_URL_RULES = f"{audio_stream.WS_URL_RULES}, no query; e.g. ws://127.0.0.1:8080"
 _PASSWORD_RULES = "give the event socket password (e.g. ${ESL_PASSWORD})"
 _TOKEN_RULES = (f"{audio_stream.MIN_TOKEN_LEN} to {audio_stream.MAX_TOKEN_LEN} letters, digits, '-', '_', '.' "
@@ -755,39 +813,39 @@ _TOKEN_RULES = (f"{audio_stream.MIN_TOKEN_LEN} to {audio_stream.MAX_TOKEN_LEN} l
 _PATTERN_RULES = r"an exact value such as 9999, or a regular expression between slashes such as /9\d{3}/"
 _RULE_NAME_RULES = "1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
 
+# Defaults are not written here: each row takes its dataclass field's default from settings.py.
 RECONNECT = Section("the reconnect settings", ReconnectConfig, (
-    Field("initial_s", Number(0, 60, "seconds before the first retry, above 0 and at most 60", lo_open=True), 0.5),
-    Field("max_s", Number(0, 3600, "the longest wait between retries in seconds, above 0 and at most 3600",
-                          lo_open=True), 30.0),
-    Field("multiplier", Number(1, 10, "a growth factor from 1 (constant delay) to 10"), 2.0),
-    Field("jitter", Number(0, 1, "a fraction of the delay from 0 (none) to 1"), 0.2),
+    Field("initial_s", Number(0, 60, "seconds before the first retry, above {lo} and at most {hi}", lo_open=True)),
+    Field("max_s", Number(0, 3600, "the longest wait between retries in seconds, above {lo} and at most {hi}",
+                          lo_open=True)),
+    Field("multiplier", Number(1, 10, "a growth factor from {lo} (constant delay) to {hi}")),
+    Field("jitter", Number(0, 1, "a fraction of the delay from {lo} (none) to {hi}")),
 ), after=(_max_s_at_least_initial_s,))
 
 ESL = Section("the esl section", EslConfig, (
-    Field("host", Text("a host name or IP address without spaces", _host), "127.0.0.1"),
-    Field("port", Whole(1, 65535, "use a port number from 1 to 65535"), 8021),
-    Field("password", Text(_PASSWORD_RULES, secret=True), required=_PASSWORD_RULES),
-    Field("connect_timeout_s", Number(0, 300, _SECONDS_300, lo_open=True), 5.0),
-    Field("command_timeout_s", Number(0, 300, _SECONDS_300, lo_open=True), 5.0),
-    Field("liveness_timeout_s", Number(1, 3600, "seconds from 1 to 3600; keep it above FreeSWITCH's "
+    Field("host", Text("a host name or IP address without spaces", _host)),
+    Field("port", Whole(1, 65535, "use a port number from {lo} to {hi}")),
+    Field("password", Text(_PASSWORD_RULES), required=_PASSWORD_RULES),
+    Field("connect_timeout_s", Number(0, 300, _SECONDS_300, lo_open=True)),
+    Field("command_timeout_s", Number(0, 300, _SECONDS_300, lo_open=True)),
+    Field("liveness_timeout_s", Number(1, 3600, "seconds from {lo} to {hi}; keep it above FreeSWITCH's "
                                        "event-heartbeat-interval (20 s by default): three missed heartbeats is "
-                                       "the default 60"), 60.0),
-    Field("reconnect", Sub(RECONNECT), DEFAULTS),
+                                       "the default 60")),
+    Field("reconnect", Sub(RECONNECT)),
 ))
 
 RECORDER = Section("the recorder section", RecorderConfig, (
-    Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1 or 0.0.0.0", _host), "127.0.0.1"),
-    Field("listen_port", Whole(0, 65535, _PORT_OR_ANY), 8080),
-    Field("public_url", Text(_PUBLIC_URL_RULES, _ws_base_url)),  # left out: derived, see after
-    Field("directory", Text("a directory path"), "./recordings"),
+    Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1 or 0.0.0.0", _host)),
+    Field("listen_port", Whole(0, 65535, _PORT_OR_ANY)),
+    Field("public_url", Text(_PUBLIC_URL_RULES, _ws_base_url), None),  # left out: derived, see after
+    Field("directory", Text("a directory path")),
     Field("min_free_mb", Whole(0, 10_000_000, "whole megabytes of free space the recordings directory should "
-                                              "keep, from 0 (no floor) to 10000000"), 500),
-    Field("filename_template", Text(TEMPLATE_RULES, _template), "{date}/{uuid}.wav"),
-    Field("max_call_s", Number(0, 7 * 86400, "seconds, above 0 and at most 604800 (7 days)", lo_open=True),
-          4 * 3600.0),
-    Field("max_call_bytes", Whole(1, MAX_WAV_DATA_BYTES, f"a whole number of bytes from 1 to {MAX_WAV_DATA_BYTES} "
-                                                         "(the WAV format's limit)"), 1024**3),
-    Field("token", Text(_TOKEN_RULES, _token, secret=True)),
+                                              "keep, from {lo} (no floor) to {hi}")),
+    Field("filename_template", Text(TEMPLATE_RULES, _template)),
+    Field("max_call_s", Number(0, 7 * 86400, "seconds, above {lo} and at most {hi} (7 days)", lo_open=True)),
+    Field("max_call_bytes", Whole(1, MAX_WAV_DATA_BYTES, "a whole number of bytes from {lo} to {hi} "
+                                                         "(the WAV format's limit)")),
+    Field("token", Text(_TOKEN_RULES, _token)),
 ), after=(_public_url_or_derived,))
 
 MATCH = Section("the match conditions", Match, (
@@ -795,87 +853,86 @@ MATCH = Section("the match conditions", Match, (
     Field("caller", Text(_PATTERN_RULES, TextPattern.parse)),
     Field("context", Text(_PATTERN_RULES, TextPattern.parse)),
     Field("direction", _choice(DIRECTIONS, "a direction", " (inbound: the caller's leg, the default; any: both "
-                                                          "legs of a bridged call)"), "inbound"),
+                                                          "legs of a bridged call)")),
 ), after=(_destination_or_caller,))
 
 HOOK = Section("the hook settings", HookConfig, (
     Field("url", Text("an http:// or https:// URL with a host, e.g. https://archive.example.net/calls; "
                       "credentials go in headers, not in the URL", _http_url)),
-    Field("headers", Headers(), {}),
+    Field("headers", Headers()),
     Field("command", Argv()),
-    Field("timeout_s", Number(0, 300, "seconds per attempt, above 0 and at most 300", lo_open=True), 10.0),
-    Field("max_attempts", Whole(1, 100, "a whole number of attempts per recording from 1 to 100 (waits 1 s, "
-                                        "doubling to 300 s, between them)"), 8),
+    Field("timeout_s", Number(0, 300, "seconds per attempt, above {lo} and at most {hi}", lo_open=True)),
+    Field("max_attempts", Whole(1, 100, "a whole number of attempts per recording from {lo} to {hi} (waits 1 s, "
+                                        "doubling to 300 s, between them)")),
 ), after=(_hook_has_an_action,))
 
 _PARAMETER_RULES = "a mapping of names to text (numbers and true/false are sent as text)"
 
 RELAY = Section("the relay settings", RelayConfig, (
     Field("url", Text("a ws:// or wss:// URL of the agent with a host (a key may go in its query; it is never "
-                      "shown)", _agent_url, secret=True), required="give the agent's url, ws:// or wss://"),
+                      "shown)", _agent_url), required="give the agent's url, ws:// or wss://"),
     Field("protocol", _choice(RELAY_PROTOCOLS, "a relay protocol", " (twilio: Twilio Media Streams; raw: a JSON "
-                                                                  "hello, then the PCM as it comes)"), "twilio"),
+                                                                  "hello, then the PCM as it comes)")),
     Field("headers", Headers(allowed="a mapping of header names (letters, digits and !#$%&'*+-.^_`|~) to text "
                                      "without line breaks, sent with the upgrade, e.g. Authorization: Bearer "
-                                     "${AGENT_TOKEN}"), {}),
-    Field("custom_parameters", Custom(_parameters, _PARAMETER_RULES), {}),
-    Field("talk_back", Flag(), True),
+                                     "${AGENT_TOKEN}")),
+    Field("custom_parameters", Custom(_parameters, _PARAMETER_RULES)),
+    Field("talk_back", Flag()),
     Field("max_queue_s", Number(0, 60, "seconds of audio queued toward a slow agent before the oldest is dropped, "
-                                       "above 0 and at most 60", lo_open=True), 2.0),
+                                       "above {lo} and at most {hi}", lo_open=True)),
 ))
 
 RULE = Section("a rule", Rule, (
     Field("name", Text(_RULE_NAME_RULES, _rule_name), required=f"give the rule a name: {_RULE_NAME_RULES}"),
     Field("match", Sub(MATCH), required="add match: with destination and/or caller"),
-    Field("mix", _choice(audio_stream.MIX_TYPES, "a mix type", " (lower case)"), "mono"),
-    Field("rate", Custom(_rate, audio_stream.RATES_TEXT), 8000),
+    Field("mix", _choice(audio_stream.MIX_TYPES, "a mix type", " (lower case)")),
+    Field("rate", Custom(_rate, audio_stream.RATES_TEXT)),
     Field("buffer_ms", Whole(audio_stream.BUFFER_STEP_MS, audio_stream.MAX_BUFFER_MS,
-                             f"use a multiple of {audio_stream.BUFFER_STEP_MS} from {audio_stream.BUFFER_STEP_MS} "
-                             f"to {audio_stream.MAX_BUFFER_MS} (milliseconds of audio per frame)",
-                             step=audio_stream.BUFFER_STEP_MS), 20),
-    Field("start_delay_s", Number(0, 3600, "seconds after answer, from 0 to 3600"), 0.0),
-    Field("max_duration_s", Number(0, 7 * 86400, "seconds of streaming before stop, above 0 (leave it out for no "
-                                                 "limit)", lo_open=True)),
+                             "use a multiple of {step} from {lo} to {hi} (milliseconds of audio per frame)",
+                             step=audio_stream.BUFFER_STEP_MS)),
+    Field("start_delay_s", Number(0, 3600, "seconds after answer, from {lo} to {hi}")),
+    Field("max_duration_s", Number(0, 7 * 86400, "seconds of streaming before stop, above {lo} (leave it out for "
+                                                 "no limit)", lo_open=True)),
     Field("metadata", Custom(_metadata, _METADATA_RULES)),
-    Field("max_streams", Whole(1, 10000, "a whole number of concurrent streams from 1 to 10000 (leave it out for "
-                                         "no cap)")),
-    Field("heartbeat_s", Whole(0, audio_stream.MAX_HEARTBEAT_S, "whole seconds between pings from 0 (off) to "
-                                                                f"{audio_stream.MAX_HEARTBEAT_S}"), 0),
-    Field("deflate", Flag(), False),
-    Field("enabled", Flag(), True),
+    Field("max_streams", Whole(1, 10000, "a whole number of concurrent streams from {lo} to {hi} (leave it out "
+                                         "for no cap)")),
+    Field("heartbeat_s", Whole(0, audio_stream.MAX_HEARTBEAT_S, "whole seconds between pings from {lo} (off) to "
+                                                                "{hi}")),
+    Field("deflate", Flag()),
+    Field("enabled", Flag()),
     Field("hook", Sub(HOOK)),  # replaces the top-level hook for this rule's calls
-    Field("record", Flag(), True),
+    Field("record", Flag()),
     Field("relay", Sub(RELAY)),
 ), after=(_rule_line, _record_or_relay))
 
 METRICS = Section("the metrics section", MetricsConfig, (
-    Field("enabled", Flag(), True),
-    Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1", _host), "127.0.0.1"),
-    Field("listen_port", Whole(0, 65535, _PORT_OR_ANY), 9464),
+    Field("enabled", Flag()),
+    Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1", _host)),
+    Field("listen_port", Whole(0, 65535, _PORT_OR_ANY)),
 ))
 
 LOGGING = Section("the logging section", LoggingConfig, (
-    Field("level", Text(f"use {', '.join(LOG_LEVELS)} (any case)", _log_level), "INFO"),
+    Field("level", Text(f"use {', '.join(LOG_LEVELS)} (any case)", _log_level)),
     Field("timestamps", _choice(TIMESTAMPS, "a timestamps setting", " (auto: none of our own when run by systemd, "
-                                                                   "whose journal adds them)"), "auto"),
+                                                                   "whose journal adds them)")),
 ))
 
 LIMITS = Section("the limits", LimitsConfig, (
-    Field("max_streams", Whole(1, 10000, "a whole number of concurrent streams from 1 to 10000"), 10),
-    Field("recorder_max_streams", Whole(1, 100000, "a whole number of streams the recorder takes at once, from 1 "
-                                                   "to 100000"), 2000),
+    Field("max_streams", Whole(1, 10000, "a whole number of concurrent streams from {lo} to {hi}")),
+    Field("recorder_max_streams", Whole(1, 100000, "a whole number of streams the recorder takes at once, from "
+                                                   "{lo} to {hi}")),
     Field("recorder_max_connections", Whole(2, 200000, "a whole number of connections the recorder serves at "
-                                                       "once, from 2 to 200000"), 4000),
+                                                       "once, from {lo} to {hi}")),
 ), after=(_more_connections_than_streams,))
 
 CONFIG = Section("the configuration", Config, (
     Field("esl", Sub(ESL), required="add an esl: section with at least password"),
-    Field("recorder", Sub(RECORDER), DEFAULTS),
+    Field("recorder", Sub(RECORDER), DEFAULTS),  # Config.recorder has no default: public_url is derived
     Field("rules", ListOf(RULE, "a list of rules, each with at least name and match", "add at least one rule",
                           after=(_unique_rule_names,)), required="add a rules: list with at least one rule"),
-    Field("metrics", Sub(METRICS), DEFAULTS),
-    Field("logging", Sub(LOGGING), DEFAULTS),
-    Field("limits", Sub(LIMITS), DEFAULTS),
+    Field("metrics", Sub(METRICS)),
+    Field("logging", Sub(LOGGING)),
+    Field("limits", Sub(LIMITS)),
     Field("hook", Sub(HOOK)),
 ), after=(_source,))
 
