@@ -1,5 +1,5 @@
-"""The YAML configuration, checked field by field into the frozen settings of settings.py. Pure: reads text,
-opens no sockets.
+"""The YAML configuration, checked field by field into the frozen settings of settings.py. Reads text, opens
+no sockets; the only files it opens besides the configuration are recorder.tls's, to check they are readable.
 
 Every mistake is reported as one line naming the file, the line, the field and what is allowed::
 
@@ -30,6 +30,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import urlsplit
@@ -44,7 +45,7 @@ from .recorder.filenames import TEMPLATE_RULES, FilenameTemplate
 # The settings are imported from here too (cli, app, tests): re-exported, so those imports keep working.
 from .settings import (DIRECTIONS, LOG_LEVELS, RELAY_PROTOCOLS, TIMESTAMPS, Config, EslConfig,  # noqa: F401
                        HookConfig, LimitsConfig, LoggingConfig, Match, MetricsConfig, ReconnectConfig,
-                       RecorderConfig, RelayConfig, Rule, TextPattern, is_secret)
+                       RecorderConfig, RelayConfig, Rule, TextPattern, TlsConfig, is_secret)
 
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
@@ -632,6 +633,18 @@ def _record_or_relay(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
                "would go nowhere", "keep record: true, or add a relay")
 
 
+def _readable_file(text: str) -> str:
+    # Checked at load, so a wrong path stops the controller before it listens rather than at the first call.
+    try:
+        if not stat.S_ISREG(os.stat(text).st_mode):
+            raise ValueError(f"{text!r} is not a file")
+        with open(text, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {text!r}: {exc.strerror or exc}") from None
+    return text
+
+
 def _template(text: str) -> str:
     FilenameTemplate(text)  # raises ValueError naming what is wrong
     return text
@@ -742,17 +755,37 @@ def _max_s_at_least_initial_s(r: _Reader, m: _Mapping, values: dict[str, Any]) -
                "make max_s at least initial_s")
 
 
+def _public_url_fits_tls(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    url, tls = values["public_url"], values["tls"]
+    if url is None:
+        return  # derived, with the scheme tls calls for
+    parts = urlsplit(url)
+    node, path = m.where("public_url"), _join(m.path, "public_url")
+    if tls is not None and parts.scheme == "ws":
+        r.fail(node, path, f"{url!r} is plain ws://, but tls is set (the recorder's port then speaks only TLS)",
+               "write wss://, or leave tls out")
+    # Without tls a wss:// URL is right for a TLS proxy in front of the recorder (and worked before tls
+    # existed), so only a URL naming the recorder's own plain port is refused.
+    own_port = (values["listen_host"].lower(), values["listen_port"])
+    if tls is None and parts.scheme == "wss" and (parts.hostname, parts.port or 443) == own_port:
+        r.fail(node, path, f"{url!r} asks for TLS from listen_host:listen_port, which speak plain WebSocket "
+               "(tls is not set)", "set tls (certfile and keyfile), or write ws://; wss:// without tls is for a "
+               "TLS proxy in front of the recorder")
+
+
 def _public_url_or_derived(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
     if m.get("public_url") is not None:
         return
+    scheme = "ws" if values["tls"] is None else "wss"
     path, host, port = _join(m.path, "public_url"), values["listen_host"], values["listen_port"]
     if host in ("0.0.0.0", "::", ""):
         r.fail(m.where("public_url"), path, "is required when listen_host is a wildcard",
-               "give the URL FreeSWITCH connects to, e.g. ws://10.0.0.5:8080")
+               f"give the URL FreeSWITCH connects to, e.g. {scheme}://10.0.0.5:8080")
     if port == 0:
-        values["public_url"] = None  # ws://<listen_host>:<the port the recorder is given>, known once it listens
+        # <scheme>://<listen_host>:<the port the recorder is given>, known once it listens (app.py derives it).
+        values["public_url"] = None
         return
-    derived = f"ws://{host}:{port}"
+    derived = f"{scheme}://{host}:{port}"
     problem = audio_stream.ws_url_problem(derived, base=True)
     if problem:
         r.fail(m.node, path, f"derived from listen_host and listen_port as {problem}", _PUBLIC_URL_RULES)
@@ -813,7 +846,17 @@ _TOKEN_RULES = (f"{audio_stream.MIN_TOKEN_LEN} to {audio_stream.MAX_TOKEN_LEN} l
 _PATTERN_RULES = r"an exact value such as 9999, or a regular expression between slashes such as /9\d{3}/"
 _RULE_NAME_RULES = "1 to 64 letters, digits, '-', '_' or '.', not starting with '.'"
 
+_CERTFILE_RULES = ("the path of a readable PEM file: the recorder's certificate, then any intermediate "
+                   "certificates (a relative path is from the working directory)")
+_KEYFILE_RULES = ("the path of a readable PEM file: the certificate's private key, not encrypted (a relative "
+                  "path is from the working directory)")
+
 # Defaults are not written here: each row takes its dataclass field's default from settings.py.
+TLS = Section("the tls settings", TlsConfig, (
+    Field("certfile", Text(_CERTFILE_RULES, _readable_file), required=f"give {_CERTFILE_RULES}"),
+    Field("keyfile", Text(_KEYFILE_RULES, _readable_file), required=f"give {_KEYFILE_RULES}"),
+))
+
 RECONNECT = Section("the reconnect settings", ReconnectConfig, (
     Field("initial_s", Number(0, 60, "seconds before the first retry, above {lo} and at most {hi}", lo_open=True)),
     Field("max_s", Number(0, 3600, "the longest wait between retries in seconds, above {lo} and at most {hi}",
@@ -846,7 +889,8 @@ RECORDER = Section("the recorder section", RecorderConfig, (
     Field("max_call_bytes", Whole(1, MAX_WAV_DATA_BYTES, "a whole number of bytes from {lo} to {hi} "
                                                          "(the WAV format's limit)")),
     Field("token", Text(_TOKEN_RULES, _token)),
-), after=(_public_url_or_derived,))
+    Field("tls", Sub(TLS)),
+), after=(_public_url_fits_tls, _public_url_or_derived))
 
 MATCH = Section("the match conditions", Match, (
     Field("destination", Text(_PATTERN_RULES, TextPattern.parse)),

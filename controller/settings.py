@@ -68,6 +68,14 @@ class EslConfig(_MaskedRepr):
     liveness_timeout_s: float = 60.0
 
 
+@dataclass(frozen=True)
+class TlsConfig:
+    """The certificate the recorder's port presents; with it the port speaks TLS only (FreeSWITCH uses wss://)."""
+
+    certfile: str  # PEM: the recorder's certificate, then any intermediate certificates
+    keyfile: str  # PEM: its private key, not encrypted (no one is there to type a passphrase)
+
+
 @dataclass(frozen=True, repr=False)
 class RecorderConfig(_MaskedRepr):
     public_url: str | None  # None: listen_port is 0, the URL is derived from the port the recorder gets
@@ -80,6 +88,8 @@ class RecorderConfig(_MaskedRepr):
     token: str | None = secret(None)  # None: the app makes a random token per call
     # Health checks and doctor report trouble when the recordings directory has less free space than this.
     min_free_mb: int = 500
+    # None: plain WebSocket (ws://, or wss:// through a TLS proxy in front). Set: TLS on listen_port itself.
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)

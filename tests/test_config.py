@@ -11,7 +11,7 @@ import pytest
 
 from controller.config import (Config, ConfigError, Custom, EslConfig, Field, Headers, HookConfig, LimitsConfig,
                                LoggingConfig, Match, MetricsConfig, Number, RecorderConfig, RelayConfig, Rule,
-                               Section, Text, TextPattern, Whole, load_config, parse_config, schema_paths)
+                               Section, Text, TextPattern, TlsConfig, Whole, load_config, parse_config, schema_paths)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "config"
@@ -334,6 +334,80 @@ def test_public_url_follows_the_modules_rules(url: str, problem: str):
     message = error_of(MINIMAL.replace("rules:", f"recorder:\n  public_url: {url}\nrules:"))
     assert message.startswith(f"test.yaml:4: recorder.public_url: {problem}; use ws:// or wss://")
 
+
+
+# ---- recorder.tls -----------------------------------------------------------------------------------------------
+
+CERT_RULES = ("the path of a readable PEM file: the recorder's certificate, then any intermediate certificates (a "
+              "relative path is from the working directory)")
+KEY_RULES = ("the path of a readable PEM file: the certificate's private key, not encrypted (a relative path is "
+             "from the working directory)")
+
+
+@pytest.fixture
+def tls_files(tmp_path: pathlib.Path) -> tuple[str, str]:
+    # Only their being readable files is checked at load; the recorder reads the PEM when it listens.
+    cert, key = tmp_path / "rec.crt", tmp_path / "rec.key"
+    cert.write_text("certificate\n")
+    key.write_text("key\n")
+    return str(cert), str(key)
+
+
+def with_recorder(*lines: str) -> str:
+    return MINIMAL.replace("rules:", "recorder:\n" + "".join(f"  {line}\n" for line in lines) + "rules:")
+
+
+def test_tls_is_read_and_derives_a_wss_public_url(tls_files):
+    cert, key = tls_files
+    assert parse(MINIMAL).recorder.tls is None
+    recorder = parse(with_recorder(f"tls: {{certfile: '{cert}', keyfile: '{key}'}}")).recorder
+    assert recorder.tls == TlsConfig(certfile=cert, keyfile=key)
+    assert recorder.public_url == "wss://127.0.0.1:8080"
+    written = parse(with_recorder("public_url: wss://rec.example.net:8443/fs",
+                                  f"tls: {{certfile: '{cert}', keyfile: '{key}'}}")).recorder
+    assert written.public_url == "wss://rec.example.net:8443/fs"
+    any_port = parse(with_recorder("listen_port: 0", f"tls: {{certfile: '{cert}', keyfile: '{key}'}}")).recorder
+    assert any_port.public_url is None  # derived from the port once the recorder listens
+
+
+def test_tls_files_must_be_readable_files(tls_files, tmp_path: pathlib.Path):
+    cert, key = tls_files
+    missing = str(tmp_path / "nope.key")
+    assert error_of(with_recorder("tls:", f"  certfile: '{cert}'", f"  keyfile: '{missing}'")) == (
+        f"test.yaml:6: recorder.tls.keyfile: cannot read '{missing}': No such file or directory; {KEY_RULES}")
+    assert error_of(with_recorder("tls:", f"  certfile: '{tmp_path}'", f"  keyfile: '{key}'")) == (
+        f"test.yaml:5: recorder.tls.certfile: '{tmp_path}' is not a file; {CERT_RULES}")
+
+
+@pytest.mark.parametrize("tls, expected", [
+    ("tls: {certfile: '{cert}'}", f"test.yaml:4: recorder.tls.keyfile: is required but missing; give {KEY_RULES}"),
+    ("tls: {keyfile: '{key}'}", f"test.yaml:4: recorder.tls.certfile: is required but missing; give {CERT_RULES}"),
+    ("tls: {certfile: ['{cert}'], keyfile: '{key}'}",
+     f"test.yaml:4: recorder.tls.certfile: expected text, got a list; {CERT_RULES}"),
+    ("tls: '{cert}'", "test.yaml:4: recorder.tls: expected the tls settings (a mapping of keys), got text; "
+                      "allowed keys: certfile, keyfile"),
+    ("tls: {certfile: '{cert}', keyfile: '{key}', ca: '{cert}'}",
+     "test.yaml:4: recorder.tls.ca: unknown key; allowed keys: certfile, keyfile"),
+])
+def test_tls_errors(tls_files, tls: str, expected: str):
+    cert, key = tls_files
+    assert error_of(with_recorder(tls.replace("{cert}", cert).replace("{key}", key))) == expected
+
+
+def test_public_url_scheme_must_fit_tls(tls_files):
+    cert, key = tls_files
+    tls = f"tls: {{certfile: '{cert}', keyfile: '{key}'}}"
+    assert error_of(with_recorder("public_url: ws://rec.example.net:8443", tls)) == (
+        "test.yaml:4: recorder.public_url: 'ws://rec.example.net:8443' is plain ws://, but tls is set (the "
+        "recorder's port then speaks only TLS); write wss://, or leave tls out")
+    assert error_of(with_recorder("listen_port: 8443", "public_url: wss://127.0.0.1:8443")) == (
+        "test.yaml:5: recorder.public_url: 'wss://127.0.0.1:8443' asks for TLS from listen_host:listen_port, which "
+        "speak plain WebSocket (tls is not set); set tls (certfile and keyfile), or write ws://; wss:// without tls "
+        "is for a TLS proxy in front of the recorder")
+    # A TLS proxy in front of the recorder: another host or port, so wss:// without tls stands.
+    assert parse(with_recorder("public_url: wss://rec.example.net/fs")).recorder.public_url == (
+        "wss://rec.example.net/fs")
+    assert parse(with_recorder("public_url: wss://127.0.0.1:443")).recorder.tls is None
 
 @pytest.mark.parametrize("template, problem", [
     ("{date}/{uuid}.mp3", "'{date}/{uuid}.mp3' does not end in .wav"),
