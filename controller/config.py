@@ -967,6 +967,9 @@ LIMITS = Section("the limits", LimitsConfig, (
                                                    "{lo} to {hi}")),
     Field("recorder_max_connections", Whole(2, 200000, "a whole number of connections the recorder serves at "
                                                        "once, from {lo} to {hi}")),
+    Field("recorder_max_pending_per_address", Whole(1, 200000, "a whole number of connections from one address "
+                                                               "that may be in their HTTP handshake at once, "
+                                                               "from {lo} to {hi}")),
 ), after=(_more_connections_than_streams,))
 
 CONFIG = Section("the configuration", Config, (

@@ -109,6 +109,9 @@ class LimitsConfig:
     # benchmark: above what one core sustains, so the caps guard against floods, not against load.
     recorder_max_streams: int = 2000
     recorder_max_connections: int = 4000
+    # Connections from one source address that may be in their HTTP handshake (not yet admitted) at once,
+    # so that one host cannot hold the connection slots with upgrades it never finishes.
+    recorder_max_pending_per_address: int = 64
 
 
 @dataclass(frozen=True)

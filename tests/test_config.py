@@ -122,13 +122,24 @@ def test_full_config_round_trip():
     assert callers.match.destination is None
     assert callers.rate == 48000
     assert old.enabled is False
-    assert config.limits == LimitsConfig(max_streams=50, recorder_max_streams=300, recorder_max_connections=600)
+    assert config.limits == LimitsConfig(max_streams=50, recorder_max_streams=300, recorder_max_connections=600,
+                                         recorder_max_pending_per_address=16)
 
 
 def test_the_recorder_needs_more_connections_than_streams():
     message = error_of(MINIMAL + "limits:\n  recorder_max_streams: 500\n  recorder_max_connections: 500\n")
     assert message == ("test.yaml:8: limits.recorder_max_connections: 500 is not above recorder_max_streams (500); "
                        "allow more connections than streams, so a refused client can still be told why (503)")
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("0", "0 is outside 1..200000"),
+    ("many", "'many' is not a whole number"),
+])
+def test_recorder_max_pending_per_address_is_a_positive_whole_number(value: str, problem: str):
+    assert error_of(MINIMAL + f"limits: {{recorder_max_pending_per_address: {value}}}\n") == (
+        f"test.yaml:6: limits.recorder_max_pending_per_address: {problem}; a whole number of connections from one "
+        "address that may be in their HTTP handshake at once, from 1 to 200000")
 
 
 def test_defaults_fill_everything_left_out():
@@ -143,6 +154,7 @@ def test_defaults_fill_everything_left_out():
     assert (rec.max_call_s, rec.max_call_bytes, rec.token) == (4 * 3600.0, 1024**3, None)
     assert config.metrics == MetricsConfig()  # on by default: 127.0.0.1:9464
     assert config.logging.level == "INFO"
+    assert config.limits.recorder_max_pending_per_address == 64
     (rule,) = config.rules
     assert (rule.mix, rule.rate, rule.buffer_ms, rule.start_delay_s, rule.max_duration_s) == ("mono", 8000, 20, 0.0, None)
     assert (rule.metadata, rule.heartbeat_s, rule.deflate, rule.enabled) == (None, 0, False, True)
