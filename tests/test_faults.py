@@ -342,7 +342,7 @@ def test_disk_full_on_one_call_stops_only_that_recording(sim, harness, monkeypat
     other = sim.place_call("9999", duration_s=4.0)
     streamed_for(sim, faulted, 1.2)
     # The disk fills up under one call's file only (fault injection reaches into the recorder on purpose).
-    full_fd = h.controller.recorder._recordings[faulted.uuid].writer._fd
+    full_fd = h.controller.recorder.book[faulted.uuid].recording.writer._fd
     real_write = os.write
 
     def write(fd, data):

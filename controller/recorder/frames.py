@@ -12,6 +12,7 @@ with the close code to answer it with).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -183,3 +184,39 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     if len(payload) >= 2:
         return _LENGTH16.unpack_from(payload)[0], payload[2:].decode("utf-8", "replace")
     return CLOSE_NO_STATUS, ""
+
+
+# ---- what a message means to the recorder (audio aside, which is the hot path's own) ---------------------
+
+@dataclass(frozen=True)
+class Reply:
+    """A frame to answer with; ``closes``: the stream is over (the peer closed, or broke the protocol)."""
+
+    frame: bytes
+    closes: bool = False
+    code: int | None = None  # the close code the peer sent, or the one we refuse with
+    text: str | None = None  # the peer's close reason
+    problem: str | None = None  # what the peer did wrong
+
+
+def interpret(opcode: int, payload: bytes) -> str | Reply | None:
+    """A text message (str), a ping or close to answer (Reply), or nothing to do (a pong: the peer is alive)."""
+    if opcode == OP_TEXT:
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return refusal(FrameError(CLOSE_INVALID_DATA, "invalid UTF-8 in a text frame"))
+    if opcode == OP_PING:
+        return Reply(encode_frame(OP_PONG, payload))
+    if opcode == OP_CLOSE:
+        code, text = parse_close(payload)
+        return Reply(close_frame(code if code != CLOSE_NO_STATUS else CLOSE_NORMAL), closes=True, code=code,
+                     text=text)
+    return None
+
+
+def refusal(error: FrameError) -> Reply:
+    """The close that answers a protocol violation."""
+    text = ("frame too large" if error.code == CLOSE_TOO_BIG else
+            error.problem if error.code == CLOSE_INVALID_DATA else "protocol error")
+    return Reply(close_frame(error.code, text), closes=True, code=error.code, problem=error.problem)

@@ -51,10 +51,10 @@ class StreamPoller:
         self._epoll = _epoll()
         self._streams: dict[int, object] = {}
         self._raw: dict[int, socket.socket] = {}
+        self._fds: dict[int, int] = {}  # id(stream) -> its fd
         self._buffer = bytearray(READ_BYTES)
         self._view = memoryview(self._buffer)
         self._greenlet: gevent.Greenlet | None = None
-        self.busy: object | None = None  # the stream being handled right now
         # Reads that came with the kernel's time of arrival (Linux turns timestamping on a moment after it is
         # first asked for; until then a read's arrival is when it was read).
         self.stamped_reads = 0
@@ -64,7 +64,7 @@ class StreamPoller:
 
     def stop(self) -> None:
         if self._greenlet is not None:
-            self._greenlet.kill(block=False)
+            self._greenlet.kill()  # before the epoll set closes under it
             self._greenlet = None
         self._epoll.close()
 
@@ -78,20 +78,26 @@ class StreamPoller:
                 pass  # arrival then is when we read it
         self._streams[fd] = stream
         self._raw[fd] = raw
+        self._fds[id(stream)] = fd
         self._epoll.register(fd, _EPOLLIN)
 
     def remove(self, stream) -> None:
-        for fd, registered in list(self._streams.items()):
-            if registered is stream:
-                del self._streams[fd]
-                del self._raw[fd]
-                try:
-                    self._epoll.unregister(fd)
-                except OSError:
-                    pass  # closed already
+        fd = self._fds.pop(id(stream), None)
+        if fd is None or self._streams.get(fd) is not stream:
+            return
+        del self._streams[fd]
+        del self._raw[fd]
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass  # closed already
 
     def __contains__(self, stream) -> bool:
-        return any(registered is stream for registered in self._streams.values())
+        return id(stream) in self._fds
+
+    @property
+    def greenlet(self) -> gevent.Greenlet | None:
+        return self._greenlet
 
     def _run(self) -> None:
         while True:
@@ -123,13 +129,9 @@ class StreamPoller:
             if exc.errno in (errno.EAGAIN, errno.EINTR):
                 return
             n = 0  # reset: the same as an EOF for the recording
-        self.busy = stream
-        try:
-            if not n:
-                self.remove(stream)
-                self.closed(stream)
-                return
-            now = self.clock()
-            self.consume(stream, self._view[:n], now if arrival is None or arrival > now else arrival)
-        finally:
-            self.busy = None
+        if not n:
+            self.remove(stream)
+            self.closed(stream)
+            return
+        now = self.clock()
+        self.consume(stream, self._view[:n], now if arrival is None or arrival > now else arrival)

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -22,31 +23,49 @@ from .wav import RecordingError, WavWriter
 
 log = logging.getLogger("controller.recorder")
 
-# Why a recording ended, as written in the sidecar and passed to on_close.
-CLIENT_CLOSE = "client_close"  # the module sent a WebSocket close (stop, hangup)
-EOF = "eof"  # the TCP connection ended without a close frame
-MAX_DURATION = "max_duration"
-MAX_BYTES = "max_bytes"
-SERVER_STOP = "server_stop"
-PROTOCOL_ERROR = "protocol_error"
-WRITE_ERROR = "write_error"
-INTERNAL_ERROR = "internal_error"
-IDLE_TIMEOUT = "idle_timeout"  # connected, but not even a ping for the recorder's idle timeout
-LINGER = "linger"  # detached longer than the recorder waits for the stream to come back
-CALL_END = "call_end"  # the call is over; its connection was detached, or did not close within a grace
-REPLACED = "replaced"  # a new connection for the call took over (a restart whose old close was not read yet)
-RULE_MAX_DURATION = "rule_max_duration"  # the controller stopped the stream at its rule's max_duration_s
+from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 
-# What a connection's ending means for the call's recording; the one list the recorder and the controller use.
-# It only detaches the recording (reported through on_detach): the next connection continues the file.
-DETACH_REASONS = (CLIENT_CLOSE, EOF, PROTOCOL_ERROR, IDLE_TIMEOUT, REPLACED)
-# Of those, the stream was lost while the call goes on: restart it. A client close is the module's stop.
-LOST_REASONS = (EOF, PROTOCOL_ERROR, IDLE_TIMEOUT)
-# It finalises the recording at once (reported through on_close only). After an internal error the
-# recording's state is unknown, so it is saved as it is rather than continued.
-FINAL_REASONS = (MAX_DURATION, MAX_BYTES, WRITE_ERROR, INTERNAL_ERROR, SERVER_STOP, CALL_END)
-# Of those, the recorder ended the call's recording on purpose: do not restart its stream.
-DELIBERATE_REASONS = (MAX_DURATION, MAX_BYTES, WRITE_ERROR)
+
+class Ending(StrEnum):
+    """Why a connection or a recording ended, as written in the sidecar and passed to on_close, with what it
+    means: ``final`` finalises the recording (else it is only detached and the next connection continues the
+    file); ``lost`` means the stream was lost while the call goes on (the controller restarts it);
+    ``deliberate`` means the recorder ended the call's recording on purpose (no restart); ``close`` is the
+    close frame that tells the module why, when the recorder ended the connection."""
+
+    def __new__(cls, value: str, final: bool, lost: bool = False, deliberate: bool = False,
+                close: tuple[int, str] | None = None) -> "Ending":
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.final, member.lost, member.deliberate, member.close = final, lost, deliberate, close
+        return member
+
+    CLIENT_CLOSE = "client_close", False  # the module sent a WebSocket close (stop, hangup)
+    EOF = "eof", False, True  # the TCP connection ended without a close frame
+    PROTOCOL_ERROR = "protocol_error", False, True  # its close was sent when the violation was read
+    IDLE_TIMEOUT = "idle_timeout", False, True, False, (CLOSE_GOING_AWAY, "idle timeout")  # not even a ping
+    REPLACED = "replaced", False, False, False, (CLOSE_NORMAL, "replaced by a newer connection")
+    MAX_DURATION = "max_duration", True, False, True, (CLOSE_NORMAL, "max_duration")
+    MAX_BYTES = "max_bytes", True, False, True, (CLOSE_NORMAL, "max_bytes")
+    WRITE_ERROR = "write_error", True, False, True, (CLOSE_INTERNAL_ERROR, "recording failed")
+    # After an internal error the recording's state is unknown, so it is saved as it is rather than continued.
+    INTERNAL_ERROR = "internal_error", True, False, False, (CLOSE_INTERNAL_ERROR, "recording failed")
+    SERVER_STOP = "server_stop", True, False, False, (CLOSE_GOING_AWAY, "recorder stopping")
+    # The call is over; its connection was detached, or did not close within a grace after the hangup.
+    CALL_END = "call_end", True, False, False, (CLOSE_NORMAL, "call_end")
+    LINGER = "linger", True  # detached longer than the recorder waits for the stream to come back
+    RULE_MAX_DURATION = "rule_max_duration", True  # the controller stopped the stream at its rule's limit
+
+
+CLIENT_CLOSE, EOF, PROTOCOL_ERROR, IDLE_TIMEOUT, REPLACED = (Ending.CLIENT_CLOSE, Ending.EOF, Ending.PROTOCOL_ERROR,
+                                                             Ending.IDLE_TIMEOUT, Ending.REPLACED)
+MAX_DURATION, MAX_BYTES, WRITE_ERROR, INTERNAL_ERROR = (Ending.MAX_DURATION, Ending.MAX_BYTES, Ending.WRITE_ERROR,
+                                                        Ending.INTERNAL_ERROR)
+SERVER_STOP, CALL_END, LINGER, RULE_MAX_DURATION = (Ending.SERVER_STOP, Ending.CALL_END, Ending.LINGER,
+                                                    Ending.RULE_MAX_DURATION)
+# The controller's view of a connection's end (app.py): lost ones are restarted, deliberate ones are not.
+LOST_REASONS = tuple(e for e in Ending if e.lost)
+DELIBERATE_REASONS = tuple(e for e in Ending if e.deliberate)
 
 # Why the recorder wrote silence, as listed in the sidecar's gaps.
 NO_AUDIO = "no_audio"  # connected, nothing arrived (mixed/stereo while nothing plays, pause)
@@ -58,9 +77,6 @@ TAIL = "tail"  # from the last audio to the end of the call
 JITTER_S = 0.1
 # How long a deficit may stay undecided, its audio held back, before it is taken for missing audio.
 SETTLE_S = 2.0
-# Silence for a long gap is written in pieces this big, with `pause` (a yield to the event loop) in between:
-# an hour-long outage must not hold up every other call's frames while it is written.
-SILENCE_CHUNK_BYTES = 1024 * 1024
 # Gaps can come every second all call long: the sidecar that lists them is saved at most this often (the
 # tick saves what is left), like the WAV header a kill leaves at most this far behind.
 SIDECAR_SAVE_INTERVAL_S = 1.0
@@ -130,8 +146,7 @@ class Recording:
 
     def __init__(self, spec: StreamSpec, writer: WavWriter, sidecar: Sidecar, *, max_duration_s: float | None,
                  max_bytes: int | None, clock: Callable[[], float], now: Callable[[], datetime],
-                 jitter_s: float = JITTER_S, settle_s: float = SETTLE_S, origin: float | None = None,
-                 pause: Callable[[], None] | None = None) -> None:
+                 jitter_s: float = JITTER_S, settle_s: float = SETTLE_S, origin: float | None = None) -> None:
         self.spec = spec
         self.writer = writer
         self.sidecar = sidecar
@@ -139,7 +154,6 @@ class Recording:
         self.max_duration_s = max_duration_s
         self._clock = clock
         self._now = now
-        self._pause = pause or (lambda: None)
         self.timeline = Timeline(spec.rate, writer.frame_size, clock() if origin is None else origin,
                                  jitter_s=jitter_s, settle_s=settle_s)
         # Why the next silence is there: after a detach the stream was lost; otherwise nothing was sent.
@@ -166,14 +180,14 @@ class Recording:
         self.file_failed = False  # the WAV could not be written or finalised: never to be continued
         self.sidecar_saved = True  # False: finished, but its final sidecar is not on disk yet
         self.arrived_bytes = 0  # audio bytes received by this process (held back or written)
+        self.write_error: str | None = None  # set when opening could not write: end the recording at once
 
     @classmethod
     def open(cls, spec: StreamSpec, directory: os.PathLike | str, template: FilenameTemplate, *,
              max_duration_s: float | None = None, max_bytes: int | None = None,
              header_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
              now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-             jitter_s: float = JITTER_S, settle_s: float = SETTLE_S,
-             pause: Callable[[], None] | None = None) -> "Recording":
+             jitter_s: float = JITTER_S, settle_s: float = SETTLE_S) -> "Recording":
         started = now()
         directory = Path(directory)
         relative = template.render(moment=started, uuid=spec.uuid, caller=spec.caller,
@@ -189,7 +203,7 @@ class Recording:
                           rate=spec.rate, channels=spec.channels, wav=final.name, started_at=started,
                           metadata=spec.metadata)
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now, jitter_s=jitter_s, settle_s=settle_s, pause=pause)
+                        now=now, jitter_s=jitter_s, settle_s=settle_s)
         recording.attach()
         try:
             sidecar.write(recording.sidecar_path)
@@ -204,9 +218,11 @@ class Recording:
                max_duration_s: float | None = None, max_bytes: int | None = None, header_interval_s: float = 1.0,
                clock: Callable[[], float] = time.monotonic,
                now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-               jitter_s: float = JITTER_S, settle_s: float = SETTLE_S,
-             pause: Callable[[], None] | None = None) -> "Recording":
-        """Continue a recording an earlier process left (repaired at start-up), `away_s` seconds later."""
+               jitter_s: float = JITTER_S, settle_s: float = SETTLE_S) -> "Recording":
+        """Continue a recording an earlier process left (repaired at start-up), `away_s` seconds later.
+
+        When the silence for the time away cannot be written (a full disk), the recording comes back with
+        ``write_error`` set: its owner ends it at once, which finalises the one file the call has."""
         writer = WavWriter.resume(final_path, spec.rate, spec.channels, header_interval_s=header_interval_s,
                                   clock=clock)
         sidecar = Sidecar(uuid=spec.uuid, caller=spec.caller, destination=spec.destination, rule=spec.rule_name,
@@ -228,9 +244,12 @@ class Recording:
         away = int(round(away_s * spec.rate))
         origin = clock() - (writer.sample_frames + away) / spec.rate
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
-                        now=now, jitter_s=jitter_s, settle_s=settle_s, origin=origin, pause=pause)
-        recording._add_silence(away, cause, save=False)  # the sidecar is saved below
+                        now=now, jitter_s=jitter_s, settle_s=settle_s, origin=origin)
         recording.attach()
+        try:
+            recording._add_silence(away, cause, save=False)  # the sidecar is saved below
+        except RecordingError as exc:
+            recording.write_error = str(exc)
         # Open again: the sidecar must say so, or a second crash would leave the first one's verdict on it.
         recording._save_sidecar()
         return recording
@@ -292,11 +311,9 @@ class Recording:
 
     def _add_gap(self, frames: int, cause: str, save: bool = True) -> None:
         gap = Gap(self.writer.sample_frames, frames, cause, self.spec.rate)
-        chunk = max(1, SILENCE_CHUNK_BYTES // self.writer.frame_size)
-        for done in range(0, frames, chunk):
-            if done:
-                self._pause()
-            self.writer.append_silence(min(chunk, frames - done))
+        # One call that never yields (long silence is a file extension): nothing else can touch the recording
+        # while its gap is half written.
+        self.writer.append_silence(frames)
         self.silent_frames += frames
         self.sidecar.add_gap(gap.to_dict())
         log.info("call %s: %.3f s of silence for %s at %.3f s", self.spec.uuid, frames / self.spec.rate, cause,

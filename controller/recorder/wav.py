@@ -308,11 +308,22 @@ class WavWriter:
             raise ValueError(f"silence must be a whole number of frames >= 0, got {n_frames!r}")
         # A half-received frame cannot straddle a gap: its other half never came.
         self._drop_pending()
-        remaining = n_frames * self.frame_size
-        while remaining:
-            chunk = min(remaining, len(_ZEROS))
-            self._accept(memoryview(_ZEROS)[:chunk])
-            remaining -= chunk
+        size = n_frames * self.frame_size
+        if size <= len(_ZEROS):
+            self._accept(memoryview(_ZEROS)[:size])
+        else:
+            # Longer silence extends the file instead (its new bytes read as zeros): an hour of it costs one
+            # system call, and nothing waits while it is written.
+            self._flush()
+            if self.data_bytes + size > _MAX_DATA:
+                self._fail("the WAV format cannot hold more than 4 GiB of audio", None)
+            try:
+                os.ftruncate(self._fd, HEADER_SIZE + self._on_disk + size)
+                os.lseek(self._fd, 0, os.SEEK_END)
+            except OSError as exc:
+                self._fail("cannot write silence", exc)
+            self._on_disk += size
+            self.data_bytes += size
         if self.data_bytes - self._header_bytes >= self._header_every_bytes:
             self._update_header()
 
