@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import signal
+import ssl
 import time
 
 import gevent
@@ -25,11 +26,11 @@ from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
 from .esl.client import CommandError, CommandTimeout, EventSocketClient, InOrder
 from .esl.client import api as api_command, bgapi as bgapi_command
-from .esl.protocol import Event
+from .esl.protocol import Event, event_moment
 from .ops.hook import HookQueue
 from .relay.link import AgentLink, CallDetails
 from .ops.http import HttpListener
-from .recorder.recording import DELIBERATE_REASONS, INTERNAL_ERROR, LOST_REASONS, RULE_MAX_DURATION, WRITE_ERROR
+from .recorder.recording import DELIBERATE_REASONS, INTERNAL_ERROR, LOST_REASONS, WRITE_ERROR
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
 from .rules import CallInfo, channel_rows, match_rule
 
@@ -64,6 +65,8 @@ class Controller:
             on_open=self._on_recording_open,
             max_streams=config.limits.recorder_max_streams,
             max_connections=config.limits.recorder_max_connections,
+            max_pending_per_address=config.limits.recorder_max_pending_per_address,
+            ssl_context=recorder_tls_context(rec.tls),
         )
         self.calls = CallBook(match=lambda info: match_rule(self.config.rules, info), make_token=self._token,
                               max_streams=config.limits.max_streams)
@@ -81,6 +84,7 @@ class Controller:
             on_disconnect=self._on_esl_disconnect,
         )
         metrics.RECORDINGS_OPEN.set_function(lambda: len(self.recorder.open_recordings()))
+        metrics.RECORDER_UPKEEP_ERRORS.set_function(lambda: self.recorder.upkeep_errors)
         metrics.LIVE_AUDIO.watch(self.recorder)
         self.esl.round_trip_observer = metrics.ESL_ROUND_TRIP.observe
         self.http: HttpListener | None = None
@@ -120,7 +124,7 @@ class Controller:
         rec = self.config.recorder
         self.recorder_port = self.recorder.start(rec.listen_host, rec.listen_port)
         if self.public_url is None:  # listen_port 0: any free port, told to FreeSWITCH in each start
-            self.public_url = f"ws://{rec.listen_host}:{self.recorder_port}"
+            self.public_url = f"{'wss' if rec.tls else 'ws'}://{rec.listen_host}:{self.recorder_port}"
         log.info("recorder listening on %s:%s, writing to %s", rec.listen_host, self.recorder_port, rec.directory)
         self.hooks.start()
         http = self.config.metrics
@@ -315,7 +319,7 @@ class Controller:
                     answered_at=event.received_at)
 
     def _on_hangup(self, event: Event) -> None:
-        self._apply(self.calls.on_hangup(call_key(event.uuid), time.monotonic()))
+        self._apply(self.calls.on_hangup(call_key(event.uuid), event_moment(event, time.time(), time.monotonic())))
 
     def _on_stream_connect(self, event: Event) -> None:
         log.info("call %s: module connected to the recorder", event.uuid)
@@ -351,7 +355,7 @@ class Controller:
                 else:
                     gevent.spawn(self._start_stream, action)
             elif isinstance(action, StopStream):
-                gevent.spawn(self._stop_stream, action.call, action.reason)
+                gevent.spawn(self._stop_stream, action.call, action.reason, action.close_reason)
             elif isinstance(action, ForgetCall):
                 self.registry.forget(action.uuid)
                 self.recorder.end_call(action.uuid, at=action.at)
@@ -410,13 +414,13 @@ class Controller:
             metrics.STREAM_START_FAILURES.inc()
         self._apply(self.calls.on_start_result(start, ok, detail, time.monotonic()))
 
-    def _stop_stream(self, call, reason: str) -> None:
+    def _stop_stream(self, call, reason: str, close_reason: str | None = None) -> None:
         log.info("call %s: stopping stream: %s", call.uuid, reason)
         metrics.STREAM_STOPS.inc()
         # Stopped on purpose: the recording ends when this connection closes, whatever the call does next,
         # and a stream that comes anyway (a start that landed after the stop) is refused, not a second file.
         self.registry.forget(call.uuid)
-        self.recorder.end_call(call.uuid, reason=RULE_MAX_DURATION)
+        self.recorder.end_call(call.uuid, reason=close_reason)
         try:
             reply = self.esl.bgapi(audio_stream.stop_command(call.info.channel_uuid)).strip()
         except (CommandTimeout, NotConnectedError) as exc:
@@ -443,6 +447,20 @@ class Controller:
         actions = self.calls.due(time.monotonic())
         if actions:
             self._apply(actions)
+
+
+def recorder_tls_context(tls) -> ssl.SSLContext | None:
+    """The recorder's TLS (wss://) from recorder.tls, or None for plain ws://."""
+    if tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(tls.certfile, tls.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("configuration", None, "recorder.tls", f"cannot load the certificate {tls.certfile} "
+                          f"with the key {tls.keyfile}: {exc}", "a PEM certificate (chain) and its unencrypted "
+                          "private key") from exc
+    return context
 
 
 def _reply_detail(result: str | Exception) -> str:

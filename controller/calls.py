@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .esl.backoff import capped_exponential
+from .recorder.recording import RULE_MAX_DURATION
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ HOLDS_STREAM = (Phase.WAITING, Phase.STARTING, Phase.STREAMING, Phase.RETRYING)
 STOPPABLE = (Phase.STARTING, Phase.STREAMING, Phase.RETRYING)
 # How long a hangup is remembered, against channel listings older than it.
 ENDED_KEPT_S = 60.0
+# A call's errors kept for /calls: the last few say what is wrong now.
+MAX_ERRORS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class StartStream:
 class StopStream:
     call: "Call"
     reason: str
+    close_reason: str | None = None  # what the recording's sidecar says ended it (the rule's limit), if anything
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,8 @@ class Call:
     retry_at: float = 0.0
     restarts: int = 0  # losses in a row (see RetryPolicy.stable_s)
     connected_at: float | None = None  # when the current stream was confirmed (::connect)
-    errors: list[str] = field(default_factory=list)
+    # What went wrong, most recent last: only the last few (a call that fails all day must not grow without end).
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS_KEPT))
     # Found by reconcile, never seen answered: an earlier controller process may have left the module holding
     # a stream for it (after a server-side close it stays attached and refuses a new start), so stop first.
     stop_first: bool = False
@@ -170,7 +176,8 @@ class CallBook:
             # The time limit first: a restart due at the same moment must not outlive the stop.
             if call.phase in STOPPABLE and call.stop_at is not None and call.stop_at <= now:
                 call.phase = Phase.STOPPING
-                actions.append(StopStream(call, f"rule {call.rule.name!r} limit of {call.rule.max_duration_s:g}s"))
+                actions.append(StopStream(call, f"rule {call.rule.name!r} limit of {call.rule.max_duration_s:g}s",
+                                          close_reason=RULE_MAX_DURATION))
             elif call.phase is Phase.WAITING and call.start_at <= now:
                 if call.rule.max_duration_s is not None:
                     call.stop_at = now + call.rule.max_duration_s

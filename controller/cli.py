@@ -100,7 +100,14 @@ def run(config, args: argparse.Namespace) -> int:
     logs.configure(args.log_level or config.logging.level, config.logging.timestamps)
     # Each stream holds a socket and a file; systemd and most shells start a process with a soft limit of 1024.
     raise_open_file_limit(2 * config.limits.recorder_max_connections + 64)
-    Controller(config, args.config).serve_forever()
+    from .config import ConfigError
+
+    try:
+        controller = Controller(config, args.config)
+    except ConfigError as exc:  # found only when used: a certificate that does not match its key, say
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    controller.serve_forever()
     return 0
 
 

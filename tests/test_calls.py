@@ -88,7 +88,7 @@ def test_refused_start_is_retried_with_stop_first_after_a_growing_delay():
     calls.on_start_result(restart, ok=False, detail="-ERR Operation Failed", now=5.0)
     assert calls.calls["a"].phase is Phase.FAILED
     assert calls.due(100.0) == [] and calls.next_deadline() is None
-    assert calls.calls["a"].errors == ["start refused: -ERR Operation Failed"] * 4
+    assert list(calls.calls["a"].errors) == ["start refused: -ERR Operation Failed"] * 4
 
 
 def test_a_start_that_lost_its_turn_neither_sends_on_nor_counts():
@@ -278,3 +278,18 @@ def test_a_stop_lost_with_the_connection_is_sent_again_at_reconcile():
     assert isinstance(again, StopStream) and again.call is stop.call
     calls.on_stop_result(again.call, delivered=True)
     assert calls.reconcile([Info("a")], live_recordings=set(), now=7.0) == []  # once delivered: never again
+
+
+def test_a_call_keeps_only_its_latest_errors_however_long_it_fails():
+    from controller.calls import MAX_ERRORS_KEPT
+
+    calls = book(retry=RetryPolicy(initial_s=0.5, max_s=0.5, max_attempts=1000))
+    [start] = calls.on_answer(Info("a"), now=0.0)
+    now = 1.0
+    for attempt in range(MAX_ERRORS_KEPT + 5):
+        calls.on_start_result(start, ok=False, detail=f"-ERR failure {attempt}", now=now)
+        now += 0.5
+        [start] = calls.due(now)
+    errors = list(calls.calls["a"].errors)
+    assert len(errors) == MAX_ERRORS_KEPT
+    assert errors[0] == "start refused: -ERR failure 5" and errors[-1] == f"start refused: -ERR failure {MAX_ERRORS_KEPT + 4}"

@@ -91,7 +91,7 @@ def test_variables_refused_for_a_channel_the_switch_does_not_have_fail_the_start
     wait_until(lambda: ghost.uuid in h.controller.calls.calls and h.controller.calls.calls[ghost.uuid].errors, 5,
                "the start's result")
     # mod_commands follows its -ERR with a usage line: only the first line is the detail.
-    assert h.controller.calls.calls[ghost.uuid].errors == ["start refused: -ERR No such channel!"]
+    assert list(h.controller.calls.calls[ghost.uuid].errors) == ["start refused: -ERR No such channel!"]
     assert [c.split()[:2] for c in h.commands_for(ghost.uuid)] == [
         ["api", "uuid_setvar_multi"], ["bgapi", "uuid_audio_stream"]]
     assert sim.streams_for(ghost.uuid) == []

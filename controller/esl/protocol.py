@@ -322,3 +322,15 @@ class CommandReader:
             del self._buffer[: end + 2]
             if text:
                 commands.append(text)
+
+
+def event_moment(event: Event, wall_now: float, monotonic_now: float) -> float:
+    """When the switch says the event happened (its ``Event-Date-Timestamp``, microseconds since the epoch), on
+    the monotonic clock: not when a busy process got round to it. Never later than when it was read (or now):
+    a switch clock ahead of ours changes nothing, one behind only moves the moment earlier."""
+    read = event.received_at or monotonic_now
+    try:
+        stamped = int(event.headers.get("Event-Date-Timestamp", "")) / 1e6 - wall_now + monotonic_now
+    except ValueError:
+        return read
+    return min(read, stamped)

@@ -51,8 +51,7 @@ def health(controller) -> dict[str, Any]:
     if not esl.connected_event.is_set():
         reasons.append(f"the Event Socket to {esl.host}:{esl.port} is not connected and subscribed"
                        + (f" ({esl.last_error})" if esl.last_error else ""))
-    if controller.recorder.port is None:
-        reasons.append("the recorder is not listening")
+    reasons += controller.recorder.health()  # listening, and each of its loops alive
     rec = controller.config.recorder
     problem = directory_problem(rec.directory, rec.min_free_mb)
     if problem:
