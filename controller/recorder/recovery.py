@@ -147,3 +147,44 @@ def _mark_recovered(path: Path, data: dict[str, Any], data_bytes: int, rate: int
                 captured_s=round(captured, 3), captured_ratio=round(captured / duration, 4) if duration else 0.0,
                 error=note)
     write_json_atomically(path, data)
+
+
+# ---- across a clean stop ------------------------------------------------------------------------------------
+
+# Beside the recordings: what the last stop() finalised while the calls were still live, so the next start
+# can continue those files instead of beginning second ones.
+STOPPED_STATE = ".recorder-stopped.json"
+
+
+def save_stopped(directory: Path, stopped_at: float, recordings: dict[str, str]) -> None:
+    """Note the recordings a stop finalised while their calls were live (uuid -> path), at wall time."""
+    if not recordings:
+        return
+    try:
+        write_json_atomically(directory / STOPPED_STATE, {"stopped_at": stopped_at, "recordings": recordings})
+    except RecordingError as exc:
+        log.error("cannot note the recordings to continue after a restart: %s", exc)
+
+
+def load_stopped(directory: Path) -> tuple[float, dict[str, Path]]:
+    """What the last stop noted (read once: the note is removed): its wall time and uuid -> path, only paths
+    inside ``directory`` that still exist."""
+    path = directory / STOPPED_STATE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        path.unlink()
+        stopped_at = float(state["stopped_at"])
+        recordings = dict(state["recordings"])
+    except FileNotFoundError:
+        return 0.0, {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return 0.0, {}
+    root = directory.resolve()
+    found = {}
+    for uuid, name in recordings.items():
+        final = Path(str(name)).resolve()
+        uuid = normalise_uuid(str(uuid))
+        if uuid and final.is_relative_to(root) and final.exists():
+            found[uuid] = final
+    return stopped_at, found

@@ -20,204 +20,49 @@ and the connection's handler returns (and pywsgi closes the socket) only after t
 
 from __future__ import annotations
 
-import hmac
-import http.client
-import json
 import logging
 import os
 import re
-import socket
 import ssl
 import time
 from pathlib import Path
 from typing import Callable
 
 import gevent
-from gevent.event import Event as GeventEvent
 from gevent.pool import Group, Pool
 from gevent.pywsgi import WSGIServer
-from gevent.socket import wait_write
-from geventwebsocket.handler import WebSocketHandler
 
 from ..channel_uuid import normalise_uuid
 from ..ops.log_limit import LogLimiter
-from .book import (AlreadyFinished, Attach, Detach, EndConnection, Finalise, OpenNew, RecordingBook, Refuse, Resume,
+from .book import (AlreadyFinished, Attach, Detach, EndConnection, Finalise, RecordingBook, Refuse, Resume,
                    RetrySidecar, Upkeep, idle_limit_s)
+from .connection import Connection
+from .door import (CONNECTION_KEY, HANDLER_KEY, MAX_PENDING_PER_ADDRESS, MAX_REQUEST_BYTES, READ_AHEAD_BYTES,
+                   HandshakeCount, RecorderHandler, check_request, read_ahead)
 from .filenames import FilenameTemplate
-from .frames import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, OP_BINARY, OP_CLOSE, OP_TEXT, FrameReader,
-                     Reply, close_frame, encode_frame, interpret, refusal)
+from .frames import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, OP_BINARY, OP_TEXT, Reply, close_frame,
+                     encode_frame, interpret, refusal)
 from .poller import StreamPoller
 from .recording import (CLIENT_CLOSE, CONTROLLER_RESTART, DELIBERATE_REASONS, EOF, INTERNAL_ERROR, JITTER_S,
                         PROTOCOL_ERROR, REPLACED, SERVER_STOP, SETTLE_S, WRITE_ERROR, Ending, Recording,
                         RecordingRegistry, StreamSpec)
-from .recovery import recover_unfinished
-from .sidecar import write_json_atomically
+from .recovery import load_stopped, recover_unfinished, save_stopped
 from .wav import RecordingError
 
 __all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
 
 log = logging.getLogger("controller.recorder")
 
-_CONNECTION_KEY = "controller.recorder.connection"
-_HANDLER_KEY = "controller.recorder.handler"
-READ_AHEAD_BYTES = 64 * 1024
 # How long the poller lets frames gather between its wake-ups: what a frame may wait, for far less CPU.
 POLL_INTERVAL_S = 0.01
 # mod_audio_stream sends one frame per STREAM_BUFFER_SIZE ms: kilobytes. Anything near this is not audio.
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
-# The request line and headers together: the module's are under 1 KB; nobody makes us read megabytes first.
-MAX_REQUEST_BYTES = 16 * 1024
-# Connections from one address still in their handshake (TLS, request): a switch opens a few at a time.
-MAX_PENDING_PER_ADDRESS = 64
-# Frames waiting to go to the module (talk-back text, pongs, a close): beyond this it is not reading.
-MAX_OUTGOING_BYTES = 4 * 1024 * 1024
-# A backlog the module does not take within this long is dropped, and the connection sends nothing more.
-SEND_TIMEOUT_S = 5.0
-# Beside the recordings: what the last stop() finalised while the calls were still live, so the next start
-# can continue those files instead of beginning second ones.
-STOPPED_STATE = ".recorder-stopped.json"
 # Audio that reached the process reaches the file (the page cache, which outlives the process) within this
 # long: a kill loses nothing the recorder had. Writes are batched per stream in between, off the frame path.
 FLUSH_INTERVAL_S = 0.05
 # A final sidecar that could not be written (a full disk) is tried again this often until it is.
 SIDECAR_RETRY_S = 5.0
-# The same answer for a call nobody expects and a wrong token: the door says nothing about which calls are live.
-_NOT_YOURS = Refuse("403 Forbidden", "no stream is expected for this call with this token")
 _DRAIN = bytearray(READ_AHEAD_BYTES)
-
-
-def _response(refusal: Refuse) -> tuple[str, list[tuple[str, str]], bytes]:
-    body = (refusal.reason + "\n").encode("utf-8")
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-               ("Connection", "close")]
-    if refusal.status.startswith("401"):
-        headers.append(("WWW-Authenticate", 'Bearer realm="recorder"'))
-    return refusal.status, headers, body
-
-
-class _Connection:
-    """One admitted connection, from admission until its handler returns."""
-
-    def __init__(self, spec: StreamSpec, peer: str, sock, tls: bool, max_frame_bytes: int) -> None:
-        self.spec = spec
-        self.peer = peer
-        self.socket = sock
-        self.tls = tls
-        self.raw = sock if tls else getattr(sock, "_sock", sock)  # gevent's socket wraps a non-blocking one
-        self.reader = FrameReader(max_frame_bytes)
-        self.recording: Recording | None = None
-        self.tap: Callable[[bytes], None] | None = None
-        self.heard_at = 0.0  # any bytes, pings included: the client is alive
-        self.upgraded = False  # the 101 is sent: frames may follow
-        self.ended = False
-        self.pending_close: tuple[int, str] | None = None  # ended before its 101: the close goes after it
-        self.out = bytearray()  # frames to the client, in order
-        self.closing = False  # a close frame is queued: nothing after it
-        self.broken = False  # a send failed or timed out mid-frame: nothing more can be sent
-        self.writer: gevent.Greenlet | None = None
-        self.released = GeventEvent()  # the recorder is done with the socket: its handler may close it
-
-
-class _CappedReader:
-    """The request's header lines, read within a byte budget (http.client alone reads 100 lines of 64 KB)."""
-
-    def __init__(self, fp, budget: int) -> None:
-        self.fp = fp
-        self.budget = budget
-
-    def readline(self, limit: int = -1) -> bytes:
-        if self.budget <= 0:
-            raise http.client.LineTooLong("request headers over the recorder's size limit")
-        line = self.fp.readline(self.budget + 1 if limit < 0 else min(limit, self.budget + 1))
-        self.budget -= len(line)
-        if self.budget < 0:
-            raise http.client.LineTooLong("request headers over the recorder's size limit")
-        return line
-
-
-class _RecorderHandler(WebSocketHandler):
-    """Admits or refuses a stream before the upgrade is answered; the library does the handshake itself.
-
-    gevent.pywsgi parses mod_audio_stream's ``Name:value`` header lines (no space after the colon) with the
-    stdlib email parser, which accepts them as they are (the raw-socket tests replay the captured request).
-    """
-
-    _counted: str | None = None
-
-    def handle(self):
-        recorder: RecorderServer = self.server.recorder
-        address = str(self.client_address[0]) if isinstance(self.client_address, tuple) else str(self.client_address)
-        if not recorder._handshake_began(address):
-            return  # pywsgi closes the socket: nothing is read from an address already at its limit
-        self._counted = address
-        # A client that connects and never finishes its request must not hold a greenlet forever: the socket
-        # timeout bounds each read, the deadline the whole request (one byte every second would pass the first).
-        limit = recorder.handshake_timeout_s
-        self.socket.settimeout(limit)
-        self._handshake_deadline = gevent.Timeout(limit)
-        self._handshake_deadline.start()
-        try:
-            if isinstance(self.socket, ssl.SSLSocket):
-                self.socket.do_handshake()  # under the deadline, not on accept
-            super().handle()
-        except gevent.Timeout as exc:
-            if exc is not self._handshake_deadline:
-                raise
-            recorder.door_log.log(log, logging.WARNING, address, "dropped the connection from %s: no complete "
-                                  "request within %.1f s", address, limit)
-        except (ssl.SSLError, OSError) as exc:
-            recorder.door_log.log(log, logging.WARNING, address, "dropped the connection from %s: %s", address, exc)
-        finally:
-            self._handshake_deadline.close()
-            self._handshake_done()
-
-    def _handshake_done(self) -> None:
-        if self._counted is not None:
-            self.server.recorder._handshake_ended(self._counted)
-            self._counted = None
-
-    def MessageClass(self, fp, *args):
-        budget = self.server.recorder.max_request_bytes - len(getattr(self, "requestline", "") or "")
-        try:
-            return super().MessageClass(_CappedReader(fp, budget), *args)
-        except http.client.HTTPException as exc:  # more than 100 header lines
-            message = super().MessageClass(_CappedReader(fp, 0), *args)
-            message.status = str(exc) or "invalid headers"
-            return message
-
-    def run_application(self):
-        # The request is all here: what follows is our own work, and after the upgrade silence is legal.
-        self._handshake_deadline.cancel()
-        self._handshake_done()
-        recorder: RecorderServer = self.server.recorder
-        admitted = recorder._admit(self.environ, self.socket)
-        if isinstance(admitted, Refuse):
-            status, headers, body = _response(admitted)
-            self.close_connection = True
-            self.start_response(status, headers)
-            self.result = [body]
-            self.process_result()
-            return
-        self.socket.settimeout(None)  # admitted: silence is legal now (pause, mixed audio while nobody speaks)
-        self.environ[_CONNECTION_KEY] = admitted
-        self.environ[_HANDLER_KEY] = self
-        try:
-            super().run_application()
-        finally:
-            recorder._forget_connection(admitted)
-
-
-def _read_ahead(handler) -> bytes:
-    """Bytes the client sent after its request that pywsgi's buffered reader already holds: the start of the
-    frames. Read without blocking (a non-blocking peek returns only what is buffered)."""
-    handler.socket.settimeout(0.0)
-    try:
-        early = handler.rfile.peek(READ_AHEAD_BYTES)
-    except (OSError, ValueError):
-        early = b""
-    finally:
-        handler.socket.settimeout(None)
-    return handler.rfile.read(len(early)) if early else b""
 
 
 class RecorderServer:
@@ -257,7 +102,6 @@ class RecorderServer:
                              f"letters, digits, '.', '_', '~', '-'), got {path_prefix!r}")
         # public_url may carry a path (ws://host:8080/rec); streams then arrive at <that path>/calls/<uuid>.
         self.path_prefix = path_prefix
-        self._call_path = re.compile(re.escape(path_prefix) + r"/calls/([^/]*)")
         self.registry = registry
         self.directory = Path(directory)
         self.template = FilenameTemplate(filename_template)
@@ -274,7 +118,6 @@ class RecorderServer:
         self.tick_interval_s = tick_interval_s
         self.max_connections = max_connections
         self.ssl_context = ssl_context
-        self.max_pending_per_address = max_pending_per_address
         self.max_request_bytes = max_request_bytes
         # Arrivals, gaps, limits and end_call's `at` use `clock`; only the time across a restart is wall time.
         self.clock = clock
@@ -288,8 +131,8 @@ class RecorderServer:
         # Refused and dropped connections, by source address: a client retrying in a loop gets a few lines a
         # minute, and a count of the rest.
         self.door_log = LogLimiter()
-        self._handshaking: dict[str, int] = {}  # connections in their handshake, by source address
-        self._connections: set[_Connection] = set()
+        self.handshakes = HandshakeCount(max_pending_per_address)
+        self._connections: set[Connection] = set()
         self._notifying = Group()  # callbacks run here: the recorder never waits for what they do
         self._server: WSGIServer | None = None
         self._poller: StreamPoller | None = None
@@ -320,10 +163,10 @@ class RecorderServer:
         self._load_stopped_state()
         http_log = logging.getLogger("controller.recorder.http")
         tls = {"ssl_context": self.ssl_context, "do_handshake_on_connect": False} if self.ssl_context else {}
-        server = WSGIServer((host, port), self._application, handler_class=_RecorderHandler,
+        server = WSGIServer((host, port), self._application, handler_class=RecorderHandler,
                             spawn=Pool(self.max_connections), log=http_log, error_log=http_log,
                             environ={"SERVER_NAME": host}, **tls)
-        server.recorder = self  # how _RecorderHandler finds us
+        server.recorder = self  # how RecorderHandler finds us
         server.logger = http_log  # geventwebsocket would otherwise install its own stderr handler
         server.start()
         self._server = server
@@ -406,7 +249,7 @@ class RecorderServer:
         conn = state.conn if state is not None else None
         if conn is None or conn.recording is None or conn.ended or not conn.upgraded:
             return False
-        return self._send(conn, encode_frame(OP_TEXT, text.encode("utf-8")))
+        return conn.send(encode_frame(OP_TEXT, text.encode("utf-8")))
 
     def live_stats(self) -> dict[str, dict]:
         """What each open recording holds so far (for /calls and the doctor), by call uuid."""
@@ -435,33 +278,17 @@ class RecorderServer:
 
     # ---- the door (before the 101) -------------------------------------------------------------------------
 
-    def _handshake_began(self, address: str) -> bool:
-        count = self._handshaking.get(address, 0)
-        if count >= self.max_pending_per_address:
-            self.door_log.log(log, logging.WARNING, address, "dropped a connection from %s: %d already in their "
-                              "handshake from that address (the limit)", address, count)
-            return False
-        self._handshaking[address] = count + 1
-        return True
-
-    def _handshake_ended(self, address: str) -> None:
-        count = self._handshaking.get(address, 0) - 1
-        if count > 0:
-            self._handshaking[address] = count
-        else:
-            self._handshaking.pop(address, None)
-
-    def _admit(self, environ: dict, sock) -> _Connection | Refuse:
+    def admit(self, environ: dict, sock) -> Connection | Refuse:
+        """The request proved which call it streams (or not); the book says whether it may stream now."""
         address = environ.get("REMOTE_ADDR", "?")
         peer = f"{address}:{environ.get('REMOTE_PORT', '?')}"
-        path = environ.get("PATH_INFO", "")
-        spec = self._check(environ, path)
-        verdict = self.book.admit(spec.uuid) if isinstance(spec, StreamSpec) else spec
+        spec = check_request(environ, self.registry, self.path_prefix)
+        verdict = spec if isinstance(spec, Refuse) else self.book.admit(spec.uuid)
         if isinstance(verdict, Refuse):
             self.door_log.log(log, logging.WARNING, address, "refused stream from %s for %r: %s %s", peer,
-                              path[:200], verdict.status, verdict.reason)
+                              environ.get("PATH_INFO", "")[:200], verdict.status, verdict.reason)
             return verdict
-        conn = _Connection(spec, peer, sock, self.ssl_context is not None, self.max_frame_bytes)
+        conn = Connection(spec, peer, sock, self.ssl_context is not None, self.max_frame_bytes, self.door_log)
         if verdict.replaces is not None:
             # The module holds one stream per channel: a new one with the call's token means the old one is
             # gone or going (a restart: stop, then start in one write), whether or not its close was read.
@@ -472,29 +299,7 @@ class RecorderServer:
         self._connections.add(conn)
         return conn
 
-    def _check(self, environ: dict, path: str) -> StreamSpec | Refuse:
-        if self._stopping:
-            return Refuse("503 Service Unavailable", "the recorder is shutting down")
-        if environ.get("REQUEST_METHOD") != "GET":
-            return Refuse("405 Method Not Allowed",
-                          f"streams are WebSocket upgrades (GET {self.path_prefix}/calls/<uuid>)")
-        match = self._call_path.fullmatch(path)
-        if not match:
-            return Refuse("404 Not Found", f"unknown path; streams go to {self.path_prefix}/calls/<uuid>")
-        uuid = normalise_uuid(match.group(1))
-        if uuid is None:
-            return Refuse("404 Not Found", "not a call uuid; expected 8-4-4-4-12 hex digits")
-        # Whether the call is expected is told only to a client with a token, and the same way either way.
-        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return Refuse("401 Unauthorized", "missing 'Authorization: Bearer <token>' header")
-        spec = self.registry.lookup(uuid)
-        expected = spec.token if spec is not None else "\0" * len(token.strip())  # compared all the same
-        if not hmac.compare_digest(token.strip().encode("utf-8"), expected.encode("utf-8")) or spec is None:
-            return _NOT_YOURS
-        return spec
-
-    def _forget_connection(self, conn: _Connection) -> None:
+    def forget_connection(self, conn: Connection) -> None:
         """Its handler returns: make sure nothing of ours still touches the socket pywsgi is about to close."""
         if not conn.ended:  # the handler was killed (a stop past its timeout)
             self._end_connection(conn, SERVER_STOP)
@@ -505,7 +310,7 @@ class RecorderServer:
     # ---- the stream (after the 101) ------------------------------------------------------------------------
 
     def _application(self, environ, start_response):
-        conn: _Connection | None = environ.get(_CONNECTION_KEY)
+        conn: Connection | None = environ.get(CONNECTION_KEY)
         ws = environ.get("wsgi.websocket")
         if conn is None or ws is None:
             # Admitted but not a WebSocket upgrade (no Upgrade/Connection headers).
@@ -521,7 +326,7 @@ class RecorderServer:
         try:
             conn.upgraded = True
             if self._open(conn):
-                early = _read_ahead(environ[_HANDLER_KEY])
+                early = read_ahead(environ[HANDLER_KEY])
                 if early:
                     self._consume_read(conn, early, self.clock())
                 if not conn.ended:
@@ -530,8 +335,8 @@ class RecorderServer:
                     else:
                         self._poller.add(conn)
             elif conn.pending_close is not None:
-                self._send(conn, close_frame(*conn.pending_close))
-                self._release_when_sent(conn)
+                conn.send(close_frame(*conn.pending_close))
+                conn.release_when_sent()
             conn.released.wait()
         except Exception:  # one bad connection never takes the server (or another call) with it
             log.exception("call %s: recording connection from %s failed", conn.spec.uuid, conn.peer)
@@ -541,7 +346,7 @@ class RecorderServer:
                 reader.kill()
         return []
 
-    def _open(self, conn: _Connection) -> bool:
+    def _open(self, conn: Connection) -> bool:
         """The file this connection writes: True when it streams into one now."""
         spec = conn.spec
         choice = self.book.opening(spec.uuid, conn)
@@ -551,7 +356,7 @@ class RecorderServer:
             conn.ended = True
             return False
         if isinstance(choice, AlreadyFinished):  # a limit or a failed file ended it: no second file
-            self._send(conn, close_frame(CLOSE_NORMAL, "the call's recording is finished"))
+            conn.send(close_frame(CLOSE_NORMAL, "the call's recording is finished"))
             self._end_connection(conn, CLIENT_CLOSE)
             return False
         limits = {"max_duration_s": self.max_duration_s, "max_bytes": self.max_bytes, "jitter_s": self.jitter_s,
@@ -586,7 +391,7 @@ class RecorderServer:
             self._end_connection(conn, WRITE_ERROR, error=recording.write_error)
         return not conn.ended
 
-    def _read_tls(self, conn: _Connection) -> None:
+    def _read_tls(self, conn: Connection) -> None:
         """A TLS stream's reads (the poller reads plain sockets only: TLS holds decrypted bytes of its own)."""
         buffer = bytearray(READ_AHEAD_BYTES)
         view = memoryview(buffer)
@@ -602,7 +407,7 @@ class RecorderServer:
                 return
             self._consume_read(conn, view[:n], self.clock())
 
-    def _consume_read(self, conn: _Connection, data, arrival: float) -> None:
+    def _consume_read(self, conn: Connection, data, arrival: float) -> None:
         """Bytes read from this stream (by the poller): handle them, end the stream if they ended it."""
         try:
             ending = self._consume(conn, data, arrival)
@@ -612,11 +417,11 @@ class RecorderServer:
         if ending is not None:
             self._end_connection(conn, ending[0], **ending[1])
 
-    def _stream_closed(self, conn: _Connection) -> None:
+    def _stream_closed(self, conn: Connection) -> None:
         """The connection ended (EOF or a reset) without a close frame."""
         self._end_connection(conn, EOF, at=self.clock())
 
-    def _consume(self, conn: _Connection, data, arrival: float):
+    def _consume(self, conn: Connection, data, arrival: float):
         """Every complete frame in `data`, in order; (ending, details) when the stream is over, else None."""
         conn.heard_at = arrival
         reader = conn.reader
@@ -639,25 +444,25 @@ class RecorderServer:
                 log.info("call %s: text frame: %s", conn.spec.uuid, meaning[:200])
                 recording.on_text(meaning)
             elif isinstance(meaning, Reply):
-                self._send(conn, meaning.frame)
+                conn.send(meaning.frame)
                 if meaning.closes:
                     return self._closed_by_peer(conn, meaning, arrival)
         if reader.error is not None:  # what came before it is kept
             return self._refuse_frames(conn, refusal(reader.error))
         return None
 
-    def _closed_by_peer(self, conn: _Connection, reply: Reply, arrival: float):
+    def _closed_by_peer(self, conn: Connection, reply: Reply, arrival: float):
         if reply.problem is not None:
             return self._refuse_frames(conn, reply)
         return CLIENT_CLOSE, {"at": arrival, "close_code": reply.code, "close_text": reply.text}
 
-    def _refuse_frames(self, conn: _Connection, reply: Reply):
+    def _refuse_frames(self, conn: Connection, reply: Reply):
         if not conn.closing:
-            self._send(conn, reply.frame)
+            conn.send(reply.frame)
         log.error("call %s: %s; closing with %d", conn.spec.uuid, reply.problem, reply.code)
         return PROTOCOL_ERROR, {"close_code": reply.code, "error": reply.problem}
 
-    def _end_connection(self, conn: _Connection, ending: Ending, *, at: float | None = None,
+    def _end_connection(self, conn: Connection, ending: Ending, *, at: float | None = None,
                         close_code: int | None = None, close_text: str | None = None, error: str | None = None) -> None:
         """The connection is over for the recording (safe from any greenlet, at any stage): the book says what
         that means for the file, which is settled first; then the module is told why, if it should be."""
@@ -675,84 +480,18 @@ class RecorderServer:
                                              close_code=close_code, close_text=close_text, error=error))
         if ending.close is not None:
             if conn.upgraded:
-                self._send(conn, close_frame(*ending.close))
+                conn.send(close_frame(*ending.close))
             else:
                 conn.pending_close = ending.close
-        self._release_when_sent(conn)
+        conn.release_when_sent()
 
-    def _drain(self, conn: _Connection) -> None:
+    def _drain(self, conn: Connection) -> None:
         """Read what the connection's socket holds now, without waiting (a replaced or stopped stream's last
         frames, which the poller has not got round to)."""
-        view = memoryview(_DRAIN)
-        while not conn.ended:
-            try:
-                n = conn.raw.recv_into(_DRAIN)
-            except (BlockingIOError, InterruptedError):
+        for chunk in conn.read_waiting(_DRAIN):
+            self._consume_read(conn, chunk, self.clock())
+            if conn.ended:
                 return
-            except OSError:
-                return
-            if not n:
-                return
-            self._consume_read(conn, view[:n], self.clock())
-
-    # ---- frames to the module ---------------------------------------------------------------------------------
-
-    def _send(self, conn: _Connection, frame: bytes) -> bool:
-        """Queue a frame for the client; bytes leave in queue order by sends that never wait. False when the
-        connection takes nothing more (closed, broken, or a backlog over MAX_OUTGOING_BYTES: not reading)."""
-        if conn.closing or conn.broken or len(conn.out) + len(frame) > MAX_OUTGOING_BYTES:
-            return False
-        if frame[0] & 0x0F == OP_CLOSE:
-            conn.closing = True
-        conn.out += frame
-        if conn.writer is None:
-            if conn.tls:
-                conn.writer = gevent.spawn(self._write_backlog, conn)
-            else:
-                self._send_now(conn)
-        return True
-
-    def _send_now(self, conn: _Connection) -> None:
-        try:
-            sent = conn.raw.send(conn.out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            conn.broken = True
-            conn.out.clear()
-            return
-        del conn.out[:sent]
-        if conn.out:
-            conn.writer = gevent.spawn(self._write_backlog, conn)
-
-    def _write_backlog(self, conn: _Connection) -> None:
-        """What the socket did not take at once, within SEND_TIMEOUT_S; the connection's only writer meanwhile."""
-        try:
-            with gevent.Timeout(SEND_TIMEOUT_S):
-                while conn.out:
-                    if conn.tls:
-                        sent = conn.socket.send(conn.out)
-                    else:
-                        wait_write(conn.raw.fileno())
-                        try:
-                            sent = conn.raw.send(conn.out)
-                        except (BlockingIOError, InterruptedError):
-                            sent = 0
-                    del conn.out[:sent]
-        except (gevent.Timeout, OSError) as exc:
-            conn.broken = True
-            self.door_log.log(log, logging.WARNING, conn.spec.uuid, "call %s: %d byte(s) for %s not sent (%s); "
-                              "nothing more is sent on this connection", conn.spec.uuid, len(conn.out), conn.peer,
-                              "not reading" if isinstance(exc, gevent.Timeout) else exc)
-            conn.out.clear()
-        finally:
-            conn.writer = None
-            self._release_when_sent(conn)
-
-    @staticmethod
-    def _release_when_sent(conn: _Connection) -> None:
-        if conn.ended and conn.writer is None:
-            conn.released.set()
 
     # ---- carrying out the book's decisions ---------------------------------------------------------------------
 
@@ -887,32 +626,12 @@ class RecorderServer:
     # ---- across a restart -----------------------------------------------------------------------------------
 
     def _save_stopped_state(self) -> None:
-        stopped = {state.uuid: str(state.resumable.path) for state in self.book.calls.values()
-                   if state.resumable is not None and state.resumable.by_stop}
-        if not stopped:
-            return
-        state = {"stopped_at": self.wall_clock(), "recordings": stopped}
-        try:
-            write_json_atomically(self.directory / STOPPED_STATE, state)
-        except RecordingError as exc:
-            log.error("cannot note the recordings to continue after a restart: %s", exc)
+        save_stopped(self.directory, self.wall_clock(), {state.uuid: str(state.resumable.path)
+                                                         for state in self.book.calls.values()
+                                                         if state.resumable is not None and state.resumable.by_stop})
 
     def _load_stopped_state(self) -> None:
         """Recordings the last stop() finalised become resumable, like the ones a killed process left."""
-        path = self.directory / STOPPED_STATE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-            path.unlink()
-            stopped_at = float(state["stopped_at"])
-            recordings = dict(state["recordings"])
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring %s: %s", path, exc)
-            return
-        root = self.directory.resolve()
-        for uuid, name in recordings.items():
-            final = Path(str(name)).resolve()
-            uuid = normalise_uuid(str(uuid))
-            if uuid and final.is_relative_to(root) and final.exists():
-                self.book.note_resumable(uuid, final, stopped_at, self.clock())
+        stopped_at, recordings = load_stopped(self.directory)
+        for uuid, path in recordings.items():
+            self.book.note_resumable(uuid, path, stopped_at, self.clock())
