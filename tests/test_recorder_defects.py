@@ -51,7 +51,7 @@ def fill_the_disk_under(monkeypatch, directory):
     """From now on every write that would grow a file under `directory` fails with ENOSPC, as on a full
     volume; rewriting a WAV header in place (offset 0) still works, as it does on a full disk."""
     root = str(Path(directory).resolve())
-    real_write, real_writev, real_pwrite = os.write, os.writev, os.pwrite
+    real_write, real_writev, real_pwrite, real_ftruncate = os.write, os.writev, os.pwrite, os.ftruncate
 
     def under(fd):
         try:
@@ -77,7 +77,13 @@ def fill_the_disk_under(monkeypatch, directory):
             raise full()
         return real_pwrite(fd, data, offset)
 
+    def ftruncate(fd, length):  # long silence extends the file; on some file systems that needs blocks too
+        if under(fd) and length > os.fstat(fd).st_size:
+            raise full()
+        return real_ftruncate(fd, length)
+
     monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
     monkeypatch.setattr(os, "writev", writev)
     monkeypatch.setattr(os, "pwrite", pwrite)
 

@@ -17,8 +17,9 @@ from gevent.event import Event as GeventEvent
 from gevent.socket import wait_write
 
 from ..ops.log_limit import LogLimiter
-from .frames import OP_CLOSE, FrameReader
-from .recording import Recording, StreamSpec
+from .frames import OP_BINARY, OP_CLOSE, FrameReader, Reply, interpret, refusal
+from .recording import CLIENT_CLOSE, PROTOCOL_ERROR, WRITE_ERROR, Ending, Recording, StreamSpec
+from .wav import RecordingError
 
 log = logging.getLogger("controller.recorder")
 
@@ -51,6 +52,44 @@ class Connection:
         self.writer: gevent.Greenlet | None = None
         self.released = GeventEvent()  # the recorder is done with the socket: its handler may close it
         self._log_limit = log_limit
+
+    def consume(self, data, arrival: float) -> tuple[Ending, dict] | None:
+        """Every complete frame in `data` (read at `arrival`), in order, into the recording; (ending, details)
+        when they ended the stream, else None."""
+        self.heard_at = arrival
+        reader, recording = self.reader, self.recording
+        for opcode, payload in reader.feed(data):
+            if opcode == OP_BINARY:  # the hot path: a frame every 20 ms per call
+                if self.tap is not None:
+                    self.tap(payload)
+                try:
+                    limit = recording.on_audio(payload, arrival)
+                except RecordingError as exc:
+                    log.error("call %s: %s", self.spec.uuid, exc)
+                    return WRITE_ERROR, {"error": str(exc)}
+                if limit is not None:
+                    log.warning("call %s: %s reached, ending the recording", self.spec.uuid, limit)
+                    return Ending(limit), {}
+                continue
+            meaning = interpret(opcode, payload)
+            if isinstance(meaning, str):
+                log.info("call %s: text frame: %s", self.spec.uuid, meaning[:200])
+                recording.on_text(meaning)
+            elif isinstance(meaning, Reply):
+                self.send(meaning.frame)
+                if meaning.closes and meaning.problem is None:
+                    return CLIENT_CLOSE, {"at": arrival, "close_code": meaning.code, "close_text": meaning.text}
+                if meaning.closes:
+                    return self._refused(meaning)
+        if reader.error is not None:  # what came before it is kept
+            return self._refused(refusal(reader.error))
+        return None
+
+    def _refused(self, reply: Reply) -> tuple[Ending, dict]:
+        if not self.closing:
+            self.send(reply.frame)
+        log.error("call %s: %s; closing with %d", self.spec.uuid, reply.problem, reply.code)
+        return PROTOCOL_ERROR, {"close_code": reply.code, "error": reply.problem}
 
     def send(self, frame: bytes) -> bool:
         """Queue a frame; False when the connection takes nothing more (closed, broken, or a backlog over

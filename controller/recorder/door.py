@@ -121,7 +121,8 @@ class RecorderHandler(WebSocketHandler):
         if not recorder.handshakes.began(address):
             recorder.door_log.log(log, logging.WARNING, address, "dropped a connection from %s: %d already in "
                                   "their handshake from that address (the limit)", address, recorder.handshakes.limit)
-            return  # pywsgi closes the socket: nothing is read from an address already at its limit
+            self._drop()  # nothing is read from an address already at its limit
+            return
         self._counted = address
         # A client that connects and never finishes its request must not hold a greenlet forever: the socket
         # timeout bounds each read, the deadline the whole request (one byte every second would pass the first).
@@ -138,11 +139,23 @@ class RecorderHandler(WebSocketHandler):
                 raise
             recorder.door_log.log(log, logging.WARNING, address, "dropped the connection from %s: no complete "
                                   "request within %.1f s", address, limit)
-        except (ssl.SSLError, OSError) as exc:
+            self._drop()
+        except (ssl.SSLError, OSError) as exc:  # a failed TLS handshake (plain HTTP to a wss port, say)
             recorder.door_log.log(log, logging.WARNING, address, "dropped the connection from %s: %s", address, exc)
+            self._drop()
         finally:
             self._handshake_deadline.close()
             self._handshake_done()
+
+    def _drop(self) -> None:
+        # Closed now, not when the handler is collected: a TLS socket's file outlives the one pywsgi closes, and
+        # a socket closes only once its reader (rfile) is closed too.
+        for closable in (getattr(self, "rfile", None), self.socket):
+            try:
+                if closable is not None:
+                    closable.close()
+            except OSError:
+                pass
 
     def _handshake_done(self) -> None:
         if self._counted is not None:

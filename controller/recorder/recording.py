@@ -380,6 +380,19 @@ class Recording:
                     return
             self.writer.write(piece)
 
+    def live_stats(self, now: float, conn) -> dict:
+        """What it holds so far (for /calls and the doctor); `conn`: the call's connection now, if any."""
+        attached = conn is not None and conn.recording is self and not conn.ended
+        writer, sidecar = self.writer, self.sidecar
+        return {
+            "rule": self.spec.rule_name, "rate": self.spec.rate, "channels": self.spec.channels,
+            "path": str(self.path), "seconds": round(writer.duration_s, 3), "bytes": writer.data_bytes,
+            "frames": sidecar.frames, "received_bytes": self.received_bytes, "arrived_bytes": self.arrived_bytes,
+            "connected": attached, "last_frame_age_s": round(now - conn.heard_at, 3) if attached else None,
+            "connections": sidecar.connections, "gaps": len(sidecar.gaps) + sidecar.gaps_unlisted,
+            "gap_seconds": round(self.silent_frames / self.spec.rate, 3),
+        }
+
     def on_text(self, text: str) -> None:
         self.sidecar.add_text(self.elapsed_s(), text)
 

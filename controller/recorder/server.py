@@ -40,11 +40,10 @@ from .connection import Connection
 from .door import (CONNECTION_KEY, HANDLER_KEY, MAX_PENDING_PER_ADDRESS, MAX_REQUEST_BYTES, READ_AHEAD_BYTES,
                    HandshakeCount, RecorderHandler, check_request, read_ahead)
 from .filenames import FilenameTemplate
-from .frames import (CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, OP_BINARY, OP_TEXT, Reply, close_frame,
-                     encode_frame, interpret, refusal)
+from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, OP_TEXT, close_frame, encode_frame
 from .poller import StreamPoller
 from .recording import (CLIENT_CLOSE, CONTROLLER_RESTART, DELIBERATE_REASONS, EOF, INTERNAL_ERROR, JITTER_S,
-                        PROTOCOL_ERROR, REPLACED, SERVER_STOP, SETTLE_S, WRITE_ERROR, Ending, Recording,
+                        REPLACED, SERVER_STOP, SETTLE_S, WRITE_ERROR, Ending, Recording,
                         RecordingRegistry, StreamSpec)
 from .recovery import load_stopped, recover_unfinished, save_stopped
 from .wav import RecordingError
@@ -130,7 +129,7 @@ class RecorderServer:
         self.upkeep_errors = 0  # unexpected failures in the periodic upkeep (logged, counted, survived)
         # Refused and dropped connections, by source address: a client retrying in a loop gets a few lines a
         # minute, and a count of the rest.
-        self.door_log = LogLimiter()
+        self.door_log = LogLimiter(clock=clock)
         self.handshakes = HandshakeCount(max_pending_per_address)
         self._connections: set[Connection] = set()
         self._notifying = Group()  # callbacks run here: the recorder never waits for what they do
@@ -254,24 +253,8 @@ class RecorderServer:
     def live_stats(self) -> dict[str, dict]:
         """What each open recording holds so far (for /calls and the doctor), by call uuid."""
         now = self.clock()
-        stats = {}
-        for uuid, state in self.book.calls.items():
-            recording = state.recording
-            if recording is None:
-                continue
-            conn = state.conn
-            attached = conn is not None and conn.recording is recording and not conn.ended
-            writer, sidecar = recording.writer, recording.sidecar
-            stats[uuid] = {
-                "rule": recording.spec.rule_name, "rate": recording.spec.rate, "channels": recording.spec.channels,
-                "path": str(recording.path), "seconds": round(writer.duration_s, 3), "bytes": writer.data_bytes,
-                "frames": sidecar.frames, "received_bytes": recording.received_bytes,
-                "arrived_bytes": recording.arrived_bytes, "connected": attached,
-                "last_frame_age_s": round(now - conn.heard_at, 3) if attached else None,
-                "connections": sidecar.connections, "gaps": len(sidecar.gaps) + sidecar.gaps_unlisted,
-                "gap_seconds": round(recording.silent_frames / recording.spec.rate, 3),
-            }
-        return stats
+        return {uuid: state.recording.live_stats(now, state.conn) for uuid, state in self.book.calls.items()
+                if state.recording is not None}
 
     def idle_limit_s(self, spec: StreamSpec) -> float | None:
         return idle_limit_s(spec, self.book.idle_timeout_s)
@@ -410,7 +393,7 @@ class RecorderServer:
     def _consume_read(self, conn: Connection, data, arrival: float) -> None:
         """Bytes read from this stream (by the poller): handle them, end the stream if they ended it."""
         try:
-            ending = self._consume(conn, data, arrival)
+            ending = conn.consume(data, arrival)
         except Exception as exc:  # one stream's bug must not stop the poller, which serves them all
             log.exception("call %s: unexpected failure while recording", conn.spec.uuid)
             ending = INTERNAL_ERROR, {"error": f"{type(exc).__name__}: {exc}"}
@@ -420,47 +403,6 @@ class RecorderServer:
     def _stream_closed(self, conn: Connection) -> None:
         """The connection ended (EOF or a reset) without a close frame."""
         self._end_connection(conn, EOF, at=self.clock())
-
-    def _consume(self, conn: Connection, data, arrival: float):
-        """Every complete frame in `data`, in order; (ending, details) when the stream is over, else None."""
-        conn.heard_at = arrival
-        reader = conn.reader
-        recording = conn.recording
-        for opcode, payload in reader.feed(data):
-            if opcode == OP_BINARY:
-                if conn.tap is not None:
-                    conn.tap(payload)
-                try:
-                    limit = recording.on_audio(payload, arrival)
-                except RecordingError as exc:
-                    log.error("call %s: %s", conn.spec.uuid, exc)
-                    return WRITE_ERROR, {"error": str(exc)}
-                if limit is not None:
-                    log.warning("call %s: %s reached, ending the recording", conn.spec.uuid, limit)
-                    return Ending(limit), {}
-                continue
-            meaning = interpret(opcode, payload)
-            if isinstance(meaning, str):
-                log.info("call %s: text frame: %s", conn.spec.uuid, meaning[:200])
-                recording.on_text(meaning)
-            elif isinstance(meaning, Reply):
-                conn.send(meaning.frame)
-                if meaning.closes:
-                    return self._closed_by_peer(conn, meaning, arrival)
-        if reader.error is not None:  # what came before it is kept
-            return self._refuse_frames(conn, refusal(reader.error))
-        return None
-
-    def _closed_by_peer(self, conn: Connection, reply: Reply, arrival: float):
-        if reply.problem is not None:
-            return self._refuse_frames(conn, reply)
-        return CLIENT_CLOSE, {"at": arrival, "close_code": reply.code, "close_text": reply.text}
-
-    def _refuse_frames(self, conn: Connection, reply: Reply):
-        if not conn.closing:
-            conn.send(reply.frame)
-        log.error("call %s: %s; closing with %d", conn.spec.uuid, reply.problem, reply.code)
-        return PROTOCOL_ERROR, {"close_code": reply.code, "error": reply.problem}
 
     def _end_connection(self, conn: Connection, ending: Ending, *, at: float | None = None,
                         close_code: int | None = None, close_text: str | None = None, error: str | None = None) -> None:
