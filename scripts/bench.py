@@ -9,10 +9,13 @@ What it runs (each part can be switched off; ``--help`` lists the options):
 
 1. Ingest: for each N, a fresh server in a child process pinned to core 1 (``taskset -c 1``) and a load
    process pinned to core 0: N WebSocket clients that do mod_audio_stream's upgrade (``Name:value`` headers,
-   Bearer token, ``/calls/<uuid>``) and then send one masked binary frame of s16le PCM every 20 ms on a
-   strict per-stream schedule, then a close frame 1000. Streams are opened at ``--ramp-rate`` per second and
-   each sends ``--seconds`` plus the ramp's length, so there are ``--seconds`` with all N live (the steady
-   window); lag and CPU criteria are read in that window, loss and WAVs over the whole run. Every frame's
+   Bearer token, ``/calls/<uuid>``, no extension offered) and then send one masked binary frame of s16le PCM
+   every 20 ms, paced the way a switch sends (``--pacing switch``): each stream's 20 ms tick at its own random
+   phase, as calls answered at different moments tick at different offsets of FreeSWITCH's media timer; each
+   frame one send() once due on the load's monotonic clock, never early, and no catch-up bursts unless the load
+   itself falls behind (its lateness is reported); then a close frame 1000. Streams are opened at
+   ``--ramp-rate`` per second and each sends ``--seconds`` plus the ramp's length, so there are ``--seconds``
+   with all N live (the steady window); lag and CPU criteria are read in that window, loss and WAVs over the whole run. Every frame's
    payload is deterministic (frame index and stream index in the first 8 bytes, then a per-stream pattern),
    so every WAV is compared byte for byte with what was sent.
 2. The same load against scripts/bench_node/recorder.js (``ws`` from npm, installed at run time).
@@ -39,6 +42,7 @@ import collections
 import datetime
 import errno
 import json
+import math
 import os
 import platform
 import random
@@ -55,10 +59,10 @@ import subprocess
 import tempfile
 import termios
 import time
-import wave
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT  # the checkout whose controller package is measured (--source)
 NODE_DIR = ROOT / "scripts" / "bench_node"
 TOKEN = "bench-token-2f6c1d9e8a7b"
 FRAME_MS = 20
@@ -69,14 +73,17 @@ LAG_LIMIT_MS = 100.0
 CPU_LIMIT_PCT = 90.0
 
 LAG_METHOD = (
-    "arrival lag = how long the oldest audio the server has not yet read has been waiting. Every 20 ms, "
-    "halfway between two send ticks, the load process asks the kernel (a sock_diag/inet_diag netlink dump: "
-    "the Recv-Q that `ss` shows) how many bytes each server-side socket holds unread. Those are the stream's "
-    "last bytes, so they name the oldest unread frame; the load noted when it sent each frame, and the lag "
-    "is now minus that moment (0 = the server had read everything sent so far; a frame still unread has "
-    "waited at least ~10 ms). Sampled per stream every 20 ms, so a stall shows within 20 ms of when it "
-    "began; bytes the load could not even hand to the kernel (a full window) count as unread. The sender's own SIOCOUTQ is not used: on loopback the receiving "
-    "kernel acknowledges data on arrival, so it stays 0 however far behind the reader is.")
+    "arrival lag = how long the oldest audio the server has not yet read has been waiting. Every 20 ms "
+    "(with --pacing aligned: halfway between two send ticks) the load process asks the kernel (a "
+    "sock_diag/inet_diag netlink dump: the Recv-Q that `ss` shows) how many bytes each server-side socket "
+    "of one group of streams holds unread (groups of at most ~200 in turn, asked for by exact address: a dump "
+    "walks the kernel's whole connection table, which takes milliseconds and would hold up the sends). Those are the stream's last bytes, so they name "
+    "the oldest unread frame; the load noted when it sent each frame, and the lag is now minus that moment "
+    "(0 = the server had read everything sent so far). Each stream is sampled every 20 ms x the number of "
+    "groups (1 to 5: at most every 100 ms), so a stall shows within that long of when it began; bytes the load "
+    "could not even hand to the kernel (a full window) count as unread. The sender's own SIOCOUTQ is not "
+    "used: on loopback the receiving kernel acknowledges data on arrival, so it stays 0 however far behind "
+    "the reader is.")
 
 
 # ---- small helpers ---------------------------------------------------------------------------------------
@@ -104,6 +111,49 @@ def hist_percentiles(hist: dict, scale: float) -> dict:
                 break
     result["max"] = keys[-1] / scale
     return result
+
+
+def cores_jiffies() -> dict[str, list[int]]:
+    """/proc/stat's per-core counters (user nice system idle iowait irq softirq steal), by core number."""
+    found = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, *values = line.split()
+            found[name[3:]] = [int(v) for v in values[:8]]
+    return found
+
+
+def cores_usage(a: dict, b: dict, seconds: float) -> dict:
+    """Each core's use between two cores_jiffies(), in % of the core: busy (all but idle and iowait), of which
+    softirq and steal (time the hypervisor gave to someone else)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for core in b:
+        if core not in a or seconds <= 0:
+            continue
+        d = [y - x for x, y in zip(a[core], b[core])]
+        pct = lambda j: round(j / tick / seconds * 100, 1)  # noqa: E731
+        out[core] = {"busy_pct": pct(d[0] + d[1] + d[2] + d[5] + d[6] + d[7]), "softirq_pct": pct(d[6]),
+                     "steal_pct": pct(d[7])}
+    return out
+
+
+def proc_switches(pid: int) -> tuple[int, int, int]:
+    """Context switches of every thread of `pid` so far (voluntary: it went to sleep, i.e. it waited for more
+    work and was woken again; involuntary: preempted), and how many threads."""
+    voluntary = involuntary = threads = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue
+        threads += 1
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                voluntary += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                involuntary += int(line.split()[1])
+    return voluntary, involuntary, threads
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -195,42 +245,91 @@ def upgrade_request(port: int, uuid: str) -> bytes:
 # ---- kernel view of the server's sockets: bytes received but not yet read (sock_diag) ---------------------
 
 class RecvQueues:
-    """Recv-Q of every established TCP socket whose local port is `port` (the server's side), by peer port."""
+    """Recv-Q of the established TCP sockets whose local port is `port` (the server's side), by peer port:
+    ``dump()`` all of them, ``dump(part)`` one group set with ``split``."""
 
     NETLINK_SOCK_DIAG = 4
     SOCK_DIAG_BY_FAMILY = 20
     _header = struct.Struct("=IHHII")
     _ports = struct.Struct("!HH")
     _queue = struct.Struct("=I")
+    LOOPBACK = socket.inet_aton("127.0.0.1") + bytes(12)
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.NETLINK_SOCK_DIAG)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.buffer = bytearray(1 << 20)  # reused: a fresh 1 MiB per recv costs an mmap and page faults each time
         # inet_diag bytecode: keep sport >= port and sport <= port (jump past the end = reject).
         bytecode = (struct.pack("=BBH", 2, 8, 20) + struct.pack("=BBH", 0, 0, port)
                     + struct.pack("=BBH", 3, 8, 12) + struct.pack("=BBH", 0, 0, port))
         attribute = struct.pack("=HH", 4 + len(bytecode), 1) + bytecode
         request = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 1 << 1) + bytes(48) + attribute
         self.request = struct.pack("=IHHII", 16 + len(request), self.SOCK_DIAG_BY_FAMILY, 0x301, 1, 0) + request
+        self.groups: list[tuple[bytes, int]] = []
 
-    def dump(self) -> list[tuple[int, int]]:
-        self.sock.send(self.request)
+    def split(self, peer_ports: list[int], parts: int) -> None:
+        """Ask for the sockets in `parts` groups, each by exact address: a dump walks the kernel's whole table of
+        connections (over a millisecond however few match), which would hold up the load's sends every time;
+        a batch of exact look-ups (many requests in one send) costs about a microsecond a socket."""
+        self.groups = []
+        for k in range(parts):
+            batch = []
+            for peer in peer_ports[k::parts]:
+                identity = struct.pack("!HH", self.port, peer) + self.LOOPBACK + self.LOOPBACK + struct.pack(
+                    "=III", 0, 0xFFFFFFFF, 0xFFFFFFFF)
+                body = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 1 << 1) + identity
+                batch.append(struct.pack("=IHHII", 16 + len(body), self.SOCK_DIAG_BY_FAMILY, 0x1, 1, 0) + body)
+            self.groups.append((b"".join(batch), len(batch)))
+
+    def dump(self, part: int | None = None) -> list[tuple[int, int]]:
+        if part is None:
+            self.sock.send(self.request)
+            expected = None
+        else:
+            request, expected = self.groups[part]
+            self.sock.send(request)
         found = []
+        answers = 0
         header, ports, queue = self._header.unpack_from, self._ports.unpack_from, self._queue.unpack_from
-        while True:
-            data = self.sock.recv(1 << 20)
+        data = self.buffer
+        while expected is None or answers < expected:
+            # Exact look-ups are answered while the request is sent: once none is left to read, that was all.
+            try:
+                size = self.sock.recv_into(data, 0, 0 if expected is None else socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
             offset = 0
-            while offset < len(data):
+            while offset < size:
                 length, kind = header(data, offset)[:2]
                 if kind == 3:  # NLMSG_DONE
                     return found
+                answers += 1
                 if kind == 2:  # NLMSG_ERROR
-                    raise OSError(-struct.unpack_from("=i", data, offset + 16)[0], "sock_diag dump failed")
-                found.append((ports(data, offset + 20)[1], queue(data, offset + 72)[0]))
+                    code = -struct.unpack_from("=i", data, offset + 16)[0]
+                    if expected is None or code != errno.ENOENT:  # ENOENT: that connection is gone
+                        raise OSError(code, "sock_diag request failed")
+                else:
+                    found.append((ports(data, offset + 20)[1], queue(data, offset + 72)[0]))
                 offset += (length + 3) & ~3
+        return found
 
 
 # ---- role: the load (core 0): N clients on one epoll loop ------------------------------------------------
+#
+# How a switch paces its streams: FreeSWITCH reads each call's media on that call's own 20 ms timer (the soft
+# timer counts milliseconds, and a session's ticks fall on the millisecond its timer was set up, so calls answered
+# at different moments tick at different offsets); mod_audio_stream's media bug hands each frame to its WebSocket
+# client, whose service thread writes it: one write per frame per stream, the streams' writes spread over the
+# 20 ms. The load does the same (--pacing switch, the default): every stream gets a random phase in [0, 20 ms)
+# (seeded: --seed), frame k of a stream is due at its phase + k * 20 ms on the load's monotonic clock, and each
+# frame is one send() once it is due. The loop sleeps in epoll_wait, whose timeout is in whole milliseconds, so
+# frames due within the same millisecond go out back to back (as FreeSWITCH's millisecond timer releases them).
+# A frame never goes out early; if the load falls behind, the frames it owes go out as soon as it can (the
+# module's queue would do the same) and the lateness of every send is reported: the load's own lag.
+# --pacing aligned is the load this benchmark used before: every stream on one common 20 ms tick, so each tick
+# sends one frame of every stream in a single burst of N sends (and the server sees N frames at once, then
+# nothing for the rest of the 20 ms).
 
 CONNECTING, UPGRADING, RUNNING, CLOSING, DONE, FAILED = range(6)
 
@@ -238,7 +337,7 @@ CONNECTING, UPGRADING, RUNNING, CLOSING, DONE, FAILED = range(6)
 class Client:
     __slots__ = ("index", "uuid", "sock", "fd", "state", "maker", "pending", "sent", "start", "opened_at",
                  "reply", "port", "close_sent_at", "handshake_s", "close_s", "error", "max_lag_ms", "blocked",
-                 "sent_at", "connect_s", "target", "max_late")
+                 "sent_at", "connect_s", "target", "max_late", "due0", "extensions")
 
     def __init__(self, index: int, frame_bytes: int, frames: int, fixed: bool) -> None:
         self.index = index
@@ -252,7 +351,8 @@ class Client:
         self.target = frames if fixed else None  # frames this stream sends; None: until all N have been live
         self.max_late = 0.0  # the most the load was behind this stream's schedule (s)
         self.sent = 0
-        self.start = 0.0
+        self.start = 0.0  # when its upgrade completed
+        self.due0 = 0.0  # when its first frame was due; frame k is due at due0 + k * interval
         self.reply = b""
         self.port = 0
         self.close_sent_at = 0.0
@@ -261,9 +361,12 @@ class Client:
         self.error = None
         self.max_lag_ms = 0.0
         self.blocked = 0
+        self.extensions = None  # the Sec-WebSocket-Extensions the server answered with (none expected)
 
 
 def run_load(args) -> None:
+    import heapq
+
     raise_nofile()
     n, interval = args.n, args.interval_ms / 1000.0
     frame_bytes = args.rate * 2 * args.channels * FRAME_MS // 1000
@@ -273,6 +376,9 @@ def run_load(args) -> None:
     ramp_limit = n / args.ramp_rate * 4 + 30.0  # all N must be live by then, or the run is over
     capacity = args.frames if fixed else int((ramp_limit + args.seconds + 5) / interval) + 1
     clients = [Client(i, frame_bytes, capacity, fixed) for i in range(n)]
+    aligned = args.pacing == "aligned"
+    rng = random.Random(args.seed)
+    phases = [0.0 if aligned else rng.random() * interval for _ in range(n)]  # offset of each stream's tick
     wire_bytes = clients[0].maker.wire_bytes
     by_fd: dict[int, Client] = {}
     by_port: dict[int, Client] = {}
@@ -280,23 +386,31 @@ def run_load(args) -> None:
     queues = RecvQueues(args.port)
     bye = close_frame()
     server = args.server_pid
+    schedule: list[tuple[float, int]] = []  # a heap: (when the stream's next frame is due, stream index)
 
     lag_all: collections.Counter = collections.Counter()  # lag in 0.1 ms buckets
     lag_steady: collections.Counter = collections.Counter()
-    tick_late: list[float] = []  # how late each tick began (s)
-    tick_busy: list[float] = []  # how long each tick's sends took (s)
+    late_all: collections.Counter = collections.Counter()  # each send's lateness behind its due time, 0.1 ms buckets
+    late_steady: collections.Counter = collections.Counter()
+    burst_steady: collections.Counter = collections.Counter()  # frames sent per pass of the loop (all N live)
+    catch_up = [0, 0]  # frames sent a whole interval or more late (behind another of the same stream): all, steady
     dump_busy: list[float] = []  # how long each lag sample took (s)
-    slow_ticks: list[tuple] = []  # (t, late ms, busy ms, streams running, streams done) of ticks over 50 ms
+    dump_kernel: list[float] = []  # of which asking the kernel (s)
+    slow_passes: list[tuple] = []  # (t, ms behind, ms sending, frames, streams running, done) of passes over 20 ms late
     slowest = dict.fromkeys(("open", "poll_overrun", "events", "send", "proc_sample"), 0.0)  # the load's stalls (s)
     samples: list[tuple[float, float, int, int]] = []  # (t, server cpu s, server rss KiB, frames sent so far)
-    sample_every = max(1, int(round(0.1 / interval)))
-    lag_every = max(1, int(round(FRAME_MS / 1000 / interval)))
+    sample_every = 0.1
+    lag_every = FRAME_MS / 1000
 
-    started = time.monotonic()
+    clock = time.monotonic
+    started = clock()
     cpu0 = os.times()
     opened = inflight = running_count = finished_sending = failed = total_sent = 0
-    running: list[Client] = []
+    running: set[Client] = set()
     steady_from = steady_to = None
+    cores_from = cores_to = load_cpu_from = load_cpu_to = switches_from = switches_to = None
+    sent_from = sent_to = 0
+    steady = False
     deadline = started + ramp_limit + capacity * interval + 60.0
     first_start = None
     ramp_failed = False
@@ -305,8 +419,7 @@ def run_load(args) -> None:
         nonlocal failed, inflight
         if client.state in (CONNECTING, UPGRADING):
             inflight -= 1
-        if client.state == RUNNING and client in running:
-            running.remove(client)
+        running.discard(client)  # its entry in the schedule is dropped when it comes up
         client.state = FAILED
         client.error = why
         failed += 1
@@ -326,7 +439,7 @@ def run_load(args) -> None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as libwebsockets does
-            client.sock, client.fd, client.opened_at = sock, sock.fileno(), time.monotonic()
+            client.sock, client.fd, client.opened_at = sock, sock.fileno(), clock()
             by_fd[client.fd] = client
             code = sock.connect_ex(("127.0.0.1", args.port))
             if code not in (0, errno.EINPROGRESS):
@@ -361,17 +474,26 @@ def run_load(args) -> None:
                 return
             client.reply += data
             if b"\r\n\r\n" in client.reply:
-                status = client.reply.split(b"\r\n", 1)[0]
-                if not status.startswith(b"HTTP/1.1 101"):
-                    fail(client, f"upgrade refused: {status.decode('latin-1')}")
+                head = client.reply.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+                if not head[0].startswith(b"HTTP/1.1 101"):
+                    fail(client, f"upgrade refused: {head[0].decode('latin-1')}")
                     return
+                for line in head[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"sec-websocket-extensions":
+                        client.extensions = value.strip().decode("latin-1")
                 inflight -= 1
                 client.state = RUNNING
                 client.start = now
                 if first_start is None:
                     first_start = now
                 client.handshake_s = now - client.opened_at
-                running.append(client)
+                # The first frame goes out on the stream's own tick after the upgrade: its phase on the 20 ms grid.
+                phase = phases[client.index]
+                due = started + phase + math.ceil((now - started - phase) / interval) * interval
+                client.due0 = due if due > now else due + interval
+                heapq.heappush(schedule, (client.due0, client.index))
+                running.add(client)
                 running_count += 1
         elif state in (RUNNING, CLOSING):
             if events & select.EPOLLOUT and client.pending:
@@ -411,51 +533,83 @@ def run_load(args) -> None:
             pass
         client.sock.close()
 
-    def send_frames(now: float) -> None:
-        nonlocal total_sent, finished_sending
-        for client in list(running):
-            due = int((now - client.start) / interval)
+    def end_stream(client: Client, now: float) -> None:
+        nonlocal finished_sending
+        running.discard(client)
+        finished_sending += 1
+        client.state = CLOSING
+        client.close_sent_at = now
+        if client.pending:
+            client.pending += bye
+        else:
+            try:
+                client.sock.send(bye)
+            except OSError as exc:
+                fail(client, f"send: {exc}")
+
+    def send_due(now: float) -> int:
+        """Every frame due by `now`, earliest first, each in its own send(); frames falling due meanwhile wait
+        for the next pass (after the loop has looked at its sockets again)."""
+        nonlocal total_sent
+        burst = 0
+        heap = schedule
+        while heap and heap[0][0] <= now:
+            due, index = heap[0]
+            client = clients[index]
+            if client.state != RUNNING:
+                heapq.heappop(heap)
+                continue
             limit = client.target if client.target is not None else capacity
-            due = min(due, limit)
-            sock, maker = client.sock, client.maker
-            if client.sent < due:
-                late = now - (client.start + (client.sent + 1) * interval)  # its oldest frame due
-                client.max_late = max(client.max_late, late)
-            while client.sent < due:
-                frame = maker.frame(client.sent)
-                client.sent_at[client.sent] = clock()
-                client.sent += 1
-                total_sent += 1
-                if client.pending:
-                    client.pending += frame
-                    continue
-                mark = clock()
+            if client.sent >= limit:
+                heapq.heappop(heap)
+                end_stream(client, now)
+                continue
+            frame = client.maker.frame(client.sent)
+            mark = clock()
+            late = mark - due
+            bucket = int(late * 1e4)
+            late_all[bucket] += 1
+            if steady:
+                late_steady[bucket] += 1
+            if late >= interval:
+                catch_up[0] += 1
+                catch_up[1] += steady
+            if late > client.max_late:
+                client.max_late = late
+            client.sent_at[client.sent] = mark
+            client.sent += 1
+            total_sent += 1
+            burst += 1
+            if client.pending:
+                client.pending += frame
+            else:
                 try:
-                    sent = sock.send(frame)
+                    sent = client.sock.send(frame)
                 except BlockingIOError:
                     sent = 0
                 except OSError as exc:
+                    heapq.heappop(heap)
                     fail(client, f"send: {exc}")
-                    break
+                    continue
                 took = clock() - mark
-                slowest["send"] = max(slowest["send"], took)
+                if took > slowest["send"]:
+                    slowest["send"] = took
                 if sent < len(frame):
                     client.pending = frame[sent:]
                     client.blocked += 1
                     ep.modify(client.fd, select.EPOLLIN | select.EPOLLOUT)
-            if client.state == RUNNING and client.sent >= limit:
-                running.remove(client)
-                finished_sending += 1
-                client.state = CLOSING
-                client.close_sent_at = now
-                if client.pending:
-                    client.pending += bye
-                else:
-                    sock.send(bye)
+            if client.sent >= limit:
+                heapq.heappop(heap)
+                end_stream(client, now)
+            else:
+                heapq.heapreplace(heap, (client.due0 + client.sent * interval, index))
+        return burst
 
-    def sample_lag(steady: bool) -> None:
-        now = time.monotonic()
-        for peer_port, unread in queues.dump():
+    def sample_lag(steady: bool, part: int | None) -> None:
+        now = clock()
+        answers = queues.dump(part)
+        dump_kernel.append(clock() - now)
+        for peer_port, unread in answers:
             client = by_port.get(peer_port)
             if client is None or client.state != RUNNING:
                 continue
@@ -474,44 +628,45 @@ def run_load(args) -> None:
                 lag_steady[bucket] += 1
             client.max_lag_ms = max(client.max_lag_ms, lag)
 
-    clock = time.monotonic
-    tick = 0
-    next_tick = started
-    next_sample = started + interval * lag_every / 2
+    # Lag samples every 20 ms (aligned: halfway between two ticks, as before); the server's CPU every 100 ms. Once
+    # all N are live, each sample asks for one of `parts` groups of streams by exact address (each stream then
+    # sampled every parts * 20 ms), so that no sample holds up the sends for long; before that (the ramp), a dump
+    # of every stream every parts * 20 ms.
+    parts = max(1, min(5, -(-n // 200)))
+    slot = 0
+    split_done = False
+    next_sample = started + (lag_every / 2 if aligned else lag_every)
+    next_proc = started
+    passes = 0
     while True:
-        now = time.monotonic()
+        now = clock()
         open_more(now)
-        mark = time.monotonic()
+        mark = clock()
         slowest["open"] = max(slowest["open"], mark - now)
-        timeout = min(next_tick, next_sample) - mark
-        events_now = ep.poll(max(0, timeout))
-        polled = time.monotonic()
+        wake_at = min(schedule[0][0] if schedule else mark + 0.05, next_sample, next_proc)
+        timeout = max(0.0, wake_at - mark)
+        events_now = ep.poll(timeout)  # whole milliseconds, rounded up: never wakes before the earliest due time
+        polled = clock()
         slowest["poll_overrun"] = max(slowest["poll_overrun"], polled - mark - max(0.0, timeout))
         for fd, events in events_now:
             client = by_fd.get(fd)
             if client is not None:
-                on_event(client, events, time.monotonic())
-        now = time.monotonic()
+                on_event(client, events, clock())
+        now = clock()
         slowest["events"] = max(slowest["events"], now - polled)
-        if now >= next_sample:
-            # Halfway between two ticks, so the sends stay on time; a frame still unread here has waited at
-            # least half a tick.
-            sample_lag(running_count == n and finished_sending == 0 and not failed)
-            dump_busy.append(time.monotonic() - now)
-            next_sample += interval * lag_every
-            if next_sample < now:
-                next_sample = now + interval * lag_every
-            continue
-        if now < next_tick:
-            continue
-        tick_late.append(now - next_tick)
         steady = running_count == n and finished_sending == 0 and not failed
         if steady and steady_from is None:
             steady_from = now
+            cores_from, load_cpu_from = cores_jiffies(), os.times()
+            switches_from, sent_from = proc_switches(server), total_sent
             if not fixed:  # all live: from now on, --seconds more for the first stream, the same length for all
                 length = int(round((now + args.seconds - first_start) / interval))
                 for client in clients:
                     client.target = min(length, capacity)
+        if steady_from is not None and steady_to is None and not steady:
+            steady_to = now
+            cores_to, load_cpu_to = cores_jiffies(), os.times()
+            switches_to, sent_to = proc_switches(server), total_sent
         if not fixed and steady_from is None and not ramp_failed and now - started > ramp_limit:
             ramp_failed = True
             for client in clients:  # never all live at once: end what runs, open nothing more
@@ -522,25 +677,36 @@ def run_load(args) -> None:
                 client.state, client.error = FAILED, "never opened: the ramp did not complete in time"
             opened = n
             failed += n - n_open
-        if steady_from is not None and steady_to is None and not steady:
-            steady_to = now
-        send_frames(now)
-        tick_busy.append(time.monotonic() - now)
-        if tick_busy[-1] + tick_late[-1] > 0.05:
-            slow_ticks.append((round(now - started, 3), round(tick_late[-1] * 1e3, 1), round(tick_busy[-1] * 1e3, 1),
-                               running_count, finished_sending))
-        if tick % sample_every == 0:
-            mark = time.monotonic()
+        if steady and not split_done:
+            queues.split([c.port for c in clients], parts)
+            split_done = True
+        if now >= next_sample:
+            if split_done or slot % parts == 0:
+                sample_lag(steady, slot % parts if split_done else None)
+                dump_busy.append(clock() - now)
+            slot += 1
+            next_sample += lag_every
+            if next_sample < now:
+                next_sample = now + lag_every
+        if now >= next_proc:
+            mark = clock()
             try:
-                samples.append((now, proc_cpu_s(server), proc_rss_kib(server), total_sent))
+                samples.append((mark, proc_cpu_s(server), proc_rss_kib(server), total_sent))
             except (OSError, ValueError):
                 pass
-            slowest["proc_sample"] = max(slowest["proc_sample"], time.monotonic() - mark)
-        tick += 1
-        next_tick = started + tick * interval
-        if next_tick < now:  # the load itself was late: skip the ticks it missed (sends are due-based anyway)
-            tick = int((now - started) / interval) + 1
-            next_tick = started + tick * interval
+            slowest["proc_sample"] = max(slowest["proc_sample"], clock() - mark)
+            next_proc += sample_every
+            if next_proc < now:
+                next_proc = now + sample_every
+        if schedule and schedule[0][0] <= now:
+            behind = now - schedule[0][0]
+            burst = send_due(now)
+            passes += 1
+            if steady:
+                burst_steady[burst] += 1
+            if behind > 0.02:
+                slow_passes.append((round(now - started, 3), round(behind * 1e3, 1), round((clock() - now) * 1e3, 1),
+                                    burst, running_count, finished_sending))
         if opened == n and not inflight and not running and all(c.state in (DONE, FAILED) for c in clients):
             break
         if now > deadline:
@@ -549,7 +715,7 @@ def run_load(args) -> None:
                     fail(client, f"still {['connecting', 'upgrading', 'running', 'closing'][client.state]} "
                                  f"at the deadline")
             break
-    ended = time.monotonic()
+    ended = clock()
     cpu1 = os.times()
     try:
         samples.append((ended, proc_cpu_s(server), proc_rss_kib(server), total_sent))
@@ -558,29 +724,56 @@ def run_load(args) -> None:
         server_hwm = None
     if steady_from is not None and steady_to is None:
         steady_to = ended
-    late = sorted(tick_late)
-    busy = sorted(tick_busy)
+        cores_to, load_cpu_to = cores_jiffies(), os.times()
+        try:
+            switches_to, sent_to = proc_switches(server), total_sent
+        except OSError:
+            switches_to = None
+    if steady_from is not None:
+        cores = cores_usage(cores_from, cores_to, steady_to - steady_from)
+        load_steady_pct = ((load_cpu_to.user - load_cpu_from.user) + (load_cpu_to.system - load_cpu_from.system)) \
+            / (steady_to - steady_from) * 100
+    else:
+        cores, load_steady_pct = {}, None
+    server_switches = None
+    if steady_from is not None and switches_from and switches_to and sent_to > sent_from:
+        frames = sent_to - sent_from
+        server_switches = {"threads": switches_to[2],
+                           "voluntary_per_1000_frames": round((switches_to[0] - switches_from[0]) / frames * 1000, 1),
+                           "involuntary_per_1000_frames": round((switches_to[1] - switches_from[1]) / frames * 1000, 1)}
+    bursts = sorted(burst_steady.elements()) if burst_steady else []
     result = {
         "n": n, "frame_bytes": frame_bytes, "wire_bytes": wire_bytes, "ramp_failed": ramp_failed,
+        "pacing": args.pacing, "seed": args.seed,
         "ramp_s": None if steady_from is None else round(steady_from - started, 3),
         "interval_ms": args.interval_ms, "started": started, "ended": ended,
         "steady": [steady_from, steady_to], "total_sent": total_sent,
         "lag_all": hist_percentiles(lag_all, 10), "lag_steady": hist_percentiles(lag_steady, 10),
         "lag_hist_steady": {str(k): v for k, v in sorted(lag_steady.items())},
-        "tick_late_ms": {"p50": percentile(late, 50) * 1e3, "p99": percentile(late, 99) * 1e3, "max": late[-1] * 1e3},
-        "tick_busy_ms": {"p50": percentile(busy, 50) * 1e3, "p99": percentile(busy, 99) * 1e3, "max": busy[-1] * 1e3},
+        "send_late_ms_all": hist_percentiles(late_all, 10), "send_late_ms_steady": hist_percentiles(late_steady, 10),
+        "catch_up_frames": catch_up[0], "catch_up_frames_steady": catch_up[1],
+        "frames_per_pass_steady": {"passes": len(bursts), "p50": percentile(bursts, 50), "p99": percentile(bursts, 99),
+                                   "max": bursts[-1] if bursts else None,
+                                   "mean": round(sum(bursts) / len(bursts), 2) if bursts else None},
+        "passes": passes,
+        "lag_sample_every_ms": parts * FRAME_MS,
+        "lag_sample_kernel_ms": {"p50": percentile(sorted(dump_kernel), 50) * 1e3 if dump_kernel else None,
+                                 "max": max(dump_kernel) * 1e3 if dump_kernel else None},
         "lag_sample_ms": {"p50": percentile(sorted(dump_busy), 50) * 1e3 if dump_busy else None,
                           "p99": percentile(sorted(dump_busy), 99) * 1e3 if dump_busy else None,
                           "max": max(dump_busy) * 1e3 if dump_busy else None},
-        "slow_ticks": slow_ticks[:200],
+        "slow_passes": slow_passes[:200],
         "load_slowest_ms": {k: round(v * 1e3, 2) for k, v in slowest.items()},
         "load_cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+        "cores_steady": cores, "load_cpu_pct_steady": load_steady_pct, "server_switches_steady": server_switches,
         "load_user_s": cpu1.user - cpu0.user, "load_system_s": cpu1.system - cpu0.system,
         "server_hwm_kib": server_hwm,
+        "extensions_answered": collections.Counter(c.extensions for c in clients if c.extensions).most_common(3),
         "samples": samples,
         "streams": [{"sent": c.sent, "ok": c.state == DONE, "error": c.error,
                      "opened_s": round(c.opened_at - started, 3) if c.state != CONNECTING else None,
                      "start_s": round(c.start - started, 3) if c.start else None,
+                     "phase_ms": round(phases[c.index] * 1e3, 3),
                      "connect_ms": None if c.connect_s is None else round(c.connect_s * 1e3, 2), "handshake_ms":
                      None if c.handshake_s is None else round(c.handshake_s * 1e3, 2),
                      "close_ms": None if c.close_s is None else round(c.close_s * 1e3, 2),
@@ -629,7 +822,9 @@ def run_recorder(args) -> None:
     stop = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     port = server.start("127.0.0.1", 0)
-    print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
+    import controller.recorder.server as module
+
+    print(json.dumps({"port": port, "pid": os.getpid(), "module": module.__file__}), flush=True)
     stop.wait()
     server.stop(timeout=10)
     print(json.dumps({"closed": sum(closed.values()), "reasons": dict(closed)}), flush=True)
@@ -681,7 +876,8 @@ def run_reaction(args) -> None:
         "rules:\n  - name: bench\n    match: {destination: \"9999\"}\n    mix: mono\n    rate: 8000\n")
     log = open(workdir / "controller.log", "ab")
     controller = subprocess.Popen(["taskset", "-c", SERVER_CORE, sys.executable, "-m", "controller", "-c", str(config)],
-                                  stdout=subprocess.DEVNULL, stderr=log, cwd=ROOT, preexec_fn=raise_nofile)
+                                  stdout=subprocess.DEVNULL, stderr=log, cwd=SOURCE, env=source_env(),
+                                  preexec_fn=raise_nofile)
     results = {"controller_pid": controller.pid, "rates": []}
     try:
         for _ in range(40):  # connected, subscribed, reconciled
@@ -741,10 +937,11 @@ def run_reaction(args) -> None:
 class Child:
     """A child process whose stdout carries one JSON object per line."""
 
-    def __init__(self, argv: list[str], log_path: Path, cwd: Path = ROOT) -> None:
+    def __init__(self, argv: list[str], log_path: Path, cwd: Path = ROOT, env: dict | None = None) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd, preexec_fn=raise_nofile)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd, env=env,
+                                     preexec_fn=raise_nofile)
         self._buffer = b""
 
     @property
@@ -789,6 +986,25 @@ class Child:
         return summary
 
 
+_RT_OK: bool | None = None
+
+
+def load_priority_argv(opts) -> list[str]:
+    """The load at real-time priority (SCHED_RR), as FreeSWITCH's own systemd unit runs the switch
+    (CPUSchedulingPolicy=rr, priority 89): on a shared machine, another process on its core must not delay the
+    frames (then they leave late and bunched, which flatters whichever server gets them). Needs root or
+    CAP_SYS_NICE; without it the load runs at normal priority, and the report says so."""
+    global _RT_OK
+    if opts.load_priority != "rt" or not shutil.which("chrt"):
+        return []
+    if _RT_OK is None:
+        _RT_OK = subprocess.run(["chrt", "--rr", "1", "true"], capture_output=True).returncode == 0
+        if not _RT_OK:
+            print("  the load cannot have real-time priority here (chrt --rr needs root or CAP_SYS_NICE): it runs "
+                  "at normal priority, and other processes on its core may delay its frames", flush=True)
+    return ["chrt", "--rr", "1"] if _RT_OK else []
+
+
 def node_status() -> dict:
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
@@ -808,10 +1024,11 @@ def start_server(kind: str, directory: Path, n: int, rate: int, channels: int, l
     if kind == "python":
         argv = ["taskset", "-c", SERVER_CORE, sys.executable, str(Path(__file__).resolve()), "--role", "recorder",
                 "--dir", str(directory), "--n", str(n), "--rate", str(rate), "--channels", str(channels)]
+        child = Child(argv, logs / f"{kind}-server.log", cwd=SOURCE, env=source_env())
     else:
         argv = ["taskset", "-c", SERVER_CORE, shutil.which("node"), str(NODE_DIR / "recorder.js"), "--dir",
                 str(directory), "--token", TOKEN, "--rate", str(rate), "--channels", str(channels)]
-    child = Child(argv, logs / f"{kind}-server.log")
+        child = Child(argv, logs / f"{kind}-server.log")
     hello = child.line(60)
     return child, hello
 
@@ -825,13 +1042,42 @@ def wait_finalised(directory: Path, n: int, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def read_wav(path: Path) -> tuple[dict, bytes, list[str]]:
+    """The format, the audio and what is wrong with the header of a PCM WAV: the RIFF length must match the file,
+    and the data chunk's length must be exactly the bytes that follow it (no placeholder, nothing beyond)."""
+    raw = path.read_bytes()
+    problems = []
+    if raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        return {}, b"", ["not a RIFF/WAVE file"]
+    if struct.unpack_from("<I", raw, 4)[0] != len(raw) - 8:
+        problems.append(f"RIFF length {struct.unpack_from('<I', raw, 4)[0]} != file length - 8 ({len(raw) - 8})")
+    fmt, data, position = {}, None, 12
+    while position + 8 <= len(raw):
+        kind, size = raw[position:position + 4], struct.unpack_from("<I", raw, position + 4)[0]
+        body = position + 8
+        if kind == b"fmt ":
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", raw, body)
+            fmt = {"tag": tag, "channels": channels, "rate": rate, "bits": bits}
+        elif kind == b"data":
+            data = raw[body:body + size]
+            if body + size != len(raw):
+                problems.append(f"data chunk says {size} bytes, {len(raw) - body} follow it")
+            break
+        position = body + size + (size & 1)
+    if data is None:
+        return fmt, b"", problems + ["no data chunk"]
+    return fmt, data, problems
+
+
 def check_recordings(kind: str, directory: Path, streams: list[dict], frame_bytes: int, rate: int,
                      channels: int) -> dict:
-    """Every WAV against the bytes its stream sent: frames found, exact length, exact bytes, listed gaps."""
+    """Every WAV against the bytes its stream sent: exact (no more, no less), its header consistent, frames found;
+    and every gap its sidecar lists, of any cause (the tail included), counted as invented: the load never
+    leaves a hole, so any silence the recorder wrote is silence that never happened."""
     sample_bytes = 2 * channels
-    out = {"wavs": 0, "missing": 0, "frames_found": 0, "length_exact": 0, "bytes_exact": 0,
-           "audio_exact_outside_gaps": 0, "with_gaps": 0, "gap_s": 0.0, "gap_causes": collections.Counter(),
-           "duration_error_s_max": 0.0, "examples": []}
+    out = {"wavs": 0, "missing": 0, "frames_found": 0, "length_exact": 0, "bytes_exact": 0, "header_bad": 0, "exact": 0,
+           "audio_exact_outside_gaps": 0, "with_gaps": 0, "gaps": 0, "gap_s": 0.0, "gap_causes": collections.Counter(),
+           "sidecars": 0, "sidecars_missing": 0, "dropped_bytes": 0, "duration_error_s_max": 0.0, "examples": []}
     for index, stream in enumerate(streams):
         uuid = stream_uuid(index)
         path = directory / f"{uuid}.wav"
@@ -842,10 +1088,39 @@ def check_recordings(kind: str, directory: Path, streams: list[dict], frame_byte
                 out["examples"].append(f"{uuid}: no WAV")
             continue
         out["wavs"] += 1
-        with wave.open(str(path), "rb") as wav:
-            data = wav.readframes(wav.getnframes())
-            if (wav.getframerate(), wav.getnchannels()) != (rate, channels):
-                out["examples"].append(f"{uuid}: WAV is {wav.getframerate()} Hz x{wav.getnchannels()}")
+        fmt, data, problems = read_wav(path)
+        if (fmt.get("tag"), fmt.get("rate"), fmt.get("channels"), fmt.get("bits")) != (1, rate, channels, 16):
+            problems.append(f"format {fmt}")
+        if problems:
+            out["header_bad"] += 1
+            if len(out["examples"]) < 5:
+                out["examples"].append(f"{uuid}: header: {'; '.join(problems)}")
+        gaps, unlisted = [], (0, 0)
+        sidecar = path.with_suffix(".json")
+        if sidecar.exists():
+            out["sidecars"] += 1
+            try:
+                note = json.loads(sidecar.read_text())
+            except ValueError:
+                note = {}
+                out["examples"].append(f"{uuid}: the sidecar is not JSON")
+            gaps = note.get("gaps", [])
+            unlisted = (note.get("gaps_unlisted", 0), note.get("gaps_unlisted_frames", 0))
+            out["dropped_bytes"] += note.get("dropped_bytes", 0) or 0
+        elif kind == "python":
+            out["sidecars_missing"] += 1
+        if gaps or unlisted[0]:
+            out["with_gaps"] += 1
+            out["gaps"] += len(gaps) + unlisted[0]
+            out["gap_s"] += (sum(g["frames"] for g in gaps) + unlisted[1]) / rate
+            for gap in gaps:
+                out["gap_causes"][gap["cause"]] += 1
+            if unlisted[0]:
+                out["gap_causes"]["(unlisted)"] += unlisted[0]
+            if len(out["examples"]) < 5:
+                out["examples"].append(
+                    f"{uuid}: {len(gaps) + unlisted[0]} gap(s), {(sum(g['frames'] for g in gaps) + unlisted[1]) / rate:.3f} s"
+                    f" of silence the load never left ({', '.join(sorted({g['cause'] for g in gaps}))})")
         expected = expected_audio(index, sent, frame_bytes)
         out["duration_error_s_max"] = max(out["duration_error_s_max"],
                                           abs(len(data) - len(expected)) / (sample_bytes * rate))
@@ -855,31 +1130,20 @@ def check_recordings(kind: str, directory: Path, streams: list[dict], frame_byte
             out["bytes_exact"] += 1
             out["audio_exact_outside_gaps"] += 1
             out["frames_found"] += sent
+            if not problems and not gaps and not unlisted[0] and (sidecar.exists() or kind != "python"):
+                out["exact"] += 1  # the audio, the header and the sidecar all say what was sent
             continue
-        gaps = []
-        sidecar = path.with_suffix(".json")
-        if sidecar.exists():
-            try:
-                gaps = json.loads(sidecar.read_text()).get("gaps", [])
-            except ValueError:
-                gaps = []
         audio = data
         if gaps:
-            out["with_gaps"] += 1
             kept, position = [], 0
             for gap in gaps:
                 kept.append(data[position:gap["start_frame"] * sample_bytes])
                 position = (gap["start_frame"] + gap["frames"]) * sample_bytes
-                out["gap_s"] += gap["frames"] / rate
-                out["gap_causes"][gap["cause"]] += 1
             kept.append(data[position:])
             audio = b"".join(kept)
         if audio == expected:
             out["audio_exact_outside_gaps"] += 1
             out["frames_found"] += sent
-            if len(out["examples"]) < 5:
-                out["examples"].append(f"{uuid}: {len(gaps)} gap(s), {sum(g['frames'] for g in gaps) / rate:.3f} s "
-                                       f"of silence the load never sent ({', '.join(sorted({g['cause'] for g in gaps}))})")
             continue
         found, position = 0, 0
         for j in range(sent):
@@ -921,18 +1185,23 @@ def run_ingest(kind: str, n: int, seconds: float, rate: int, channels: int, opts
     recordings = workdir / "rec"
     recordings.mkdir()
     record = {"server": kind, "n": n, "rate": rate, "channels": channels, "frame_bytes": frame_bytes,
-              "seconds_all_live": seconds, "ramp_rate": opts.ramp_rate, "interval_ms": interval_ms, "label": label}
+              "seconds_all_live": seconds, "ramp_rate": opts.ramp_rate, "interval_ms": interval_ms, "label": label,
+              "pacing": opts.pacing, "seed": opts.seed}
+    record["load_priority"] = "rt" if load_priority_argv(opts) else "normal"
     server, hello = start_server(kind, recordings, n, rate, channels, workdir)
+    if hello.get("module"):
+        record["module"] = hello["module"]
     spy = None
     try:
         pid = hello["pid"]
         time.sleep(1.0)
         record["rss_idle_kib"] = proc_rss_kib(pid)
         out = workdir / "load.json"
-        load_argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(Path(__file__).resolve()), "--role", "load",
+        load_argv = load_priority_argv(opts) + ["taskset", "-c", LOAD_CORE, sys.executable, str(Path(__file__).resolve()), "--role", "load",
                      "--port", str(hello["port"]), "--server-pid", str(pid), "--n", str(n),
                      "--rate", str(rate), "--channels", str(channels), "--interval-ms", str(interval_ms),
-                     "--ramp-rate", str(opts.ramp_rate), "--concurrency", str(opts.concurrency), "--out", str(out)]
+                     "--ramp-rate", str(opts.ramp_rate), "--concurrency", str(opts.concurrency), "--out", str(out),
+                     "--pacing", opts.pacing, "--seed", str(opts.seed)]
         load_argv += ["--frames", str(frames)] if frames is not None else ["--seconds", str(seconds)]
         run_s = frames * interval_ms / 1000 if frames is not None else ramp_s * 4 + 30 + seconds * 2
         if profile:
@@ -964,6 +1233,7 @@ def run_ingest(kind: str, n: int, seconds: float, rate: int, channels: int, opts
         "frames_per_stream": max(s["sent"] for s in streams),
         "load_late_ms_per_stream": {"p99": percentile(sorted(s["max_late_ms"] for s in streams), 99),
                                     "max": max(s["max_late_ms"] for s in streams)},
+        "extensions_answered": load["extensions_answered"],
         "frames_sent": sent, "frames_written": check["frames_found"], "frames_lost": sent - check["frames_found"],
         "streams_failed": sum(1 for s in streams if not s["ok"]),
         "stream_errors": collections.Counter(s["error"] for s in streams if s["error"]).most_common(3),
@@ -984,17 +1254,31 @@ def run_ingest(kind: str, n: int, seconds: float, rate: int, channels: int, opts
         "load": {"cpu_pct": load["load_cpu_s"] / elapsed * 100, "us_per_frame": load["load_cpu_s"] / max(1, sent) * 1e6,
                  "user_us_per_frame": load["load_user_s"] / max(1, sent) * 1e6,
                  "system_us_per_frame": load["load_system_s"] / max(1, sent) * 1e6,
-                 "tick_late_ms": load["tick_late_ms"], "tick_busy_ms": load["tick_busy_ms"]},
+                 "send_late_ms": load["send_late_ms_steady"] if load["send_late_ms_steady"]["samples"]
+                 else load["send_late_ms_all"], "send_late_ms_all": load["send_late_ms_all"],
+                 "catch_up_frames": load["catch_up_frames"], "catch_up_frames_steady": load["catch_up_frames_steady"],
+                 "frames_per_pass_steady": load["frames_per_pass_steady"], "lag_sample_ms": load["lag_sample_ms"],
+                 "lag_sample_kernel_ms": load["lag_sample_kernel_ms"], "lag_sample_every_ms": load["lag_sample_every_ms"],
+                 "slowest_ms": load["load_slowest_ms"], "slow_passes": load["slow_passes"][:20],
+                 "cpu_pct_steady": load["load_cpu_pct_steady"]},
+        "cores_steady": load["cores_steady"], "server_switches_steady": load["server_switches_steady"],
         "wav": check,
     })
     if spy is not None:
         record["profile"] = finish_profile(spy, workdir)
     lag99 = (record["lag_ms_steady"]["p99"] if record["lag_ms_steady"]["samples"] else record["lag_ms_all"]["p99"])
     cpu = (steady or whole or {}).get("cpu_pct")
-    record["pass"] = bool(record["frames_lost"] == 0 and record["streams_failed"] == 0 and lag99 is not None
-                          and lag99 < LAG_LIMIT_MS and cpu is not None and cpu < CPU_LIMIT_PCT
+    # Others on the machine, all N live: what the cores did besides this server (its core) and the load (its core).
+    cores = load["cores_steady"]
+    if steady and SERVER_CORE in cores and LOAD_CORE in cores and load["load_cpu_pct_steady"] is not None:
+        record["others_pct_steady"] = {"server_core": round(cores[SERVER_CORE]["busy_pct"] - steady["cpu_pct"], 1),
+                                       "load_core": round(cores[LOAD_CORE]["busy_pct"] - load["load_cpu_pct_steady"], 1)}
+    steady_frames = (steady or {}).get("frames") or 0
+    record["load_lagged"] = bool(load["catch_up_frames_steady"] > 0.001 * steady_frames)
+    record["wav_exact_all"] = check["exact"] == n and check["dropped_bytes"] == 0
+    record["pass"] = bool(record["frames_lost"] == 0 and record["streams_failed"] == 0 and record["wav_exact_all"]
+                          and lag99 is not None and lag99 < LAG_LIMIT_MS and cpu is not None and cpu < CPU_LIMIT_PCT
                           and (steady is not None or label == "long_call"))
-    record["wav_exact_all"] = check["bytes_exact"] == n
     if opts.keep:
         record["kept"] = str(workdir)
     else:
@@ -1050,21 +1334,31 @@ def row(record: dict) -> str:
     cpu = record["cpu_steady"] or record["cpu_whole_run"] or {}
     wav = record["wav"]
     invented = f"{wav['with_gaps']} WAVs/{wav['gap_s']:.2f} s" if wav["with_gaps"] else "0"
+    exact = wav["exact"]
     return (f"{record['n']:>5} {record['server']:<6} {record['frames_sent']:>9} {record['frames_lost']:>6} "
             f"{fmt(lag['p50']):>6} {fmt(lag['p99']):>7} {fmt(lag['max']):>7} "
             f"{fmt(cpu.get('cpu_pct')):>6} {fmt(cpu.get('us_per_frame')):>6} "
             f"{fmt((record['cpu_whole_run'] or {}).get('us_per_frame')):>6} "
             f"{record['rss_idle_kib'] / 1024:>5.1f}->{record['rss_peak_kib'] / 1024:<6.1f} "
             f"{record['kib_per_stream']:>6.1f} "
-            f"{wav['bytes_exact']:>5}/{record['n']:<5} {invented:>18} "
-            f"{record['load']['cpu_pct']:>5.1f} {fmt(record['load']['tick_late_ms']['p99']):>5} "
+            f"{exact:>5}/{record['n']:<5} {invented:>18} "
+            f"{record['load']['cpu_pct']:>5.1f} {fmt(record['load']['send_late_ms']['p99']):>5} "
             f"{'yes' if record['pass'] else 'NO':>4}")
 
 
 HEADER = ("    N server     sent   lost  lag p50    p99     max  CPU%  us/fr  us/fr  RSS MiB      KiB/  WAVs exact   "
           "  invented gaps  load  load  pass\n"
           "                                (ms, all streams live)  core steady  whole  idle->peak   stream"
-          "                         CPU%  late99")
+          "                         CPU%  late99\n"
+          "                                                                                                    "
+          "                              (ms)")
+
+
+PACING = {
+    "switch": "pacing: switch (each stream's 20 ms tick at its own random phase, seed {seed}; one send() per frame "
+              "when due, on the load's monotonic clock)",
+    "aligned": "pacing: aligned (all streams on one common 20 ms tick: a burst of N sends per tick)",
+}
 
 
 def print_ratio(a: dict, b: dict) -> None:
@@ -1095,23 +1389,46 @@ def describe(record: dict) -> None:
         notes.append(f"the N streams were never all live at once (upgrades p99 {fmt(record['handshake_ms']['p99'])} ms"
                      f"{', the ramp gave up' if record['ramp_failed'] else ''}): lag and CPU are over the whole run, "
                      f"and the run fails")
+    if wav["header_bad"]:
+        notes.append(f"{wav['header_bad']} WAV headers wrong (lengths that do not match the file, or the format)")
+    if wav["sidecars_missing"]:
+        notes.append(f"{wav['sidecars_missing']} WAVs without a sidecar")
+    if wav["dropped_bytes"]:
+        notes.append(f"the sidecars report {wav['dropped_bytes']} dropped bytes")
+    others = record.get("others_pct_steady") or {}
+    if max(others.values(), default=0) > 15:
+        notes.append(f"other processes used {others['server_core']:.0f}% of the server's core and "
+                     f"{others['load_core']:.0f}% of the load's while all N were live (a shared machine)")
+    if record.get("extensions_answered"):
+        notes.append(f"the server answered the upgrade with extensions {record['extensions_answered']} (none offered)")
     late = record["load_late_ms_per_stream"]
-    if late["max"] > 50:
-        notes.append(f"the load fell behind its own schedule by up to {late['max']:.0f} ms (p99 of streams "
-                     f"{late['p99']:.0f} ms; its ticks p99 {record['load']['tick_late_ms']['p99']:.0f} ms late): "
-                     f"frames reached the server that much late through no fault of the server")
+    load = record["load"]
+    if late["max"] >= FRAME_MS:
+        notes.append(f"the load itself lagged: sends up to {late['max']:.0f} ms behind their due time (p99 of the "
+                     f"streams' worst {late['p99']:.0f} ms; of all sends p99 {fmt(load['send_late_ms']['p99'])} ms), "
+                     f"{load['catch_up_frames']} frames sent back to back with the stream's previous one "
+                     f"({load['catch_up_frames_steady']} with all N live): they reached the server late and bunched "
+                     f"through no fault of the server")
     for example in wav["examples"][:2]:
         notes.append("e.g. " + example)
     for note in notes:
         print(f"{'':>6} {record['server']}: {note}")
 
 
+def source_env() -> dict:
+    """The environment of a child that imports the measured controller package: SOURCE first on its path (ahead
+    of the editable install in .venv, which points at this checkout)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SOURCE)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
 def source_state() -> dict:
     """Which recorder was measured: the commit, and the files under controller/ that differ from it."""
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        done = subprocess.run(["git", *args], cwd=SOURCE, capture_output=True, text=True, check=False)
         return done.stdout.rstrip() if done.returncode == 0 else ""
-    return {"commit": git("rev-parse", "--short", "HEAD").strip() or "unknown",
+    return {"path": str(SOURCE), "commit": git("rev-parse", "--short", "HEAD").strip() or "unknown",
             "subject": git("log", "-1", "--format=%s")[:100],
             "controller_uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "controller").splitlines()]}
 
@@ -1135,18 +1452,26 @@ def ingest_series(opts, servers: list[str], results: dict) -> None:
     print(f"\n== Ingest: {rate} Hz {'stereo' if channels == 2 else 'mono'}, "
           f"{rate * 2 * channels * FRAME_MS // 1000}-byte frames every {FRAME_MS} ms, {opts.seconds:g} s with all "
           f"N live (streams opened at {opts.ramp_rate:g}/s, each sends that long plus the ramp) ==")
+    print(PACING[opts.pacing].format(seed=opts.seed) + f"; the load at {'real-time (chrt --rr 1)' if load_priority_argv(opts) else 'normal'} priority")
     print(HEADER)
     runs = results["ingest"]
     largest = {kind: None for kind in servers}
     smallest_fail = {kind: None for kind in servers}
 
     def one(kind: str, n: int) -> dict:
-        record = run_ingest(kind, n, opts.seconds, rate, channels, opts, profile=(kind == "python" and n in opts.profile))
-        runs.append(record)
-        print(row(record), flush=True)
-        describe(record)
-        if record.get("profile"):
-            print_profile(record["profile"])
+        for attempt in range(1 + opts.retries):
+            record = run_ingest(kind, n, opts.seconds, rate, channels, opts,
+                                profile=(kind == "python" and n in opts.profile))
+            record["attempt"] = attempt + 1
+            runs.append(record)
+            print(row(record), flush=True)
+            describe(record)
+            if record.get("profile"):
+                print_profile(record["profile"])
+            if not record["load_lagged"] or attempt == opts.retries:
+                break
+            record["superseded"] = True
+            print(f"{'':>6} {kind}: the load lagged (it was not pacing like a switch): running N={n} again", flush=True)
         if record["pass"]:
             largest[kind] = max(largest[kind] or 0, n)
         else:
@@ -1226,7 +1551,7 @@ def long_call(opts, servers: list[str], results: dict) -> None:
               f"0.1 s: first {during['first'] / 1024:.1f}, median of the first tenth {during['first_tenth_median'] / 1024:.1f}"
               f", of the last tenth {during['last_tenth_median'] / 1024:.1f}, last {during['last'] / 1024:.1f}, peak "
               f"{record['rss_peak_kib'] / 1024:.1f} MiB; frames lost {record['frames_lost']}; WAV exact: "
-              f"{'yes' if wav['bytes_exact'] == 1 else 'NO'} ({'exactly' if wav['length_exact'] == 1 else 'NOT'} "
+              f"{'yes' if wav['exact'] == 1 else 'NO'} ({'exactly' if wav['length_exact'] == 1 else 'NOT'} "
               f"{frames * FRAME_MS / 1000 / 3600:g} h); CPU {fmt((record['cpu_whole_run'] or {}).get('us_per_frame'))} "
               f"us per frame; lag p99 {fmt(record['lag_ms_all']['p99'])} ms")
         describe(record)
@@ -1242,8 +1567,8 @@ def reaction(opts, results: dict) -> None:
     argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(Path(__file__).resolve()), "--role", "reaction",
             "--dir", str(workdir), "--rates", ",".join(map(str, opts.reaction_rates)),
             "--seconds", str(opts.reaction_seconds), "--call-s", str(opts.reaction_call_s),
-            "--log-level", opts.reaction_log_level]
-    child = Child(argv, workdir / "reaction.log")
+            "--log-level", opts.reaction_log_level, "--source", str(SOURCE)]
+    child = Child(argv, workdir / "reaction.log", cwd=SOURCE, env=source_env())
     total = sum(opts.reaction_seconds + opts.reaction_call_s + 14 for _ in opts.reaction_rates) + 60
     try:
         outcome = child.line(total)
@@ -1292,23 +1617,42 @@ what each column means:
                    byte with the frames its stream sent; a frame counts as found even if silence was
                    inserted before it)
   lag              {LAG_METHOD}
-                   p50/p99/max over every (stream, tick) sample while all N streams were live
-  CPU% core        the server's utime+stime (/proc/<pid>/stat, all its threads) over that window, as % of
-                   one core; us/fr steady = CPU per frame in that window; us/fr whole = over the whole run,
-                   upgrades and finalising included
+                   p50/p99/max over every (stream, sample) while all N streams were live
+  CPU% core        the server's utime+stime (/proc/<pid>/stat: the process, all its threads, e.g. Node's
+                   libuv pool doing the file writes; no children, neither server has any) over that window, as
+                   % of one core; us/fr steady = CPU per frame sent in that window; us/fr whole = over the
+                   whole run, upgrades and finalising included. Not in it, for either server: the kernel's
+                   TCP receive work on loopback (done in the sender's softirq, on the load's core) and the
+                   page cache's writeback (kernel flusher threads); neither server calls fsync
   RSS MiB          resident memory before the first connection -> peak (VmHWM); KiB/stream = (peak - idle)/N
-  WAVs exact       WAVs whose audio is byte for byte what was sent (no more, no less)
-  invented gaps    WAVs whose sidecar lists silence (gaps) although the load sent every frame on time,
-                   and their total seconds: the recorder placed late-read audio by its arrival time
+  WAVs exact       WAVs whose audio is byte for byte what was sent (no more, no less), whose header is right
+                   (format; RIFF and data lengths exactly the file's) and whose sidecar lists no gap
+  invented gaps    WAVs whose sidecar lists any gap (of any cause, the tail included, and any the sidecar
+                   only counts), and their total seconds: the load never leaves a hole, so all of it is
+                   silence that never happened
   load CPU%        the load process's own CPU over the run (core {LOAD_CORE}); late99 = p99 of how late its
-                   20 ms ticks began (ms): if high, the load and not the server limits the run
-  pass             0 lost, no stream failed, lag p99 < {LAG_LIMIT_MS:g} ms and CPU < {CPU_LIMIT_PCT:g}% of the core
+                   sends went out behind their due time (ms), all N live. A frame a whole 20 ms late goes out
+                   back to back with the stream's previous one (a catch-up, reported): if that happens, the
+                   load and not the server shaped the run
+  pass             0 lost, no stream failed, every WAV exact with no invented gap, lag p99 < {LAG_LIMIT_MS:g} ms and
+                   CPU < {CPU_LIMIT_PCT:g}% of the core
+
+pacing (--pacing):
+  switch (default) as FreeSWITCH sends: each stream's 20 ms tick at its own random phase (calls are answered
+                   at different moments; seeded by --seed, the same for both servers), frames due at
+                   phase + k * 20 ms on the load's monotonic clock, each frame one send() once it is due
+                   (epoll's 1 ms resolution: frames due within one millisecond go out together), never early,
+                   no catch-up unless the load itself lags (then reported)
+  aligned          every stream on one common 20 ms tick: each tick one burst of N sends, then silence (what
+                   this benchmark did before; kept to show how much the pacing changes the result)
 
 examples:
   scripts/bench --quick                        a smoke run of everything, under a minute
   scripts/bench                                the full run (~25-35 min): search, formats, 2-hour call, reaction
   scripts/bench --n 200,500,800,1000 --no-search --no-formats --long-call-hours 0 --reaction-rates ''
   scripts/bench --servers python --n 500 --no-search --profile 500   (py-spy: .venv/bin/pip install py-spy)
+  scripts/bench --source ../bench-before --n 600,1000 --no-search --no-formats --long-call-hours 0 \\
+                --reaction-rates ''          the recorder of another checkout (e.g. a git worktree of HEAD)
 """
 
 
@@ -1335,6 +1679,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ramp-rate", type=float, default=200.0,
                         help="new streams per second while ramping up (200); at most --concurrency upgrades at once")
     parser.add_argument("--concurrency", type=int, default=50, help="upgrades in flight at once (50)")
+    parser.add_argument("--pacing", choices=["switch", "aligned"], default="switch",
+                        help="how the load paces the streams: switch (default), each stream's 20 ms tick at a "
+                             "random phase, one send() per frame when due, like FreeSWITCH's media timers; aligned, "
+                             "all streams on one common tick (one burst of N sends every 20 ms)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the streams' random phases (1)")
+    parser.add_argument("--load-priority", choices=["rt", "normal"], default="rt",
+                        help="rt (default): the load runs at real-time priority (chrt --rr 1), as FreeSWITCH's "
+                             "systemd unit runs the switch (CPUSchedulingPolicy=rr), so another process on its core "
+                             "cannot delay its frames; needs root or CAP_SYS_NICE, else it falls back to normal")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="run an ingest point again, up to this many times, when the load itself lagged (more "
+                             "than 0.1%% of its frames a whole 20 ms late with all N live: on a shared machine, "
+                             "something else took its core); the JSON keeps every attempt (1)")
+    parser.add_argument("--source", default=None,
+                        help="the checkout whose controller package is measured (default: this one), e.g. a git "
+                             "worktree of an older commit; its directory goes first on the recorder's PYTHONPATH")
     parser.add_argument("--formats", type=format_list, default=None,
                         help="extra formats as RATExCHANNELS@N, comma-separated (default 16000x1@500,8000x2@500); "
                              "'' for none")
@@ -1388,8 +1748,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    global PROFILE_PATH
+    global PROFILE_PATH, SOURCE
     opts = parse_args(argv)
+    if opts.source:
+        SOURCE = Path(opts.source).resolve()
+        if not (SOURCE / "controller" / "__init__.py").exists():
+            print(f"--source {opts.source}: no controller package there", file=sys.stderr)
+            return 2
     PROFILE_PATH = str(Path(opts.json).with_suffix("")) + "-profile.txt"
     if opts.role in ("load", "recorder"):
         opts.n = opts.n[0]
@@ -1421,7 +1786,7 @@ def orchestrate(opts, argv: list[str]) -> int:
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; Python {m['python']}")
     print(f"command: {results['command']}")
     source = results["source"]
-    print(f"recorder measured: commit {source['commit']} ({source['subject']})"
+    print(f"recorder measured: {source['path']} at commit {source['commit']} ({source['subject']})"
           + (f", with uncommitted changes in {', '.join(source['controller_uncommitted'])}"
              if source["controller_uncommitted"] else ""))
     print(f"pinning: each server alone on core {SERVER_CORE} (taskset), the load and this process on core {LOAD_CORE}")

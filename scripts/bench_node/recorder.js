@@ -37,6 +37,9 @@ const open = new Set();
 const wss = new WebSocketServer({
   host: args.host || '127.0.0.1',
   port: parseInt(args.port || '0', 10),
+  // ws's default, written out: the tutorial's server leaves it off, and mod_audio_stream only offers
+  // permessage-deflate when STREAM_MESSAGE_DEFLATE asks for it (the controller sets it false by default).
+  perMessageDeflate: false,
   verifyClient: (info) => CALL_PATH.test(info.req.url) && info.req.headers.authorization === `Bearer ${token}`,
 });
 
