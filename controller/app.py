@@ -31,6 +31,7 @@ from .ops.hook import HookQueue
 from .relay.link import AgentLink, CallDetails
 from .ops.http import HttpListener
 from .recorder.recording import DELIBERATE_REASONS, INTERNAL_ERROR, LOST_REASONS, WRITE_ERROR
+from .recorder.door import tls_context
 from .recorder.server import RecorderServer, RecordingRegistry, StreamSpec
 from .rules import CallInfo, channel_rows, match_rule
 
@@ -158,7 +159,8 @@ class Controller:
             log.error("reload refused, keeping the current rules: %s", exc)
             return False
         unapplied = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
-        unapplied += [f"limits.{name}" for name in ("recorder_max_streams", "recorder_max_connections")
+        unapplied += [f"limits.{name}" for name in ("recorder_max_streams", "recorder_max_connections",
+                                                    "recorder_max_pending_per_address")
                       if getattr(new.limits, name) != getattr(self.config.limits, name)]
         self.config = dataclasses.replace(self.config, rules=new.rules, limits=new.limits)
         self.calls.max_streams = new.limits.max_streams
@@ -453,14 +455,11 @@ def recorder_tls_context(tls) -> ssl.SSLContext | None:
     """The recorder's TLS (wss://) from recorder.tls, or None for plain ws://."""
     if tls is None:
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(tls.certfile, tls.keyfile)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("configuration", None, "recorder.tls", f"cannot load the certificate {tls.certfile} "
-                          f"with the key {tls.keyfile}: {exc}", "a PEM certificate (chain) and its unencrypted "
-                          "private key") from exc
-    return context
+        return tls_context(tls.certfile, tls.keyfile)
+    except ValueError as exc:
+        raise ConfigError("configuration", None, "recorder.tls", str(exc), "a PEM certificate (chain) and its "
+                          "unencrypted private key") from exc
 
 
 def _reply_detail(result: str | Exception) -> str:

@@ -438,3 +438,15 @@ def test_command_reader_refuses_an_endless_command() -> None:
 def test_json_array_headers_read_as_in_plain_events() -> None:
     event = protocol.parse_json_event(b'{"Event-Name":"CHANNEL_ANSWER","variable_DP_MATCH":["hold6000","6000"]}')
     assert event.headers["variable_DP_MATCH"] == "ARRAY::hold6000|:6000"
+
+
+def test_an_events_moment_is_the_switchs_own_timestamp_never_later_than_it_was_read():
+    from controller.esl.protocol import Event, event_moment
+
+    # The switch stamped it 0.4 s before we read it (a busy controller): the moment is the stamp.
+    stamped = Event({"Event-Date-Timestamp": str(int((1_000_000.0 - 0.4) * 1e6))}, received_at=50.0)
+    assert abs(event_moment(stamped, wall_now=1_000_000.0, monotonic_now=50.0) - 49.6) < 1e-6
+    # A switch clock ahead of ours never moves it later than the read; no stamp: the read.
+    ahead = Event({"Event-Date-Timestamp": str(int((1_000_000.0 + 3.0) * 1e6))}, received_at=50.0)
+    assert event_moment(ahead, wall_now=1_000_000.0, monotonic_now=50.0) == 50.0
+    assert event_moment(Event({}, received_at=50.0), wall_now=1_000_000.0, monotonic_now=51.0) == 50.0

@@ -33,12 +33,18 @@ def describe_rule(rule: Rule) -> str:
     return f"{rule.name}{state} [line {rule.line}]: when {' '.join(conditions)} -> {', '.join(how)}"
 
 
+def scheme(config) -> str:
+    """What the switch is told to speak to the recorder when no public_url says."""
+    return "wss" if config.recorder.tls else "ws"
+
+
 def main(config, args) -> int:
     if not args.__dict__.get("call"):
         print(f"{config.source}: OK ({len(config.rules)} rules)")
         print(f"Event Socket {config.esl.host}:{config.esl.port}; recorder on "
               f"{config.recorder.listen_host}:{config.recorder.listen_port}, streams to "
-              f"{config.recorder.public_url or 'ws://' + config.recorder.listen_host + ':<port>'}/calls/<uuid>; "
+              f"{config.recorder.public_url or scheme(config) + '://' + config.recorder.listen_host + ':<port>'}"
+              f"/calls/<uuid>; "
               f"recordings in {config.recorder.directory}")
         print("rules, first enabled match wins:")
         for number, rule in enumerate(config.rules, 1):
@@ -59,7 +65,7 @@ def _one_call(config, args) -> int:
         return 1
     print(f"  matches rule {describe_rule(rule)}")
     token = config.recorder.token or RANDOM_TOKEN
-    public_url = config.recorder.public_url or f"ws://{config.recorder.listen_host}:<port>"
+    public_url = config.recorder.public_url or f"{scheme(config)}://{config.recorder.listen_host}:<port>"
     try:
         _, commands = audio_stream.start_commands(channel, info.uuid, rule, token, public_url)
     except ValueError as exc:

@@ -43,6 +43,7 @@ from typing import Callable
 from ..esl.client import (AccessDenied, AuthenticationError, CommandError, CommandTimeout, ConnectError,
                           EventSocketClient)
 from ..recorder.recording import RecordingRegistry
+from ..recorder.door import tls_context
 from ..recorder.server import RecorderServer
 from . import chain
 from .chain import Step
@@ -253,7 +254,13 @@ class Doctor:
         registry = RecordingRegistry()
         # settle_s=0: audio that arrives late is written at once (with silence before it) rather than held back
         # while the recorder decides, so what arrived is counted as it arrives.
-        recorder = RecorderServer(registry, directory, settle_s=0.0)
+        try:
+            context = tls_context(rec.tls.certfile, rec.tls.keyfile) if rec.tls else None
+        except ValueError as exc:
+            self.add(Step("chain", False, f"recorder.tls: {exc}", "point recorder.tls at a PEM certificate and its "
+                                                                   "unencrypted key"))
+            return
+        recorder = RecorderServer(registry, directory, settle_s=0.0, ssl_context=context)
         try:
             try:
                 port = recorder.start(rec.listen_host, rec.listen_port)
@@ -261,7 +268,7 @@ class Doctor:
                 self.add(Step("chain", False, f"the recorder cannot listen on {rec.listen_host}:{rec.listen_port}: "
                                               f"{exc.strerror or exc}", "check recorder.listen_host and listen_port"))
                 return
-            public_url = rec.public_url or f"ws://{rec.listen_host}:{port}"
+            public_url = rec.public_url or f"{'wss' if rec.tls else 'ws'}://{rec.listen_host}:{port}"
             try:
                 chain.run_chain_test(self.esl, recorder, registry, public_url, formats, seconds=self.seconds,
                                      token=rec.token, on_step=self.add)

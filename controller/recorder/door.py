@@ -34,6 +34,17 @@ CONNECTION_KEY = "controller.recorder.connection"
 HANDLER_KEY = "controller.recorder.handler"
 
 
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """The recorder's TLS (wss://): its certificate chain and unencrypted key. ValueError, saying which files,
+    when they cannot be loaded (missing, not PEM, a key that does not match the certificate)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the certificate {certfile} with the key {keyfile}: {exc}") from exc
+    return context
+
+
 def refusal_response(refusal: Refuse) -> tuple[str, list[tuple[str, str]], bytes]:
     body = (refusal.reason + "\n").encode("utf-8")
     headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
