@@ -60,6 +60,23 @@ def test_healthz_is_503_when_the_disk_is_below_the_floor(sim, harness):
     assert "MB free, below the floor of 10000000 MB" in reason
 
 
+def test_healthz_names_a_dead_recorder_loop_and_metrics_count_upkeep_failures(sim, harness, monkeypatch):
+    h = harness(extra=HTTP)
+    assert get(h, "/healthz")[0] == 200
+    recorder = h.controller.recorder
+
+    def broken():
+        raise RuntimeError("a bug in the upkeep")
+
+    monkeypatch.setattr(recorder.book, "tick", lambda now: broken())
+    wait_until(lambda: scrape(h).get(("fsctl_recorder_upkeep_errors", ()), 0) >= 1, 5, "the failure to be counted")
+    assert get(h, "/healthz")[0] == 200  # a failing upkeep is counted and survived
+    recorder._flusher.kill()  # a loop that dies is not
+    status, body = get(h, "/healthz")
+    assert status == 503
+    assert "the recorder's flush to disk (flusher) is not running" in json.loads(body)["reasons"]
+
+
 def test_metrics_move_by_the_right_amounts_for_one_call(sim, harness):
     h = harness(RULE_9999 + "  mix: mixed\n", extra=HTTP)
     before = scrape(h)
