@@ -119,3 +119,43 @@ def test_a_chunk_cleared_before_its_file_came_is_never_broadcast():
     talk.audio(ms(200), now=0.0)
     assert talk.clear(now=0.01) == []  # nothing was playing yet: no break needed
     assert talk.file_ready("/tmp/late_0", now=0.02) == []
+
+
+def test_a_clear_between_a_chunks_streamaudio_and_its_play_never_plays_the_cleared_reply():
+    from controller.relay.talkback import Broadcast
+
+    talk = TalkBack(RATE)
+    talk.audio(ms(300), now=0.0)
+    [old] = sent(talk.due(0.06))  # streamAudio sent; its ::play not back yet
+    talk.mark("old-reply", now=0.07)
+    assert talk.clear(now=0.08) == [EchoMarks(("old-reply",))]  # nothing played yet: no break to send
+    talk.audio(ms(200), now=0.1)
+    [new] = sent(talk.due(0.16))
+    talk.mark("new-reply", now=0.17)
+    assert talk.file_ready("/tmp/u_0.tmp.r8", now=0.2) == []  # the cleared reply's file: not played
+    [play] = talk.file_ready("/tmp/u_1.tmp.r8", now=0.21)
+    assert isinstance(play, Broadcast) and play.chunk is new and new.file == "/tmp/u_1.tmp.r8"
+    talk.playback_started("/tmp/u_1.tmp.r8", now=0.35)
+    assert talk.playback_stopped("/tmp/u_1.tmp.r8", now=0.56) == [EchoMarks(("new-reply",))]
+
+
+def test_a_chunk_the_module_never_got_is_not_waited_for_and_its_marks_come_back():
+    talk = TalkBack(RATE)
+    talk.audio(ms(100), now=0.0)
+    [lost] = sent(talk.mark("first", now=0.001))  # a mark ends a reply: it goes at once
+    assert talk.unsent(lost) == [EchoMarks(("first",))]
+    talk.audio(ms(100), now=0.2)
+    [next_chunk] = sent(talk.due(0.26))
+    [play] = talk.file_ready("/tmp/u_0.tmp.r8", now=0.3)  # the module's first file is the next chunk's
+    assert play.chunk is next_chunk
+
+
+def test_the_agents_audio_waiting_to_be_played_is_bounded_and_the_rest_counted():
+    from controller.relay.talkback import DroppedAudio
+
+    talk = TalkBack(RATE, max_pending_s=2.0)
+    actions = []
+    for n in range(75):  # 3 s in 40 ms pieces, all at once: 1 s over the bound
+        actions += talk.audio(ms(40), now=0.0)
+    dropped = [a.seconds for a in actions if isinstance(a, DroppedAudio)]
+    assert round(sum(dropped), 3) == 1.0 and len(talk.pending) == 2 * RATE * 2

@@ -2,12 +2,21 @@
 replies in and played into the call. The gevent shell around the pure pieces (twilio/raw codecs, audio,
 talkback), one per relayed call.
 
-What it promises the call: nothing the agent does can harm it or its recording. The recorder hands audio
-over with a cheap, non-blocking ``tap`` (into a queue bounded by ``max_queue_s``: toward a slow agent the
-oldest audio is dropped and counted, memory never grows); an agent that is unreachable or drops is tried
-again with a growing delay (0.5 s doubling to 30 s) for as long as the call lasts, each new connection a
-fresh stream (``connected``, ``start`` with a new streamSid); a bad message is logged and ignored; the
-agent's audio only ever goes to this link's own call.
+What it promises: nothing the agent does can harm this call, its recording, or any other call in the process.
+- The recorder hands audio over with a cheap, non-blocking ``tap`` (into a queue bounded by ``max_queue_s``:
+  toward a slow agent the oldest audio is dropped and counted, memory never grows).
+- Only the pump greenlet sends to the agent (audio, marks, keys, stop: one queue), each send within
+  SEND_TIMEOUT_S: an agent that stops reading has its connection aborted, never a greenlet stuck on it.
+- The reader yields to the event loop after READ_BUDGET_MESSAGES messages or READ_BUDGET_S of work
+  (websocket-client's ``recv`` never yields while data is buffered: a flood would otherwise hold every call).
+- What an agent may send is metered (limits.py): a flood of messages, or audio far faster than real time,
+  ends its connection as abusive (counted) and the next one waits; the agent's audio waiting to be played is
+  bounded too (talkback.MAX_PENDING_S).
+- ``stop`` never waits: the agent gets ``stop`` if it is reading, and STOP_GRACE_S later whatever is left is
+  aborted. The recording and the hook never wait for the agent.
+- An unreachable agent is tried again with a growing delay (0.5 s doubling to 30 s) for as long as the call
+  lasts, each new connection a fresh stream; log lines are limited per agent (a few a minute per kind, then a
+  count); the agent's audio only ever goes to this link's own call.
 """
 
 from __future__ import annotations
@@ -27,14 +36,34 @@ from gevent.event import Event
 
 from ..esl.backoff import capped_exponential
 from ..ops.hook import shown
+from ..ops.log_limit import LogLimiter
 from . import audio, raw, twilio
-from .talkback import Break, Broadcast, EchoMarks, SendAudio, TalkBack
+from .limits import audio_bucket, message_bucket
+from .talkback import Break, Broadcast, DroppedAudio, EchoMarks, SendAudio, TalkBack
 
 log = logging.getLogger("controller.relay")
 
 RECONNECT_INITIAL_S = 0.5
 RECONNECT_MAX_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
+SEND_TIMEOUT_S = 5.0  # an agent that takes nothing for this long is not reading: its connection is aborted
+STOP_GRACE_S = 1.0  # after stop, how long the agent has to take its `stop` before everything is aborted
+READ_BUDGET_MESSAGES = 50  # the reader lets every other greenlet run after this many messages ...
+READ_BUDGET_S = 0.005  # ... or this much time
+MAX_CONTROL_MESSAGES = 1000  # marks, keys and stop waiting for the pump
+ERROR_TEXT_CHARS = 200
+
+
+class AgentNotReading(Exception):
+    """A send to the agent did not complete within SEND_TIMEOUT_S."""
+
+
+def brief(exc: BaseException) -> str:
+    """An error for the log and the sidecar: its first line, short. A failed upgrade's exception carries the
+    agent's whole response (headers, cookies, whatever it echoes back), which is not ours to spread."""
+    text = str(exc) or type(exc).__name__
+    text = text.split(" -+-+- ")[0].splitlines()[0] if text.strip() else type(exc).__name__
+    return text[:ERROR_TEXT_CHARS]
 # This process's Twilio account: opaque to agents, but some check its form ("AC" and 32 hex digits).
 ACCOUNT_SID = "AC" + uuid_module.uuid4().hex
 
@@ -147,6 +176,7 @@ class AgentLink:
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._partial = b""  # half a sample frame the module's last frame left (odd frame sizes)
+        self._control: deque = deque()  # marks, keys, stop: sent by the pump before more audio
         self._wake = Event()
         self._talk_wake = Event()
         self._ws = None
@@ -154,10 +184,14 @@ class AgentLink:
         self.talk: TalkBack | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self._stopping = False
+        self._abuses = 0  # connections ended as abusive: each makes the next one wait longer
+        self._agent_bytes = 0
+        self._log = LogLimiter(per_key_per_minute=6, clock=clock)
         # For the sidecar (live: the recorder saves it with the recording).
         self.stats: dict[str, Any] = {"agent": self.shown_url, "protocol": relay.protocol, "connections": 0,
                                       "sent_ms": 0, "dropped_ms": 0, "bad_messages": 0, "agent_ms": 0,
-                                      "talk_back_chunks": 0, "last_error": None}
+                                      "agent_dropped_ms": 0, "abusive": 0, "talk_back_chunks": 0,
+                                      "last_error": None}
 
     # ---- from the recorder and the switch (never block) ------------------------------------------------
 
@@ -173,7 +207,7 @@ class AgentLink:
 
     def dtmf(self, digit: str) -> None:
         if self._codec is not None:
-            self._send_quietly(self._codec.dtmf(digit))
+            self._send_later(self._codec.dtmf(digit))
 
     def file_ready(self, file: str) -> None:
         self._talk(lambda talk, now: talk.file_ready(file, now))
@@ -190,11 +224,20 @@ class AgentLink:
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._talk_timer)]
 
     def stop(self) -> None:
-        """The call's relay is over: tell the agent (stop), close, and end every greenlet."""
+        """The call's relay is over. Never waits: the agent is sent `stop` by the pump if it is reading, and
+        whatever is left after STOP_GRACE_S is aborted."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._ws is not None and self._codec is not None:
-            self._send_quietly(self._codec.closing())
-        self._close()
+            self._send_later(self._codec.closing())
+        self._wake.set()
+        gevent.spawn_later(STOP_GRACE_S, self._abort_all)
+        self._log.flush()
+
+    def _abort_all(self) -> None:
+        ws, self._ws = self._ws, None
+        _abort(ws)
         gevent.killall(self._greenlets, block=False)
 
     def _run(self) -> None:
@@ -205,29 +248,41 @@ class AgentLink:
             except Exception as exc:  # refused, timed out, a failed upgrade, an invalid URL...
                 attempt += 1
                 delay = capped_exponential(RECONNECT_INITIAL_S, 2.0, RECONNECT_MAX_S, attempt)
-                self.stats["last_error"] = f"cannot connect: {exc}"
-                log.warning("call %s: agent %s: cannot connect (%s); again in %.1f s", self.call.uuid,
-                            self.shown_url, exc, delay)
+                self.stats["last_error"] = f"cannot connect: {brief(exc)}"
+                self._warn("connect", "call %s: agent %s: cannot connect (%s); again in %.1f s", self.call.uuid,
+                           self.shown_url, brief(exc), delay)
                 gevent.sleep(delay)
                 continue
             attempt = 0
-            reader = gevent.spawn(self._read)
+            ws, abuses = self._ws, self._abuses
+            reader = gevent.spawn(self._read, ws, self._codec)
             try:
-                self._pump()  # returns when the connection fails
+                self._pump(ws, self._codec)  # returns when the connection fails or the link stops
             finally:
                 reader.kill(block=False)
-                self._close()
-            if not self._stopping:
-                log.warning("call %s: agent %s: connection lost (%s); connecting again", self.call.uuid,
-                            self.shown_url, self.stats["last_error"])
+                if self._ws is ws:
+                    self._ws = None
+                _close(ws)
+            if self._stopping:
+                return
+            if self._abuses > abuses:  # it flooded us: the next connection waits, longer each time
+                gevent.sleep(capped_exponential(1.0, 2.0, RECONNECT_MAX_S, self._abuses))
+            else:
+                self._warn("lost", "call %s: agent %s: connection lost (%s); connecting again", self.call.uuid,
+                           self.shown_url, self.stats["last_error"])
 
     def _open(self) -> None:
         headers = [f"{name}: {value}" for name, value in self.relay.headers.items()]
         ws = self._connect(self.relay.url, header=headers, timeout=CONNECT_TIMEOUT_S)
         ws.settimeout(None)
         codec = CODECS[self.relay.protocol](self.call, self.parameters)
-        for message in codec.opening():
-            self._send(ws, message)
+        try:
+            for message in codec.opening():
+                _send(ws, message)
+        except BaseException:
+            _abort(ws)
+            raise
+        self._control.clear()  # marks and keys meant for the last connection's stream
         self._ws, self._codec = ws, codec
         # A new connection is a new stream: what the last agent asked to play and mark is void.
         if self.talk is not None:
@@ -236,48 +291,68 @@ class AgentLink:
         self.stats["connections"] += 1
         log.info("call %s: relaying to agent %s (%s)", self.call.uuid, self.shown_url, self.relay.protocol)
 
-    def _pump(self) -> None:
-        """The call's audio to the agent, as it comes, until the connection fails."""
-        ws, codec = self._ws, self._codec
-        while not self._stopping and self._ws is ws:
-            if not self._queue:
-                self._wake.clear()
-                self._wake.wait()
-                continue
-            pcm = self._queue.popleft()
-            self._queued_bytes -= len(pcm)
-            data = self._partial + pcm
-            whole = len(data) - len(data) % (2 * self.call.channels)
-            self._partial = data[whole:]
-            try:
+    def _pump(self, ws, codec) -> None:
+        """Everything to the agent, from this greenlet only: marks, keys and stop first, then the call's audio
+        as it comes, until the connection fails or the link stops."""
+        try:
+            while self._ws is ws:
+                if self._control:
+                    _send(ws, self._control.popleft())
+                    continue
+                if self._stopping:
+                    return
+                if not self._queue:
+                    self._wake.clear()
+                    self._wake.wait()
+                    continue
+                pcm = self._queue.popleft()
+                self._queued_bytes -= len(pcm)
+                data = self._partial + pcm
+                whole = len(data) - len(data) % (2 * self.call.channels)
+                self._partial = data[whole:]
                 for message in codec.audio(data[:whole]):
-                    self._send(ws, message)
-            except Exception as exc:
-                self.stats["last_error"] = str(exc) or type(exc).__name__
-                return
-            self.stats["sent_ms"] += whole * 1000 // (2 * self.call.channels * self.call.rate)
+                    _send(ws, message)
+                self.stats["sent_ms"] += whole * 1000 // (2 * self.call.channels * self.call.rate)
+        except AgentNotReading:
+            self.stats["last_error"] = f"the agent took nothing for {SEND_TIMEOUT_S:g} s"
+        except Exception as exc:
+            self.stats["last_error"] = brief(exc)
 
-    def _read(self) -> None:
-        ws, codec = self._ws, self._codec
-        while True:
+    def _read(self, ws, codec) -> None:
+        messages, audio_s = message_bucket(), audio_bucket()
+        handled, since = 0, self.clock()
+        while self._ws is ws:
             try:
                 message = ws.recv()
             except Exception as exc:  # closed, reset
-                self.stats["last_error"] = str(exc) or type(exc).__name__
+                self.stats["last_error"] = brief(exc)
                 break
             if message is None or message == "":
                 if not ws.connected:
                     self.stats["last_error"] = "the agent closed the connection"
                     break
                 continue
+            now = self.clock()
+            handled += 1
+            if handled >= READ_BUDGET_MESSAGES or now - since >= READ_BUDGET_S:
+                gevent.sleep(0)  # one agent's burst never holds the other calls
+                handled, since = 0, self.clock()
+            if not messages.take(1, now):
+                self._abusive(f"more than {messages.rate:g} messages a second")
+                break
             try:
                 kind, value = codec.parse(message)
             except ValueError as exc:
                 self.stats["bad_messages"] += 1
-                log.warning("call %s: agent %s: ignored a message: %s", self.call.uuid, self.shown_url, exc)
+                self._warn("message", "call %s: agent %s: ignored a message: %s", self.call.uuid, self.shown_url,
+                           brief(exc))
                 continue
             if kind == "audio":
-                self.stats["agent_ms"] += len(value) * 1000 // (2 * codec.talk_rate)
+                self._agent_bytes += len(value)
+                self.stats["agent_ms"] = self._agent_bytes * 1000 // (2 * codec.talk_rate)
+                if not audio_s.take(len(value) / (2 * codec.talk_rate), now):
+                    self._abusive("audio far faster than real time")
+                    break
             if self.talk is None:
                 continue  # talk_back: false
             if kind == "audio":
@@ -286,8 +361,19 @@ class AgentLink:
                 self._talk(lambda talk, now, name=value: talk.mark(name, now))
             else:
                 self._talk(lambda talk, now: talk.clear(now))
-        self._wake.set()  # the pump sees the connection is gone
-        self._close()
+        if self._ws is ws:
+            self._ws = None  # the pump sees the connection is gone
+        _abort(ws)
+        self._wake.set()
+
+    def _abusive(self, why: str) -> None:
+        self._abuses += 1
+        self.stats["abusive"] += 1
+        self.stats["last_error"] = f"abusive: {why}"
+        self._warn("abuse", "call %s: agent %s: %s; its connection is ended", self.call.uuid, self.shown_url, why)
+
+    def _warn(self, kind: str, msg: str, *args) -> None:
+        self._log.log(log, logging.WARNING, kind, msg, *args)
 
     # ---- talking back ---------------------------------------------------------------------------------
 
@@ -311,53 +397,71 @@ class AgentLink:
         for action in actions:
             if isinstance(action, SendAudio):
                 self.stats["talk_back_chunks"] += 1
+                rate = self.talk.rate if self.talk else 8000
                 message = json.dumps({"type": "streamAudio", "data": {
-                    "audioDataType": "raw", "sampleRate": self.talk.rate if self.talk else 8000,
+                    "audioDataType": "raw", "sampleRate": rate,
                     "audioData": base64.b64encode(action.chunk.pcm).decode("ascii")}}, separators=(",", ":"))
                 if not self.send_to_module(message):
-                    log.warning("call %s: the module's stream is down; %.2f s of the agent's audio not played",
-                                self.call.uuid, len(action.chunk.pcm) / (2 * (self.talk.rate if self.talk else 8000)))
+                    self._warn("module", "call %s: the module's stream is not taking talk-back; %.2f s of the "
+                               "agent's audio not played", self.call.uuid, len(action.chunk.pcm) / (2 * rate))
+                    if self.talk is not None:  # never played: nothing of it is in flight, its marks are done
+                        self._apply(self.talk.unsent(action.chunk), echo)
             elif isinstance(action, Broadcast):
                 self._command(f"uuid_broadcast {self.call.channel_uuid} {action.chunk.file} aleg")
             elif isinstance(action, Break):
                 self._command(f"uuid_break {self.call.channel_uuid} all")
             elif isinstance(action, EchoMarks) and echo and self._codec is not None:
-                self._send_quietly(self._codec.marks(action.names))
+                self._send_later(self._codec.marks(action.names))
+            elif isinstance(action, DroppedAudio):
+                self.stats["agent_dropped_ms"] += int(action.seconds * 1000)
+                self._warn("dropped", "call %s: agent %s: more than %.0f s of its audio waiting to be played; "
+                           "%.2f s dropped", self.call.uuid, self.shown_url, action.limit_s, action.seconds)
 
     def _command(self, text: str) -> None:
         try:
             reply = self.command(text)
         except Exception as exc:
-            log.warning("call %s: %s failed: %s", self.call.uuid, text.split(" ", 1)[0], exc)
+            self._warn("command", "call %s: %s failed: %s", self.call.uuid, text.split(" ", 1)[0], exc)
             return
         if not reply.startswith("+OK"):
-            log.warning("call %s: %s answered %r", self.call.uuid, text.split(" ", 1)[0], reply.strip())
+            self._warn("command", "call %s: %s answered %r", self.call.uuid, text.split(" ", 1)[0], reply.strip())
 
-    # ---- the socket -----------------------------------------------------------------------------------
+    def _send_later(self, messages) -> None:
+        """To the agent by the pump (the only sender), in order, before more audio."""
+        for message in messages:
+            if len(self._control) >= MAX_CONTROL_MESSAGES:
+                self._control.popleft()
+            self._control.append(message)
+        self._wake.set()
 
-    @staticmethod
-    def _send(ws, message) -> None:
+
+# ---- the socket ---------------------------------------------------------------------------------------
+
+def _send(ws, message) -> None:
+    with gevent.Timeout(SEND_TIMEOUT_S, AgentNotReading):
         if isinstance(message, bytes):
             ws.send_binary(message)
         else:
             ws.send(message)
 
-    def _send_quietly(self, messages) -> None:
-        ws = self._ws
-        if ws is None:
-            return
-        try:
-            for message in messages:
-                self._send(ws, message)
-        except Exception as exc:
-            self.stats["last_error"] = str(exc) or type(exc).__name__
-            self._close()
-            self._wake.set()
 
-    def _close(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            try:
-                ws.close(timeout=1)
-            except Exception:
-                pass
+def _close(ws) -> None:
+    """A close frame if the agent takes it at once, then the socket closed."""
+    if ws is None:
+        return
+    try:
+        with gevent.Timeout(0.5, False):
+            ws.send_close()
+    except Exception:
+        pass
+    _abort(ws)
+
+
+def _abort(ws) -> None:
+    """Close the socket now: every greenlet waiting on it wakes with an error, none is left holding it."""
+    if ws is None:
+        return
+    try:
+        ws.shutdown()
+    except Exception:
+        pass

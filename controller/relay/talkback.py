@@ -31,6 +31,9 @@ QUIET_S = 0.06  # no audio from the agent for this long: what came is a whole re
 LEAD_S = 0.1
 START_LATENCY_S = 0.2  # from uuid_broadcast to the first sample heard, as measured
 QUEUE_GAP_S = 0.12  # between two broadcasts queued one behind the other, as measured
+# The agent's audio waiting to go into the call: beyond this much, what comes is dropped (counted), so an agent
+# that sends ten minutes at once cannot make the process hold them.
+MAX_PENDING_S = 60.0
 
 
 @dataclass
@@ -74,7 +77,15 @@ class EchoMarks:
     names: tuple[str, ...]
 
 
-Action = SendAudio | Broadcast | Break | EchoMarks
+@dataclass(frozen=True)
+class DroppedAudio:
+    """The agent's audio went past MAX_PENDING_S waiting: this much of it was dropped."""
+
+    seconds: float
+    limit_s: float
+
+
+Action = SendAudio | Broadcast | Break | EchoMarks | DroppedAudio
 
 
 class TalkBack:
@@ -82,8 +93,9 @@ class TalkBack:
 
     def __init__(self, rate: int = 8000, *, first_wait_s: float = FIRST_WAIT_S, quiet_s: float = QUIET_S,
                  lead_s: float = LEAD_S, start_latency_s: float = START_LATENCY_S,
-                 queue_gap_s: float = QUEUE_GAP_S) -> None:
+                 queue_gap_s: float = QUEUE_GAP_S, max_pending_s: float = MAX_PENDING_S) -> None:
         self.rate = rate
+        self.max_pending_s = max_pending_s
         self.first_wait_s = first_wait_s
         self.quiet_s = quiet_s
         self.lead_s = lead_s
@@ -102,9 +114,16 @@ class TalkBack:
     def audio(self, pcm: bytes, now: float) -> list[Action]:
         if not self.pending:
             self._first_pending_at = now
+        room = int(self.max_pending_s * self.rate) * SAMPLE_BYTES - len(self.pending)
+        dropped = max(0, len(pcm) - max(0, room))
+        if dropped:
+            pcm = pcm[:len(pcm) - dropped]
         self.pending += pcm
         self._last_audio_at = now
-        return self.due(now)
+        actions = self.due(now)
+        if dropped:
+            actions.append(DroppedAudio(dropped / (SAMPLE_BYTES * self.rate), self.max_pending_s))
+        return actions
 
     def mark(self, name: str, now: float) -> list[Action]:
         if self.pending:
@@ -126,13 +145,23 @@ class TalkBack:
         for chunk in self.in_flight:
             chunk.cancelled = True
             chunk.marks = []
-        self.in_flight = [chunk for chunk in self.in_flight if chunk.broadcast_at is not None]  # their STOP comes
+        # Kept: the ones playing (their STOP comes) and the ones whose ::play has not come yet, so that it is
+        # matched to them (and dropped), never to the next reply's chunk.
+        self.in_flight = [chunk for chunk in self.in_flight if chunk.broadcast_at is not None or chunk.file is None]
         self.pending = bytearray()
         self.pending_marks = []
         actions: list[Action] = [Break()] if playing else []
         if marks:
             actions.append(EchoMarks(tuple(marks)))
         return actions
+
+    def unsent(self, chunk: Chunk) -> list[Action]:
+        """The chunk never reached the module (its stream was down): it will never play, so no ::play is
+        waited for (the next one belongs to a later chunk) and its marks are echoed now."""
+        if chunk in self.in_flight:
+            self.in_flight.remove(chunk)
+        marks, chunk.marks = ([] if chunk.cancelled else chunk.marks), []
+        return [EchoMarks(tuple(marks))] if marks else []
 
     # ---- what the switch reports ----------------------------------------------------------------------
 
