@@ -42,6 +42,8 @@ from yaml.resolver import Resolver
 
 from . import audio_stream
 from .recorder.filenames import TEMPLATE_RULES, FilenameTemplate
+from .settings import CatalogConfig, StorageConfig, UploadConfig
+from .storage.keys import KEY_RULES, S3_URL_RULES, KeyTemplate, parse_s3_url
 # The settings are imported from here too (cli, app, tests): re-exported, so those imports keep working.
 from .settings import (DIRECTIONS, LOG_LEVELS, RELAY_PROTOCOLS, TIMESTAMPS, Config, EslConfig,  # noqa: F401
                        HookConfig, LimitsConfig, LoggingConfig, Match, MetricsConfig, ReconnectConfig,
@@ -633,6 +635,78 @@ def _record_or_relay(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
                "would go nowhere", "keep record: true, or add a relay")
 
 
+_CATALOG_URL_RULES = ("sqlite:///<absolute path of a file> (made if missing) or postgresql://user:password@host:port/"
+                      "database (e.g. ${CATALOG_URL}); leave it out for sqlite beside the recordings")
+_CONTROLLER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _catalog_url(text: str) -> str:
+    # Secret (a password may ride in it): no message repeats it.
+    if text.startswith("sqlite://"):
+        path = text[len("sqlite://"):]
+        if not path.startswith("/") or path.rstrip("/") == "":
+            raise ValueError("sqlite:// is not followed by an absolute path (sqlite:///var/lib/fsctl/catalog.sqlite3)")
+        return text
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError("is not a URL that can be read") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("starts with neither sqlite:// nor postgresql://")
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        raise ValueError("names no database (postgresql://host/<database>)")
+    return text
+
+
+def _controller_id(text: str) -> str:
+    if not _CONTROLLER_ID.fullmatch(text):
+        raise ValueError(f"{text!r} is not a usable name")
+    return text
+
+
+def _s3_url(text: str) -> str:
+    parse_s3_url(text)  # raises ValueError naming what is wrong
+    return text
+
+
+def _region(text: str) -> str:
+    if not _REGION.fullmatch(text):
+        raise ValueError(f"{text!r} is not a region name")
+    return text
+
+
+def _key_template(text: str) -> str:
+    KeyTemplate(text)  # raises ValueError naming what is wrong
+    return text
+
+
+def _retention(r: "_Reader", node: Node, path: str) -> float | None:
+    allowed = _RETENTION_RULES
+    text, tag = r.scalar(node, path, "a duration", allowed)
+    if tag == STR and text.strip().lower() == "never":
+        return None
+    found = _DURATION.fullmatch(text.strip()) if tag == STR else None
+    if found is None:
+        r.fail(node, path, f"{text!r} is not a duration", allowed)
+    seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+    if seconds <= 0:
+        r.fail(node, path, f"{text!r} is not above 0", allowed)
+    return seconds
+
+
+_RETENTION_RULES = "never (the default), or a time with its unit: s, m, h or d, e.g. 7d or 12h"
+
+
+def _retention_needs_upload(r: "_Reader", m: "_Mapping", values: dict[str, Any]) -> None:
+    if values["delete_local_after"] is not None and values["upload"] is None:
+        r.fail(m.where("delete_local_after"), _join(m.path, "delete_local_after"),
+               "is set but upload is not: the local copy would be the only one",
+               "add upload (the recording is removed here only once its upload is verified), or write never")
+
+
 def _readable_file(text: str) -> str:
     # Checked at load, so a wrong path stops the controller before it listens rather than at the first call.
     try:
@@ -972,6 +1046,30 @@ LIMITS = Section("the limits", LimitsConfig, (
                                                                "from {lo} to {hi}")),
 ), after=(_more_connections_than_streams,))
 
+CATALOG = Section("the catalog section", CatalogConfig, (
+    Field("enabled", Flag()),
+    Field("url", Text(_CATALOG_URL_RULES, _catalog_url)),
+    Field("controller_id", Text("1 to 64 letters, digits, '.', '_' or '-' (default: this host's name)",
+                                _controller_id)),
+))
+
+UPLOAD = Section("the upload settings", UploadConfig, (
+    Field("url", Text(S3_URL_RULES, _s3_url), required=f"give the bucket: {S3_URL_RULES}"),
+    Field("endpoint_url", Text("an http:// or https:// URL of an S3-compatible server, e.g. http://127.0.0.1:9000 "
+                               "(leave it out for AWS S3)", _http_url)),
+    Field("region", Text("a region name such as eu-central-1 (default: from the environment or the AWS "
+                         "configuration)", _region)),
+    Field("key_template", Text(KEY_RULES, _key_template)),
+    Field("part_size_mb", Whole(5, 5120, "whole MiB from {lo} (S3's smallest part) to {hi}: a WAV larger than "
+                                         "this is uploaded in parts of this size")),
+    Field("concurrency", Whole(1, 32, "a whole number of uploads at once from {lo} to {hi}")),
+))
+
+STORAGE = Section("the storage section", StorageConfig, (
+    Field("upload", Sub(UPLOAD)),
+    Field("delete_local_after", Custom(_retention, _RETENTION_RULES)),
+), after=(_retention_needs_upload,))
+
 CONFIG = Section("the configuration", Config, (
     Field("esl", Sub(ESL), required="add an esl: section with at least password"),
     Field("recorder", Sub(RECORDER), DEFAULTS),  # Config.recorder has no default: public_url is derived
@@ -980,6 +1078,8 @@ CONFIG = Section("the configuration", Config, (
     Field("metrics", Sub(METRICS)),
     Field("logging", Sub(LOGGING)),
     Field("limits", Sub(LIMITS)),
+    Field("catalog", Sub(CATALOG)),
+    Field("storage", Sub(STORAGE)),
     Field("hook", Sub(HOOK)),
 ), after=(_source,))
 

@@ -206,6 +206,36 @@ class Rule:
     line: int = 0  # where the rule starts in its file, for log messages
 
 
+@dataclass(frozen=True, repr=False)
+class CatalogConfig(_MaskedRepr):
+    """The catalog: one row per finished recording, searchable (controller/catalog/)."""
+
+    enabled: bool = True
+    # sqlite:///<path> or postgresql://user:password@host/db; secret (a password may ride in it).
+    # None: sqlite:///<recorder.directory>/catalog.sqlite3 (a file beside the recordings, nothing to install).
+    url: str | None = secret(None)
+    controller_id: str | None = None  # this controller's name in every row it writes (None: the host's name)
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    """Where each finished recording is uploaded: an S3-compatible bucket (controller/storage/)."""
+
+    url: str  # s3://bucket or s3://bucket/prefix
+    endpoint_url: str | None = None  # None: AWS S3 itself; http(s)://host:port for MinIO, Ceph and the like
+    region: str | None = None  # None: from the environment or the AWS configuration
+    key_template: str = "{date}/{switch}/{uuid}.wav"  # below the URL's prefix
+    part_size_mb: int = 8  # a WAV larger than this goes up in parts of this size (multipart)
+    concurrency: int = 2  # uploads at once
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    upload: UploadConfig | None = None  # None: recordings stay on local disk only
+    # Seconds after its upload is verified that a recording's local WAV and sidecar are removed; None: never.
+    delete_local_after: float | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     esl: EslConfig
@@ -214,6 +244,8 @@ class Config:
     # Always set by the loader (enabled unless the file says otherwise); None is read as no listener too.
     metrics: MetricsConfig | None = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     source: str = "<config>"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     hook: HookConfig | None = None  # for every rule without a hook of its own

@@ -480,7 +480,8 @@ def test_text_field_refuses_true_false_and_lists():
 
 def test_unknown_top_level_section():
     assert error_of(MINIMAL + "recordr: {}\n") == (
-        "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging, limits, hook")
+        "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging, limits, catalog, "
+        "storage, hook")
 
 
 def test_metadata_too_large_for_the_module():
@@ -661,7 +662,7 @@ def test_every_secret_field_is_masked_in_its_repr():
     # Whatever the tables mark secret, whichever section it is in.
     secret_fields = [(path, f) for path, f in schema_paths() if f.secret]
     assert {path for path, _ in secret_fields} == {"esl.password", "recorder.token", "hook.headers",
-                                                   "rules.relay.url", "rules.relay.headers"}
+                                                   "rules.relay.url", "rules.relay.headers", "catalog.url"}
     config = parse(MINIMAL.replace("rules:", "recorder:\n  token: Tok3n-abcdefghijklmnop\nrules:")
                    + f"    relay: {{url: 'wss://agent/x?key=Ag3ntK3y', headers: {{B: '{SECRET_HEADER}'}}}}\n"
                    + f"hook: {{url: https://h, headers: {{A: '{SECRET_HEADER}'}}}}\n")

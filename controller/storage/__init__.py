@@ -1,0 +1,1 @@
+"""Object storage for finished recordings: an S3-compatible bucket (boto3)."""
