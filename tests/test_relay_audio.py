@@ -11,7 +11,6 @@ from controller.relay.audio import (
     CallerToUlaw,
     Framer,
     Resampler,
-    UlawToCall,
     mono,
     pcm_from_ulaw,
     ulaw_from_pcm,
@@ -181,13 +180,3 @@ def test_caller_to_ulaw_takes_the_left_channel_at_8k_in_20ms_chunks():
     assert len(out) == 25  # 0.5 s
     expected = ulaw_from_pcm(Resampler(rate, 8000).convert(pcm(left)))
     assert b"".join(out) == expected[:len(out) * ULAW_20MS]
-
-
-def test_ulaw_to_call_is_the_agents_audio_at_the_calls_rate():
-    tone = sine(440, 8000, 0.5)
-    ulaw = ulaw_from_pcm(pcm(tone))
-    u = UlawToCall(16000)
-    back = b"".join(u.convert(ulaw[i:i + 160]) for i in range(0, len(ulaw), 160))
-    assert back == Resampler(8000, 16000).convert(pcm_from_ulaw(ulaw))
-    assert frequency(samples(back), 16000) == pytest.approx(440, abs=1)
-    assert UlawToCall(8000).convert(ulaw) == pcm_from_ulaw(ulaw)

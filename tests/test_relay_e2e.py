@@ -127,10 +127,14 @@ def test_the_twilio_message_sequence_and_every_field(sim, tmp_path, agent):
     start = a.connections[0][1]
     sid = start["streamSid"]
     assert start["sequenceNumber"] == "1" and start["start"]["streamSid"] == sid and sid.startswith("MZ")
-    assert start["start"]["callSid"] == call.uuid and start["start"]["accountSid"].startswith("AC")
+    call_sid = "CA" + call.uuid.replace("-", "")  # Twilio's form; the uuid itself is a parameter
+    assert start["start"]["callSid"] == call_sid and start["start"]["accountSid"].startswith("AC")
+    # In the order Twilio writes them.
+    assert list(start["start"]) == ["accountSid", "streamSid", "callSid", "tracks", "mediaFormat", "customParameters"]
     assert start["start"]["tracks"] == ["inbound"]
     assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
-    assert start["start"]["customParameters"] == {"caller": "1001", "destination": "9999", "rule": "ext9999",
+    assert start["start"]["customParameters"] == {"uuid": call.uuid, "caller": "1001", "destination": "9999",
+                                                  "rule": "ext9999",
                                                   "from_number": "1001", "to_number": "9999",
                                                   "queue": "support", "lang": "en-GB"}
     media = a.messages("media")
@@ -143,7 +147,7 @@ def test_the_twilio_message_sequence_and_every_field(sim, tmp_path, agent):
     assert {len(base64.b64decode(m["media"]["payload"])) for m in media} == {160}
     assert sent == ulaw_from_pcm(stream.sent_pcm)[:len(sent)] and len(stream.sent_pcm) // 2 - len(sent) < 160
     stop = a.messages("stop")[0]
-    assert stop["stop"] == {"accountSid": start["start"]["accountSid"], "callSid": call.uuid}
+    assert stop["stop"] == {"accountSid": start["start"]["accountSid"], "callSid": call_sid}
     assert stop["sequenceNumber"] == str(2 + len(media))
     relay = h.recording(call.uuid).sidecar["relay"]
     assert relay["connections"] == 1 and relay["dropped_ms"] == 0 and "s3cr3t" not in json.dumps(relay)

@@ -8,7 +8,6 @@ import pytest
 from controller.relay.twilio import (
     Clear,
     Mark,
-    MarkQueue,
     Media,
     TwilioStream,
     stream_sid_for,
@@ -37,10 +36,10 @@ def test_a_short_call_message_for_message():
 
     assert out[0] == '{"event":"connected","protocol":"Call","version":"1.0.0"}'
     assert out[1] == (
-        '{"event":"start","sequenceNumber":"1","start":{"streamSid":"' + SID + '","accountSid":"' + ACCOUNT
-        + '","callSid":"' + UUID + '","tracks":["inbound"],"customParameters":{"caller":"1000",'
-        '"destination":"9999","rule":"ext9999"},"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,'
-        '"channels":1}},"streamSid":"' + SID + '"}')
+        '{"event":"start","sequenceNumber":"1","start":{"accountSid":"' + ACCOUNT + '","streamSid":"' + SID
+        + '","callSid":"' + UUID + '","tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw",'
+        '"sampleRate":8000,"channels":1},"customParameters":{"caller":"1000","destination":"9999",'
+        '"rule":"ext9999"}},"streamSid":"' + SID + '"}')
     assert out[2] == ('{"event":"media","sequenceNumber":"2","media":{"track":"inbound","chunk":"1",'
                       '"timestamp":"0","payload":"' + b64(chunks[0]) + '"},"streamSid":"' + SID + '"}')
     assert out[5] == ('{"event":"dtmf","streamSid":"' + SID + '","sequenceNumber":"5","dtmf":'
@@ -191,33 +190,19 @@ def test_parse_reasons_stay_short():
     assert len(str(e.value)) < 200
 
 
-# -- when marks are echoed --------------------------------------------------------------------------------
+def test_call_sids_are_twilios_form_and_the_same_for_the_same_call():
+    from controller.relay.twilio import call_sid_for
 
-def test_marks_wait_for_the_audio_sent_before_them():
-    q = MarkQueue()
-    assert q.mark("nothing-queued") == ["nothing-queued"]  # no audio pending: due at once
-    q.audio(320)
-    assert q.mark("a") == []
-    q.audio(160)
-    assert q.mark("b") == [] and q.mark("c") == []
-    assert q.unplayed == 480
-    assert q.played(160) == []
-    assert q.played(160) == ["a"]
-    assert q.played(100) == []
-    assert q.played(1000) == ["b", "c"]  # played past the end: clamps, both due
-    assert q.unplayed == 0
-    assert q.mark("d") == ["d"]
+    assert call_sid_for("166EB301-3ca5-4fc5-9751-d8ca093577dd") == "CA166eb3013ca54fc59751d8ca093577dd"
+    with pytest.raises(ValueError, match="is not a uuid"):
+        call_sid_for("not-a-uuid")
 
 
-def test_clear_makes_every_waiting_mark_due():
-    q = MarkQueue()
-    q.audio(1600)
-    q.mark("a")
-    q.audio(1600)
-    q.mark("b")
-    assert q.played(800) == []
-    assert q.clear() == ["a", "b"]
-    assert q.unplayed == 0
-    assert q.played(160) == [] and q.clear() == []
-    q.audio(160)
-    assert q.mark("c") == [] and q.played(160) == ["c"]
+def test_dropped_audio_moves_the_next_chunks_timestamp_and_number_on():
+    s = stream()
+    s.connected(), s.start()
+    first = json.loads(s.media(bytes(160)))["media"]
+    s.skip(160 * 50)  # a second dropped on the way to a slow agent
+    after = json.loads(s.media(bytes(160)))["media"]
+    assert (first["chunk"], first["timestamp"]) == ("1", "0")
+    assert (after["chunk"], after["timestamp"]) == ("52", "1020")  # presentation time, as Twilio's

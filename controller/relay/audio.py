@@ -7,7 +7,7 @@ PCM here is always signed 16-bit little-endian, as mod_audio_stream sends it. Pu
 
 The caller → Twilio-agent path for a call at `rate` with `channels` (CallerToUlaw does it all):
     mono(pcm, channels) → Resampler(rate, 8000).convert → ulaw_from_pcm → Framer(ULAW_20MS).push → media()
-and the agent → caller path (UlawToCall): pcm_from_ulaw → Resampler(8000, rate).convert.
+and the agent → caller path: pcm_from_ulaw, then Resampler(8000, rate).convert where the rates differ.
 """
 
 from __future__ import annotations
@@ -139,17 +139,3 @@ class CallerToUlaw:
     def push(self, pcm: bytes) -> list[bytes]:
         """The whole 20 ms chunks this frame completes (a partial one waits for the next frame)."""
         return self._framer.push(ulaw_from_pcm(self._resampler.convert(mono(pcm, self.channels))))
-
-
-class UlawToCall:
-    """A Twilio agent's 8 kHz µ-law to mono 16-bit PCM at the call's `rate`, one continuous stream."""
-
-    def __init__(self, rate: int):
-        self._resampler = Resampler(ULAW_RATE, rate)
-
-    def convert(self, ulaw: bytes) -> bytes:
-        return self._resampler.convert(pcm_from_ulaw(ulaw))
-
-    def reset(self) -> None:
-        """After a `clear`: what comes next does not continue what was dropped."""
-        self._resampler.reset()

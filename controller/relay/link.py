@@ -87,7 +87,9 @@ class _TwilioCodec:
 
     def __init__(self, call: CallDetails, parameters: dict[str, str]) -> None:
         self.call = call
-        self.stream = twilio.TwilioStream("MZ" + uuid_module.uuid4().hex, call.uuid, ACCOUNT_SID, parameters)
+        # A fresh streamSid per connection; the callSid in Twilio's form, and the uuid itself as a parameter.
+        self.stream = twilio.TwilioStream("MZ" + uuid_module.uuid4().hex, twilio.call_sid_for(call.uuid),
+                                          ACCOUNT_SID, {"uuid": call.uuid, **parameters})
         self._to_ulaw = audio.CallerToUlaw(call.rate, call.channels)
 
     def opening(self) -> list:
@@ -95,6 +97,10 @@ class _TwilioCodec:
 
     def audio(self, pcm: bytes) -> list:
         return [self.stream.media(chunk) for chunk in self._to_ulaw.push(pcm)]
+
+    def skipped(self, pcm_bytes: int) -> None:
+        """The call's audio dropped on the way (a slow agent): Twilio's timestamps run on over it."""
+        self.stream.skip(pcm_bytes // (2 * self.call.channels) * twilio.SAMPLE_RATE // self.call.rate)
 
     def dtmf(self, digit: str) -> list:
         return [self.stream.dtmf(digit)]
@@ -134,6 +140,9 @@ class _RawCodec:
 
     def audio(self, pcm: bytes) -> list:
         return [self.stream.audio(pcm)]
+
+    def skipped(self, pcm_bytes: int) -> None:
+        pass  # raw frames carry no position
 
     def dtmf(self, digit: str) -> list:
         return []
@@ -176,6 +185,7 @@ class AgentLink:
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._partial = b""  # half a sample frame the module's last frame left (odd frame sizes)
+        self._dropped_bytes = 0  # the call's audio dropped since the pump last sent
         self._control: deque = deque()  # marks, keys, stop: sent by the pump before more audio
         self._wake = Event()
         self._talk_wake = Event()
@@ -202,6 +212,7 @@ class AgentLink:
         while self._queued_bytes > self.max_queue_bytes and len(self._queue) > 1:
             dropped = self._queue.popleft()
             self._queued_bytes -= len(dropped)
+            self._dropped_bytes += len(dropped)
             self.stats["dropped_ms"] += len(dropped) * 1000 // (2 * self.call.channels * self.call.rate)
         self._wake.set()
 
@@ -307,6 +318,9 @@ class AgentLink:
                     continue
                 pcm = self._queue.popleft()
                 self._queued_bytes -= len(pcm)
+                if self._dropped_bytes:
+                    codec.skipped(self._dropped_bytes)
+                    self._dropped_bytes = 0
                 data = self._partial + pcm
                 whole = len(data) - len(data) % (2 * self.call.channels)
                 self._partial = data[whole:]

@@ -21,13 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 ENCODING = "audio/x-mulaw"
 SAMPLE_RATE = 8000
+CHUNK_BYTES = SAMPLE_RATE * 20 // 1000  # Twilio's media chunks: 20 ms of µ-law
 TRACKS = ("inbound", "outbound")  # inbound: what the caller says; outbound: what the caller hears
 DTMF_DIGITS = "0123456789*#ABCD"
 AGENT_EVENTS = ("media", "mark", "clear")
@@ -75,7 +75,7 @@ class TwilioStream:
     `mark()` as they happen, then `stop()`; each returns the text message to send. `parse()` reads what
     the agent sends back.
 
-    `call_sid` is the channel's uuid; `stream_sid` and `account_sid` are opaque to agents (Twilio's are
+    `call_sid` is Twilio's form of the call's id (`call_sid_for(uuid)`); `stream_sid` and `account_sid` are opaque to agents (Twilio's are
     "MZ"/"AC" and 32 hex digits: `stream_sid_for(uuid)` makes one in that form). `custom_parameters`
     reach the agent in `start.customParameters`, every value as text. `tracks` are those the stream
     will carry: ("inbound",) for the caller alone, ("inbound", "outbound") to send what the caller hears
@@ -113,13 +113,13 @@ class TwilioStream:
         return _json({
             "event": "start",
             "sequenceNumber": self._next(),
-            "start": {
-                "streamSid": self.stream_sid,
+            "start": {  # in the order Twilio writes them
                 "accountSid": self.account_sid,
+                "streamSid": self.stream_sid,
                 "callSid": self.call_sid,
                 "tracks": list(self.tracks),
-                "customParameters": dict(self.custom_parameters),
                 "mediaFormat": {"encoding": ENCODING, "sampleRate": SAMPLE_RATE, "channels": 1},
+                "customParameters": dict(self.custom_parameters),
             },
             "streamSid": self.stream_sid,
         })
@@ -145,6 +145,13 @@ class TwilioStream:
             },
             "streamSid": self.stream_sid,
         })
+
+    def skip(self, ulaw_bytes: int, track: str = "inbound") -> None:
+        """Audio of this track that was dropped (a slow agent): the next chunk's timestamp and number advance
+        over it, as Twilio's do (they are presentation time, not a count of what was sent)."""
+        if track in self._chunks and ulaw_bytes > 0:
+            self._ulaw_bytes[track] += ulaw_bytes
+            self._chunks[track] += ulaw_bytes // CHUNK_BYTES
 
     def dtmf(self, digit: str) -> str:
         """A key the caller pressed (Twilio reports them on the inbound track only)."""
@@ -243,51 +250,19 @@ class TwilioStream:
         return Media(ulaw)
 
 
-class MarkQueue:
-    """When each of the agent's marks is due: a mark waits for the audio the agent sent before it.
-
-    Feed it the agent's audio as queued (`audio(n)`) and as played into the call (`played(n)`), in any
-    one unit (µ-law bytes, say); `mark`, `played` and `clear` return the names to echo now, in order.
-    A mark with nothing left to play is due at once; a `clear` makes every waiting mark due (Twilio:
-    clear "empties all buffered audio and causes any mark messages to be sent back").
-    """
-
-    def __init__(self) -> None:
-        self._queued = 0  # all audio ever queued
-        self._played = 0  # of it, played or dropped
-        self._marks: deque[tuple[int, str]] = deque()  # (position it waits for, name)
-
-    @property
-    def unplayed(self) -> int:
-        """Audio queued and not yet played."""
-        return self._queued - self._played
-
-    def audio(self, n: int) -> None:
-        self._queued += n
-
-    def mark(self, name: str) -> list[str]:
-        if self._queued == self._played and not self._marks:
-            return [name]
-        self._marks.append((self._queued, name))
-        return []
-
-    def played(self, n: int) -> list[str]:
-        self._played = min(self._played + n, self._queued)
-        due = []
-        while self._marks and self._marks[0][0] <= self._played:
-            due.append(self._marks.popleft()[1])
-        return due
-
-    def clear(self) -> list[str]:
-        self._played = self._queued
-        due = [name for _, name in self._marks]
-        self._marks.clear()
-        return due
-
-
 def stream_sid_for(uuid: str) -> str:
     """A streamSid in Twilio's form ("MZ" and 32 hex digits) from a channel's uuid."""
+    return "MZ" + _hex32(uuid, "stream_sid_for")
+
+
+def call_sid_for(uuid: str) -> str:
+    """A callSid in Twilio's form ("CA" and 32 hex digits) from a channel's uuid: agents that check the form
+    accept it, and the same call always gets the same one (the uuid itself is in customParameters)."""
+    return "CA" + _hex32(uuid, "call_sid_for")
+
+
+def _hex32(uuid: str, what: str) -> str:
     digits = uuid.replace("-", "").lower()
     if len(digits) != 32 or any(c not in "0123456789abcdef" for c in digits):
-        raise ValueError(f"stream_sid_for: {_shown(uuid)} is not a uuid (32 hex digits)")
-    return "MZ" + digits
+        raise ValueError(f"{what}: {_shown(uuid)} is not a uuid (32 hex digits)")
+    return digits
