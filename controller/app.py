@@ -41,7 +41,7 @@ log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
 # Configuration sections read only when the controller starts (SIGHUP applies rules and limits).
-RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging")
+RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging", "http")
 # Endings that mean a recording failed (counted in fsctl_recordings_failed_total).
 FAILED_REASONS = (WRITE_ERROR, INTERNAL_ERROR)
 
@@ -130,7 +130,7 @@ class Controller:
         self.hooks.start()
         http = self.config.metrics
         if http is not None and http.enabled:
-            self.http = HttpListener(self, chain_test=self._chain_test)
+            self.http = HttpListener(self)  # its test calls: ops.chain.ControllerChainTest
             self.http_port = self.http.start(http.listen_host, http.listen_port)
             log.info("HTTP listener (/healthz, /metrics, /calls) on %s:%s", http.listen_host, self.http_port)
         self.esl.start()
@@ -295,15 +295,6 @@ class Controller:
                 return rule.hook
         return self.config.hook
 
-    def _chain_test(self) -> dict:
-        """The doctor's end-to-end test call, run with this controller's Event Socket and recorder."""
-        from .ops.chain import run_chain_test
-
-        formats = sorted({(rule.mix, rule.rate) for rule in self.config.rules if rule.enabled})
-        steps = run_chain_test(self.esl, self.recorder, self.registry, self.public_url, formats,
-                               token=self.config.recorder.token)
-        return {"steps": [dataclasses.asdict(step) for step in steps]}
-
     def _on_recording_closed(self, uuid: str, reason: str) -> None:
         metrics.RECORDINGS_FINISHED.labels(reason).inc()
         if reason in DELIBERATE_REASONS:
@@ -380,6 +371,7 @@ class Controller:
                 metadata=audio_stream.metadata_json(rule.metadata) if rule.metadata is not None else None,
                 heartbeat_s=rule.heartbeat_s,
                 discard=not rule.record,  # relayed only: the recorder keeps no WAV
+                mix=rule.mix,
             )
             url, texts = audio_stream.start_commands(info.channel_uuid, info.uuid, rule, call.token, self.public_url,
                                                      restart=start.restart)

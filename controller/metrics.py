@@ -59,7 +59,7 @@ class LiveAudioCollector:
         self.finished_bytes += data_bytes
 
     def collect(self):
-        frames, data_bytes, live = self.finished_frames, self.finished_bytes, 0
+        frames, data_bytes, live, silent = self.finished_frames, self.finished_bytes, 0, 0
         free = GaugeMetricFamily("fsctl_recordings_free_bytes", "Free space where the recordings go",
                                  labels=["directory"])
         for recorder in list(self._recorders):
@@ -67,6 +67,7 @@ class LiveAudioCollector:
                 frames += stats["frames"]
                 data_bytes += stats["arrived_bytes"]
                 live += stats["connected"]
+                silent += stats["connected"] and stats["no_audio_warning"] is not None
             try:
                 st = os.statvfs(recorder.directory)
             except OSError:
@@ -78,6 +79,9 @@ class LiveAudioCollector:
                                   value=data_bytes)
         yield GaugeMetricFamily("fsctl_streams_live", "WebSocket streams connected to the recorder now",
                                 value=live)
+        yield GaugeMetricFamily("fsctl_streams_without_audio", "Mixed or stereo streams connected for 5 s or more "
+                                "without a single frame (nothing is written to the channel: parked, sleeping)",
+                                value=silent)
         yield free
 
 

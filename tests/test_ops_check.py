@@ -51,6 +51,20 @@ def test_check_prints_the_rules_as_understood(tmp_path):
            '20 ms frames, metadata {"queue":"support"}' in lines
 
 
+def test_check_warns_about_a_stereo_relay_rule_and_not_about_a_stereo_recording(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text(8021) + textwrap.indent(textwrap.dedent("""\
+        - name: agent
+          match: {destination: "9998"}
+          mix: stereo
+          relay: {url: "ws://127.0.0.1:8765/media"}
+        """), "  "))
+    result = check(str(config))
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert warning.startswith("warning: rule agent [line 13] relays a stereo stream") and "endless_playback" in warning
+
+
 def test_a_call_no_rule_matches_says_so_and_exits_1(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(config_text(8021))

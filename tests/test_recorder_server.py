@@ -1247,3 +1247,27 @@ def test_live_stats_say_what_each_open_recording_holds_and_a_test_stream_leaves_
     assert rec.wait_closed(OTHER) == "client_close"
     assert not list(rec.directory.rglob(f"*{OTHER}*"))  # counted, then removed
     assert OTHER not in rec.server.live_stats() and UUID in rec.server.live_stats()
+
+
+def test_a_stereo_stream_that_never_delivers_says_so_once_and_its_silence_is_no_audio(recorder, captures, caplog):
+    clock = FakeClock()
+    rec = recorder(clock=clock, tick_interval_s=3600)
+    rec.expect(channels=2, mix="stereo")
+    client, _ = rec.connect(captures, scenario="stereo_8000")
+    assert rec.next_event() == ("open", UUID)
+    client.sync()
+    clock.advance(4.9)
+    rec.server._tick()
+    assert rec.server.live_stats()[UUID]["no_audio_warning"] is None
+    with caplog.at_level(logging.WARNING, logger="controller.recorder"):
+        clock.advance(0.2)
+        rec.server._tick()
+        rec.server._tick()
+    [line] = [r.getMessage() for r in caplog.records if "delivered no audio" in r.getMessage()]
+    assert "parked or sleeping" in line and "endless_playback silence_stream://-1" in line
+    assert "delivered no audio" in rec.server.live_stats()[UUID]["no_audio_warning"]
+    clock.advance(10.0)
+    client.send(close_frame(1000))
+    assert rec.wait_closed() == "client_close"
+    _, side = rec.only_recording()
+    assert [(g["cause"], g["length_s"]) for g in side["gaps"]] == [("no_audio", 15.1)]  # not "tail"

@@ -33,6 +33,19 @@ def describe_rule(rule: Rule) -> str:
     return f"{rule.name}{state} [line {rule.line}]: when {' '.join(conditions)} -> {', '.join(how)}"
 
 
+def rule_warnings(rules) -> list[str]:
+    """What is valid but will likely disappoint: said by `check`, not refused."""
+    warnings = []
+    for rule in rules:
+        if rule.relay is not None and rule.mix != "mono":
+            warnings.append(f"rule {rule.name} [line {rule.line}] relays a {rule.mix} stream: mixed and stereo carry "
+                            "audio only while something is written to the channel, so its dialplan must play "
+                            "something for the whole call (answer, then endless_playback silence_stream://-1; "
+                            "see config/freeswitch/dialplan/9998_agent.xml): a parked or sleeping call sends "
+                            "nothing at all")
+    return warnings
+
+
 def scheme(config) -> str:
     """What the switch is told to speak to the recorder when no public_url says."""
     return "wss" if config.recorder.tls else "ws"
@@ -49,6 +62,8 @@ def main(config, args) -> int:
         print("rules, first enabled match wins:")
         for number, rule in enumerate(config.rules, 1):
             print(f"  {number}. {describe_rule(rule)}")
+        for warning in rule_warnings(config.rules):
+            print(f"warning: {warning}")
         return 0
     return _one_call(config, args)
 

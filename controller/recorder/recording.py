@@ -80,6 +80,8 @@ SETTLE_S = 2.0
 # Gaps can come every second all call long: the sidecar that lists them is saved at most this often (the
 # tick saves what is left), like the WAV header a kill leaves at most this far behind.
 SIDECAR_SAVE_INTERVAL_S = 1.0
+# A mixed or stereo stream connected this long without one frame: nothing is written to the channel.
+NO_AUDIO_WARN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class StreamSpec:
     # without pings, pause and mixed audio during a plain sleep send nothing for as long as they last.
     heartbeat_s: int = 0
     discard: bool = False  # a test stream (doctor): its files are removed once it is finalised
+    # mono, mixed or stereo: mixed and stereo carry audio only while something is written to the channel
+    mix: str = "mono"
 
     def __post_init__(self) -> None:
         uuid = normalise_uuid(self.uuid)
@@ -181,6 +185,9 @@ class Recording:
         self.sidecar_saved = True  # False: finished, but its final sidecar is not on disk yet
         self.arrived_bytes = 0  # audio bytes received by this process (held back or written)
         self.write_error: str | None = None  # set when opening could not write: end the recording at once
+        self.attached_at = 0.0
+        # Set once a mixed or stereo stream has been connected NO_AUDIO_WARN_S without a single frame.
+        self.no_audio_warning: str | None = None
 
     @classmethod
     def open(cls, spec: StreamSpec, directory: os.PathLike | str, template: FilenameTemplate, *,
@@ -265,6 +272,7 @@ class Recording:
 
     def attach(self) -> None:
         """A new connection carries the call's audio again."""
+        self.attached_at = self._clock()
         self.detached_at = None
         self.detach_reason = None
         self.sidecar.connections += 1
@@ -356,6 +364,16 @@ class Recording:
             self._write(pieces)
         return self.limit_reason
 
+    def _check_audio_flows(self) -> None:
+        """Mixed and stereo carry audio only while something is written to the channel: a parked or sleeping
+        call sends nothing, all call long. Say so once, clearly, instead of recording silence without a word."""
+        if (self.no_audio_warning is None and self.spec.mix != "mono" and self.sidecar.frames == 0
+                and self._clock() - self.attached_at >= NO_AUDIO_WARN_S):
+            self.no_audio_warning = (f"its {self.spec.mix} stream has delivered no audio in {NO_AUDIO_WARN_S:g} s "
+                                     "of being connected: nothing is written to the channel (is the call parked "
+                                     "or sleeping? play something, e.g. endless_playback silence_stream://-1)")
+            log.warning("call %s: %s", self.spec.uuid, self.no_audio_warning)
+
     def _check_duration(self) -> str | None:
         """The wall-clock limit (it also ends a recording that receives nothing)."""
         if self.limit_reason is None and self.max_duration_s is not None and self.elapsed_s() >= self.max_duration_s:
@@ -391,6 +409,7 @@ class Recording:
             "connected": attached, "last_frame_age_s": round(now - conn.heard_at, 3) if attached else None,
             "connections": sidecar.connections, "gaps": len(sidecar.gaps) + sidecar.gaps_unlisted,
             "gap_seconds": round(self.silent_frames / self.spec.rate, 3),
+            "no_audio_warning": self.no_audio_warning,
         }
 
     def on_text(self, text: str) -> None:
@@ -401,6 +420,7 @@ class Recording:
         header and sidecar current, wall time enforced."""
         self._write(self.timeline.settle(self._clock()))
         self.writer.refresh_header()
+        self._check_audio_flows()
         if self._sidecar_due and self._clock() - self._sidecar_saved_at >= SIDECAR_SAVE_INTERVAL_S:
             self._save_sidecar()
         return self._check_duration()
@@ -426,7 +446,8 @@ class Recording:
         if reason not in (WRITE_ERROR, MAX_BYTES, MAX_DURATION):
             moment = end_at if end_at is not None else self.detached_at if self.detached_at is not None \
                 else self._clock()
-            cause = TAIL
+            # From the last audio to the end; but a stream that never brought any was not cut short at its end.
+            cause = TAIL if self.sidecar.frames else NO_AUDIO
             if reason == SERVER_STOP:
                 cause = STREAM_LOST if self.detached_at is not None else NO_AUDIO
             try:
