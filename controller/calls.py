@@ -136,6 +136,9 @@ class CallBook:
         # Hangups of the last minute: a channel listing taken before a hangup we handled meanwhile must not
         # bring the call back.
         self.ended: dict[str, float] = {}
+        # Streams held outside the book (the doctor's test call, run by the controller): counted against
+        # max_streams like a call's.
+        self.reserved = 0
 
     # ---- answer, and the decisions it needs ----------------------------------------------------------
 
@@ -157,10 +160,19 @@ class CallBook:
         log.info("call %s to %r matches rule %r", info.uuid, info.destination, rule.name)
         return self.due(now)
 
+    def streams_full(self) -> str:
+        """Why one more stream would go past max_streams, or "" when there is room."""
+        held = sum(1 for c in self.calls.values() if c.phase in HOLDS_STREAM) + self.reserved
+        if self.max_streams is not None and held >= self.max_streams:
+            test = f" ({self.reserved} of them a test call)" if self.reserved else ""
+            return f"{held} streams already{test}, the limit is {self.max_streams}"
+        return ""
+
     def _over_limit(self, rule) -> str:
+        full = self.streams_full()
+        if full:
+            return full
         holding = [c for c in self.calls.values() if c.phase in HOLDS_STREAM]
-        if self.max_streams is not None and len(holding) >= self.max_streams:
-            return f"{len(holding)} streams already, the limit is {self.max_streams}"
         rule_cap = getattr(rule, "max_streams", None)
         same_rule = [c for c in holding if c.rule.name == rule.name]
         if rule_cap is not None and len(same_rule) >= rule_cap:

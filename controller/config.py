@@ -41,12 +41,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from . import audio_stream
+from .ops.addresses import is_loopback, is_wildcard
 from .recorder.filenames import TEMPLATE_RULES, FilenameTemplate
 from .settings import CatalogConfig, StorageConfig, UploadConfig
 from .storage.keys import KEY_RULES, S3_URL_RULES, KeyTemplate, parse_s3_url
 # The settings are imported from here too (cli, app, tests): re-exported, so those imports keep working.
 from .settings import (DIRECTIONS, LOG_LEVELS, RELAY_PROTOCOLS, TIMESTAMPS, Config, EslConfig,  # noqa: F401
-                       HookConfig, LimitsConfig, LoggingConfig, Match, MetricsConfig, ReconnectConfig,
+                       HookConfig, HttpConfig, LimitsConfig, LoggingConfig, Match, MetricsConfig, ReconnectConfig,
                        RecorderConfig, RelayConfig, Rule, TextPattern, TlsConfig, is_secret)
 
 _TAG = "tag:yaml.org,2002:"
@@ -732,6 +733,45 @@ def _token(text: str) -> str:
     return text
 
 
+# RFC 6750's b64token: what may follow "Bearer " in an Authorization header.
+_HTTP_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+MIN_HTTP_TOKEN_LEN, MAX_HTTP_TOKEN_LEN = 16, 512
+
+
+def _http_token(text: str) -> str:
+    if not MIN_HTTP_TOKEN_LEN <= len(text) <= MAX_HTTP_TOKEN_LEN or not _HTTP_TOKEN_CHARS.fullmatch(text):
+        raise ValueError(f"the token ({len(text)} characters) does not fit the rules") from None
+    return text
+
+
+def _pem_certificates(text: str) -> str:
+    _readable_file(text)
+    try:
+        with open(text, "rb") as fh:
+            found = b"-----BEGIN CERTIFICATE-----" in fh.read(1024 * 1024)
+    except OSError as exc:
+        raise ValueError(f"cannot read {text!r}: {exc.strerror or exc}") from None
+    if not found:
+        raise ValueError(f"{text!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return text
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _host_names(r: "_Reader", node: Node, path: str) -> tuple[str, ...]:
+    allowed = _ALLOWED_HOSTS_RULES
+    if not isinstance(node, SequenceNode):
+        r.fail(node, path, f"expected a list, got {_kind(node)}", allowed)
+    names = []
+    for index, item in enumerate(node.value):
+        name = r.text(item, f"{path}[{index}]", allowed=allowed)
+        if not _HOST_NAME.fullmatch(name) or len(name) > 253:
+            r.fail(item, f"{path}[{index}]", f"{name!r} is not a host name", allowed)
+        names.append(name.lower().rstrip("."))
+    return tuple(names)
+
+
 # Rule names end up in file names ({rule}) and log lines: keep them plain.
 _RULE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
@@ -852,7 +892,7 @@ def _public_url_or_derived(r: _Reader, m: _Mapping, values: dict[str, Any]) -> N
         return
     scheme = "ws" if values["tls"] is None else "wss"
     path, host, port = _join(m.path, "public_url"), values["listen_host"], values["listen_port"]
-    if host in ("0.0.0.0", "::", ""):
+    if is_wildcard(host):
         r.fail(m.where("public_url"), path, "is required when listen_host is a wildcard",
                f"give the URL FreeSWITCH connects to, e.g. {scheme}://10.0.0.5:8080")
     if port == 0:
@@ -909,12 +949,61 @@ def _source(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
     values["source"] = r.source
 
 
+def _child(node: Node | None, key: str) -> Node | None:
+    """The value node of ``key`` in a mapping node, if written."""
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.value == key:
+                return value_node
+    return None
+
+
+def _listener_guarded(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    """The HTTP listener lists live calls and places test calls: on an address other hosts reach, only with the
+    API token."""
+    metrics, http = values["metrics"], values["http"]
+    if metrics is None or not metrics.enabled or http.token is not None or is_loopback(metrics.listen_host):
+        return
+    section = m.get("metrics")
+    node = _child(section, "listen_host") or section or m.node
+    host = metrics.listen_host or "''"
+    r.fail(node, "metrics.listen_host",
+           f"{host} is not a loopback address and http.token is not set: anyone who can reach port "
+           f"{metrics.listen_port} could list the live calls and make the switch place test calls",
+           "set http.token (e.g. token: ${FSCTL_HTTP_TOKEN} in an http: section), or listen on 127.0.0.1")
+
+
+def _relay_transport(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
+    """Credentials for the agent travel only encrypted, unless the agent is on this host or the file says the
+    network is trusted; a CA file is for wss:// (never shown: the URL is secret)."""
+    parts = urlsplit(values["url"])
+    if values["ca_file"] is not None and parts.scheme != "wss":
+        r.fail(m.where("ca_file"), _join(m.path, "ca_file"), "is given but url is not wss://",
+               "ca_file verifies the agent's certificate on wss://; use a wss:// url or leave ca_file out")
+    if parts.scheme != "ws" or values["insecure"] or is_loopback(parts.hostname or ""):
+        return
+    carried = []
+    if values["headers"]:
+        carried.append(f"the headers ({', '.join(values['headers'])})")
+    if parts.query:
+        carried.append("the URL's query (a key, not shown)")
+    if carried:
+        r.fail(m.where("url"), _join(m.path, "url"),
+               f"ws:// would send {' and '.join(carried)} unencrypted to {parts.hostname}, which is not this host",
+               "use wss:// (the agent's certificate is verified), or set insecure: true if the network between is "
+               "trusted")
+
+
 # ---- the tables -----------------------------------------------------------------------------------------------
 
 _SECONDS_300 = "seconds, above {lo} and at most {hi}"
 _PORT_OR_ANY = "use a port number from 1 to {hi} (0: any free port)"
 _PUBLIC_URL_RULES = f"{audio_stream.WS_URL_RULES}, no query; e.g. ws://127.0.0.1:8080"
 _PASSWORD_RULES = "give the event socket password (e.g. ${ESL_PASSWORD})"
+_HTTP_TOKEN_RULES = (f"{MIN_HTTP_TOKEN_LEN} to {MAX_HTTP_TOKEN_LEN} letters, digits, '-', '.', '_', '~', '+' or "
+                     "'/' (then any '='), e.g. ${FSCTL_HTTP_TOKEN}; make one with: openssl rand -base64 32")
+_ALLOWED_HOSTS_RULES = ("a list of host names (letters, digits, '-' and '.'), e.g. [fsctl.example.net]; IP "
+                        "addresses, localhost and this machine's name are always allowed")
 _TOKEN_RULES = (f"{audio_stream.MIN_TOKEN_LEN} to {audio_stream.MAX_TOKEN_LEN} letters, digits, '-', '_', '.' "
                 "or '~' (e.g. ${RECORDER_TOKEN}), or leave it out for a random token per call")
 _PATTERN_RULES = r"an exact value such as 9999, or a regular expression between slashes such as /9\d{3}/"
@@ -998,7 +1087,10 @@ RELAY = Section("the relay settings", RelayConfig, (
     Field("talk_back", Flag()),
     Field("max_queue_s", Number(0, 60, "seconds of audio queued toward a slow agent before the oldest is dropped, "
                                        "above {lo} and at most {hi}", lo_open=True)),
-))
+    Field("ca_file", Text("the path of a readable PEM file of the CA certificates that sign the agent's certificate "
+                          "(a relative path is from the working directory)", _pem_certificates)),
+    Field("insecure", Flag()),
+), after=(_relay_transport,))
 
 RULE = Section("a rule", Rule, (
     Field("name", Text(_RULE_NAME_RULES, _rule_name), required=f"give the rule a name: {_RULE_NAME_RULES}"),
@@ -1027,6 +1119,12 @@ METRICS = Section("the metrics section", MetricsConfig, (
     Field("enabled", Flag()),
     Field("listen_host", Text("an address to listen on, e.g. 127.0.0.1", _host)),
     Field("listen_port", Whole(0, 65535, _PORT_OR_ANY)),
+    Field("public", Flag()),
+))
+
+HTTP = Section("the http section", HttpConfig, (
+    Field("token", Text(_HTTP_TOKEN_RULES, _http_token)),
+    Field("allowed_hosts", Custom(_host_names, _ALLOWED_HOSTS_RULES)),
 ))
 
 LOGGING = Section("the logging section", LoggingConfig, (
@@ -1081,7 +1179,8 @@ CONFIG = Section("the configuration", Config, (
     Field("catalog", Sub(CATALOG)),
     Field("storage", Sub(STORAGE)),
     Field("hook", Sub(HOOK)),
-), after=(_source,))
+    Field("http", Sub(HTTP)),
+), after=(_source, _listener_guarded))
 
 
 def schema_sections(section: Section = CONFIG) -> list[Section]:

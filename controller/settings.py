@@ -98,6 +98,21 @@ class MetricsConfig:
     enabled: bool = True
     listen_host: str = "127.0.0.1"
     listen_port: int = 9464
+    # /healthz and /metrics answer without the API token on a loopback listener; on any other address only
+    # when this says so (and the controller warns at start that they are exposed).
+    public: bool = False
+
+
+@dataclass(frozen=True, repr=False)
+class HttpConfig(_MaskedRepr):
+    """What guards the HTTP listener's API (the listener itself is metrics.listen_host:listen_port)."""
+
+    # The API token: `Authorization: Bearer <token>` on /calls, POST /doctor/chain and every endpoint added
+    # later. None: those endpoints answer 403, and the listener must be on a loopback address.
+    token: str | None = secret(None)
+    # Host names (besides IP addresses, localhost, listen_host and this machine's own name) that requests may
+    # name in their Host header: a name behind which a browser could be pointed at us (DNS rebinding) is not.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,11 @@ class RelayConfig(_MaskedRepr):
     custom_parameters: Mapping[str, str] = field(default_factory=dict, hash=False)  # in Twilio's start message
     talk_back: bool = True  # the agent's audio is played into the call
     max_queue_s: float = 2.0  # audio queued toward a slow agent; beyond it the oldest is dropped (and counted)
+    # wss://: the agent's certificate is verified against these CAs (a PEM file) instead of the system's.
+    ca_file: str | None = None
+    # ws:// with credentials (headers, or a query in the URL) to a host that is not loopback is refused unless
+    # this says the network between is trusted. It never turns off the certificate check of wss://.
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,3 +269,4 @@ class Config:
     source: str = "<config>"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     hook: HookConfig | None = None  # for every rule without a hook of its own
+    http: HttpConfig = field(default_factory=HttpConfig)

@@ -1,9 +1,12 @@
 """The whole chain, end to end: a short test call made by the switch itself, streamed to the recorder exactly as
 a real call's stream, checked where it arrives, then ended and its recording removed.
 
-One function serves both places it runs: the doctor (its own Event Socket connection and its own recorder on
-the configured address) and the running controller (``POST /doctor/chain`` on its HTTP listener, with its own
-Event Socket, recorder and registry, when the doctor finds it holding the recorder's port).
+One function, ``run_for_rules``, serves both places it runs, with each format's full stream settings (mix, rate,
+buffer_ms, heartbeat, deflate, metadata, as the first enabled rule of that format has them): the doctor (its own
+Event Socket connection and its own recorder on the configured address) and the running controller (``POST
+/doctor/chain`` on its HTTP listener, with its own Event Socket, recorder and registry, when the doctor finds it
+holding the recorder's port). In the controller, ``ControllerChainTest`` runs one test at a time and holds one of
+limits.max_streams' slots while it runs.
 
 Per stream format (mix, rate) three steps, each a ``Step``:
 
@@ -24,12 +27,14 @@ The JSON form of the steps (``POST /doctor/chain`` answers it; ``to_json``/``fro
     {"steps": [{"name": "stream mono/8000", "ok": true, "detail": "...", "fix": ""}, ...]}
 
 ``ok`` is true, false, or null for a step that was skipped (``detail`` says why); ``fix`` is what to do when it
-failed ("" otherwise). The request body is optional: ``{"seconds": 2.0}`` (how long to measure).
+failed ("" otherwise). The request body is optional: ``{"seconds": 2.0}`` (how long to measure, from
+MIN_SECONDS to MAX_SECONDS; ``seconds_of`` reads it).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 import uuid as uuid_module
@@ -59,6 +64,9 @@ HANGUP_WAIT_S = 5.0
 REMOVE_WAIT_S = 5.0
 POLL_S = 0.02
 TONE_MARGIN_S = 30.0  # the tone outlasts the test by this much, and no more: the call then ends by itself
+# How long each format's audio is measured: the doctor's default, and what a request may ask for.
+DEFAULT_SECONDS = 2.0
+MIN_SECONDS, MAX_SECONDS = 0.5, 10.0
 
 
 @dataclass
@@ -94,6 +102,24 @@ def from_json(document: Any) -> list[Step]:
             raise ValueError(f"a step is not {{name, ok, detail, fix}}: {str(item)[:200]}")
         steps.append(Step(item["name"], item["ok"], item["detail"], str(item.get("fix") or "")))
     return steps
+
+
+def seconds_of(document: Any) -> float:
+    """The measuring time a ``POST /doctor/chain`` body asks for (DEFAULT_SECONDS when it says none);
+    ValueError says what is wrong with it."""
+    if document is None:
+        return DEFAULT_SECONDS
+    if not isinstance(document, Mapping):
+        raise ValueError('the body is not a JSON object such as {"seconds": 2}')
+    unknown = sorted(str(key) for key in document if key != "seconds")
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in the body; the only key is seconds")
+    value = document.get("seconds", DEFAULT_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"seconds must be a number, got {json.dumps(value)[:40]}")
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise ValueError(f"seconds: {value:g} is outside {MIN_SECONDS:g}..{MAX_SECONDS:g}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -151,8 +177,65 @@ def originate_command(channel_uuid: str, tone_s: float) -> str:
             f"&playback(tone_stream://%({tone_ms},0,440))")
 
 
-def run_chain_test(esl, recorder, registry, public_url: str, formats: Sequence[Any], *, seconds: float = 2.0,
-                   token: str | None = None, on_step: Callable[[Step], None] | None = None) -> list[Step]:
+def run_for_rules(esl, recorder, registry, public_url: str, rules: Iterable[Any], *,
+                  seconds: float = DEFAULT_SECONDS, token: str | None = None,
+                  on_step: Callable[[Step], None] | None = None) -> list[Step]:
+    """The chain test for a configuration's rules, wherever it runs (the doctor's recorder or the controller's):
+    one test per stream format of the enabled rules (``formats_of``), or one skipped ``chain`` step when no rule
+    is enabled."""
+    formats = formats_of(rules)
+    if not formats:
+        step = Step("chain", None, "no enabled rule: nothing to stream")
+        if on_step is not None:
+            on_step(step)
+        return [step]
+    return run_chain_test(esl, recorder, registry, public_url, formats, seconds=seconds, token=token,
+                          on_step=on_step)
+
+
+class Refused(Exception):
+    """The running controller will not run a test call now: ``status`` (an HTTP status code) and why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class ControllerChainTest:
+    """The chain test as the running controller runs it (``POST /doctor/chain``), with its own Event Socket,
+    recorder and rules: one test at a time (another is refused, 409), and only with a stream slot free under
+    limits.max_streams (else refused, 503), which the test holds until it ends, so that real calls see it."""
+
+    def __init__(self, controller, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.controller = controller
+        self.clock = clock
+        self.running_since: float | None = None
+
+    def __call__(self, seconds: float = DEFAULT_SECONDS) -> dict:
+        if self.running_since is not None:
+            raise Refused(409, f"a test call is already running (for {self.clock() - self.running_since:.0f} s); "
+                               "one runs at a time: try again when it has ended")
+        book = self.controller.calls
+        full = book.streams_full()
+        if full:
+            raise Refused(503, f"no stream is free for a test call: {full} (limits.max_streams); a test call "
+                               "would take a real call's stream: try again when fewer calls stream")
+        # Nothing yields between the checks and here: a second request cannot slip in between (one thread).
+        self.running_since = self.clock()
+        book.reserved += 1
+        try:
+            c = self.controller
+            steps = run_for_rules(c.esl, c.recorder, c.registry, c.public_url, c.config.rules, seconds=seconds,
+                                  token=c.config.recorder.token)
+        finally:
+            book.reserved -= 1
+            self.running_since = None
+        return to_json(steps)
+
+
+def run_chain_test(esl, recorder, registry, public_url: str, formats: Sequence[Any], *,
+                   seconds: float = DEFAULT_SECONDS, token: str | None = None,
+                   on_step: Callable[[Step], None] | None = None) -> list[Step]:
     """Test each format in turn (see the module docstring); `formats`: rules, Formats or (mix, rate) pairs.
 
     esl: a connected and subscribed EventSocketClient; recorder/registry: a started RecorderServer and the

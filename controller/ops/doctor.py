@@ -13,10 +13,11 @@ and the exit status is 0 only when every step passed. The steps, in order:
 2. ``freeswitch`` (``api version``) and ``mod_audio_stream`` (``module_exists`` and ``show api
    uuid_audio_stream``).
 3. ``recorder address``: recorder.listen_host:listen_port is free for the recorder, or the running controller
-   holds it (asked through its HTTP listener's ``GET /healthz``).
+   holds it (asked through its HTTP listener's ``GET /healthz``, with the API token when http.token is set).
 4. the chain, end to end, per stream format of the enabled rules (``controller/ops/chain.py``): a test call made
    by the switch, streamed to the recorder, measured, ended and removed. With the port free the doctor runs its
-   own recorder there; with the controller holding it, the controller runs the test (``POST /doctor/chain``).
+   own recorder there; with the controller holding it, the controller runs the test (``POST /doctor/chain`` with
+   ``{"seconds": ...}`` and the API token from http.token: the same ``${...}`` as the controller's).
 5. ``recordings directory`` (created if missing, a file written and removed) and ``free space`` (above
    recorder.min_free_mb).
 
@@ -28,15 +29,12 @@ start (``.part`` files, the list of recordings to continue), and the directory h
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
 import shutil
 import socket
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
@@ -45,14 +43,14 @@ from ..esl.client import (AccessDenied, AuthenticationError, CommandError, Comma
 from ..recorder.recording import RecordingRegistry
 from ..recorder.door import tls_context
 from ..recorder.server import RecorderServer
-from . import chain
+from . import chain, status
 from .chain import Step
+from .disk import probe_directory
 
 HTTP_TIMEOUT_S = 3.0
 # The controller runs the chain test itself: per format the measuring window plus the waits around it.
 CHAIN_HTTP_EXTRA_S = 30.0
 DEFAULT_MIN_FREE_MB = 500
-MIB = 1024 * 1024
 
 LOAD_FIX = (
     'at fs_cli: load mod_audio_stream, and add <load module="mod_audio_stream"/> to modules.conf.xml '
@@ -73,7 +71,7 @@ def main(config, args) -> int:
 
 
 class Doctor:
-    def __init__(self, config, emit: Callable[[Step], None], *, seconds: float = 2.0) -> None:
+    def __init__(self, config, emit: Callable[[Step], None], *, seconds: float = chain.DEFAULT_SECONDS) -> None:
         self.config = config
         self.emit = emit
         self.seconds = seconds
@@ -192,8 +190,9 @@ class Doctor:
                 state = "healthy" if health.get("healthy") else f"unhealthy: {reasons}" if reasons else "unhealthy"
                 self.add(Step(name, True, f"{address} is held by the running controller ({state})"))
                 return "controller"
+            base = status.base_url(self.config)
             self.add(Step(name, False, f"port {rec.listen_port} on {rec.listen_host} is in use by another program "
-                                       f"(no controller answers {self._http_url('/healthz') or 'on a metrics port'})",
+                                       f"(no controller answers {base + '/healthz' if base else 'on a metrics port'})",
                           f"stop that program (ss -ltnp 'sport = :{rec.listen_port}' names it), or give the "
                           f"recorder another recorder.listen_port (and public_url)"))
             return None
@@ -208,30 +207,17 @@ class Doctor:
                           "check recorder.listen_host and listen_port"))
         return None
 
-    def _http_url(self, path: str) -> str | None:
-        http = self.config.metrics
-        if http is None or not getattr(http, "enabled", True):
-            return None
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.listen_host, http.listen_host)
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{http.listen_port}{path}"
-
     def _controller_health(self) -> dict | None:
         """The running controller's /healthz answer (200 or 503, JSON with "healthy"), or None."""
-        url = self._http_url("/healthz")
-        if url is None:
+        if status.base_url(self.config) is None:
             return None
         try:
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:  # 503: unhealthy, but it is the controller answering
-            body = exc.read()
+            code, document = status.ask(self.config, "/healthz", timeout=HTTP_TIMEOUT_S)
         except (OSError, ValueError):
             return None
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return None
+        if code in (401, 403) and isinstance(document, dict):  # a controller, which wants the token
+            reason = f"it refused /healthz ({code}): {document.get('error')}"
+            return {"healthy": False, "reasons": [reason]}
         return document if isinstance(document, dict) and "healthy" in document else None
 
     # ---- 4. the chain ----
@@ -243,7 +229,7 @@ class Doctor:
             self.add(Step("chain", None, why))
             return
         formats = chain.formats_of(self.config.rules)
-        if not formats:
+        if not formats:  # nothing to test, so no recorder is started (and the controller is not asked)
             self.add(Step("chain", None, "no enabled rule: nothing to stream"))
             return
         if holder == "controller":
@@ -270,8 +256,8 @@ class Doctor:
                 return
             public_url = rec.public_url or f"{'wss' if rec.tls else 'ws'}://{rec.listen_host}:{port}"
             try:
-                chain.run_chain_test(self.esl, recorder, registry, public_url, formats, seconds=self.seconds,
-                                     token=rec.token, on_step=self.add)
+                chain.run_for_rules(self.esl, recorder, registry, public_url, self.config.rules,
+                                    seconds=self.seconds, token=rec.token, on_step=self.add)
             except Exception as exc:  # a bug, not the switch: say so, and still check the directory
                 self.add(Step("chain", False, f"the test stopped unexpectedly: {type(exc).__name__}: {exc}",
                               "report it with the output of this run"))
@@ -280,26 +266,32 @@ class Doctor:
             shutil.rmtree(directory, ignore_errors=True)
 
     def _chain_in_controller(self, formats: list[chain.Format]) -> None:
-        url = self._http_url("/doctor/chain")
+        url = status.base_url(self.config) + "/doctor/chain"
         timeout = sum(chain.measuring_window_s(f, self.seconds) + CHAIN_HTTP_EXTRA_S for f in formats)
-        request = urllib.request.Request(url, data=json.dumps({"seconds": self.seconds}).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                steps = chain.from_json(json.loads(response.read()))
-        except urllib.error.HTTPError as exc:
-            if exc.code in (404, 405):
-                self.add(Step("chain", None, "the running controller does not run the test call "
-                                             f"(POST {url}: {exc.code}): stop the controller, or update it, to test "
-                                             "the chain"))
-            else:
-                self.add(Step("chain", False, f"the running controller answered POST {url} with {exc.code}",
-                              "see the controller's log"))
-            return
+            code, answer = status.ask(self.config, "/doctor/chain", body={"seconds": self.seconds}, timeout=timeout)
+            steps = chain.from_json(answer) if code == 200 else []
         except (OSError, ValueError) as exc:
             self.add(Step("chain", False, f"asking the running controller ({url}) failed: {exc}",
                           "see the controller's log"))
             return
+        said = answer.get("error") if isinstance(answer, dict) else None
+        if code in (404, 405):
+            self.add(Step("chain", None, "the running controller does not run the test call "
+                                         f"(POST {url}: {code}): stop the controller, or update it, to test "
+                                         "the chain"))
+        elif code in (401, 403):
+            fix = (f"give {self.config.source} the running controller's http.token (the same ${{...}} variable, "
+                   "set in this shell too)" if self.config.http.token or code == 401 else
+                   "set http.token in the controller's configuration (and here), then restart it")
+            self.add(Step("chain", False, f"the running controller refused the test call (POST {url}: {code}: "
+                                          f"{said})", fix))
+        elif code in (409, 503):
+            self.add(Step("chain", False, f"the running controller did not run the test call ({code}: {said})",
+                          "try again when it says it may"))
+        elif code != 200:
+            self.add(Step("chain", False, f"the running controller answered POST {url} with {code}"
+                                          + (f": {said}" if said else ""), "see the controller's log"))
         for step in steps:
             self.add(step)
 
@@ -307,29 +299,19 @@ class Doctor:
 
     def _directory(self) -> None:
         rec = self.config.recorder
-        directory = Path(rec.directory)
-        existed = directory.is_dir()
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            descriptor, probe = tempfile.mkstemp(dir=directory, prefix=".fsctl-doctor-")
-            try:
-                os.write(descriptor, b"probe")
-            finally:
-                os.close(descriptor)
-                os.unlink(probe)
-        except OSError as exc:
+        state = probe_directory(rec.directory)
+        directory, exc = state.directory, state.error
+        if exc is not None:
             self.add(Step("recordings directory", False, f"cannot write in {directory}: {exc.strerror or exc}",
                           _directory_fix(exc, directory)))
         else:
             self.add(Step("recordings directory", True,
-                          f"{directory} is writable" + ("" if existed else " (created)")))
+                          f"{directory} is writable" + ("" if state.existed else " (created)")))
         floor = getattr(rec, "min_free_mb", DEFAULT_MIN_FREE_MB)
-        try:
-            st = os.statvfs(directory)
-        except OSError:
+        free_mb = state.free_mb
+        if free_mb is None:
             self.add(Step("free space", None, "needs the recordings directory"))
             return
-        free_mb = st.f_bavail * st.f_frsize // MIB
         if free_mb < floor:
             self.add(Step("free space", False, f"{free_mb:,} MB free in {directory}, below recorder.min_free_mb "
                                                f"({floor:,} MB)",
