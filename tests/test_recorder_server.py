@@ -1239,7 +1239,7 @@ def test_live_stats_say_what_each_open_recording_holds_and_a_test_stream_leaves_
     assert stats[UUID] == {"rule": "ext9999", "rate": 8000, "channels": 1, "path": stats[UUID]["path"],
                            "seconds": 0.04, "bytes": 640, "frames": 2, "received_bytes": 640, "arrived_bytes": 640,
                            "connected": True, "last_frame_age_s": 0.5,
-                           "connections": 1, "gaps": 0, "gap_seconds": 0.0}
+                           "connections": 1, "gaps": 0, "gap_seconds": 0.0, "no_audio_warning": None}
     assert stats[OTHER]["bytes"] == 320
     test.send(close_frame(1000))
     assert test.recv_close()[0] == 1000
