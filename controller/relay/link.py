@@ -284,7 +284,8 @@ class AgentLink:
 
     def _open(self) -> None:
         headers = [f"{name}: {value}" for name, value in self.relay.headers.items()]
-        ws = self._connect(self.relay.url, header=headers, timeout=CONNECT_TIMEOUT_S)
+        ws = self._connect(self.relay.url, header=headers, timeout=CONNECT_TIMEOUT_S,
+                           sslopt={"ca_certs": self.relay.ca_file} if self.relay.ca_file else {})  # wss: verified
         ws.settimeout(None)
         codec = CODECS[self.relay.protocol](self.call, self.parameters)
         try:
