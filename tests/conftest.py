@@ -66,3 +66,51 @@ def esl(sim):
     client = EslClient(sim.esl_port).login()
     yield client
     client.close()
+
+
+# ---- real servers for the catalog and the bucket (issue #18): tests/services.py ----
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the session's own (a throw-away data directory, a unix socket); tests that stop it
+    start it again, and every test gets its own database (``pg_url``)."""
+    from services import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """The URL of a fresh database on the session's PostgreSQL."""
+    postgres.ensure_running()
+    yield postgres.create_database()
+    postgres.ensure_running()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's S3 over real HTTP on 127.0.0.1 (tests/s3_server.py), for the session; ``bucket`` makes a bucket."""
+    import os
+
+    from services import S3Server
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3):
+    """A new, empty bucket on the session's S3 server (running again if a test stopped it)."""
+    if s3.process is None:
+        s3.start()
+    yield s3.make_bucket()
+    if s3.process is None:
+        s3.start()
