@@ -966,9 +966,8 @@ def _listener_guarded(r: _Reader, m: _Mapping, values: dict[str, Any]) -> None:
         return
     section = m.get("metrics")
     node = _child(section, "listen_host") or section or m.node
-    host = metrics.listen_host or "''"
     r.fail(node, "metrics.listen_host",
-           f"{host} is not a loopback address and http.token is not set: anyone who can reach port "
+           f"{metrics.listen_host} is not a loopback address and http.token is not set: anyone who can reach port "
            f"{metrics.listen_port} could list the live calls and make the switch place test calls",
            "set http.token (e.g. token: ${FSCTL_HTTP_TOKEN} in an http: section), or listen on 127.0.0.1")
 

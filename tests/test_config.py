@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from controller.config import (Config, ConfigError, Custom, EslConfig, Field, Headers, HookConfig, LimitsConfig,
-                               LoggingConfig, Match, MetricsConfig, Number, RecorderConfig, RelayConfig, Rule,
+from controller.config import (Config, ConfigError, Custom, EslConfig, Field, Headers, HookConfig, HttpConfig,
+                               LimitsConfig, LoggingConfig, Match, MetricsConfig, Number, RecorderConfig, RelayConfig, Rule,
                                Section, Text, TextPattern, TlsConfig, Whole, load_config, parse_config, schema_paths)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -481,7 +481,7 @@ def test_text_field_refuses_true_false_and_lists():
 def test_unknown_top_level_section():
     assert error_of(MINIMAL + "recordr: {}\n") == (
         "test.yaml:6: recordr: unknown key; allowed keys: esl, recorder, rules, metrics, logging, limits, catalog, "
-        "storage, hook")
+        "storage, hook, http")
 
 
 def test_metadata_too_large_for_the_module():
@@ -520,6 +520,119 @@ def test_metrics_switched_off_keeps_the_other_keys_checked():
         "(0: any free port)")
     full = load_config(DATA / "valid" / "full.yaml", {**ENV, "RECORDER_TOKEN": "tok_ABCdef-123.456~xyz"})
     assert full.metrics.enabled is False
+
+
+# ---- the HTTP listener's guard (issue #17) ----
+
+API_TOKEN = "Api-T0ken_abc.def~ghi+jkl/mn=="
+AGENT_SECRET = "Bearer ag-S3cret-value"
+
+
+def test_http_section_defaults_and_values():
+    config = parse(MINIMAL)
+    assert (config.http.token, config.http.allowed_hosts, config.metrics.public) == (None, (), False)
+    config = parse(MINIMAL + "metrics: {public: true}\nhttp:\n  token: ${FSCTL_HTTP_TOKEN}\n"
+                             "  allowed_hosts: [Fsctl.Example.NET., other-1.example]\n",
+                   {**ENV, "FSCTL_HTTP_TOKEN": API_TOKEN})
+    assert config.http == HttpConfig(token=API_TOKEN, allowed_hosts=("fsctl.example.net", "other-1.example"))
+    assert config.metrics.public is True
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    ("http: {token: short-one}\n", "test.yaml:6: http.token: the token (9 characters) does not fit the rules; 16 "
+     "to 512 letters, digits, '-', '.', '_', '~', '+' or '/' (then any '='), e.g. ${FSCTL_HTTP_TOKEN}; make one "
+     "with: openssl rand -base64 32"),
+    ("http: {token: 'a token with spaces in it'}\n", "test.yaml:6: http.token: the token (25 characters) does not "
+     "fit the rules; 16 to 512"),
+    ("http: {token: 'abcdefghijklmnop=x'}\n", "test.yaml:6: http.token: the token (18 characters) does not fit"),
+    ("http: {allowed_hosts: fsctl.example.net}\n", "test.yaml:6: http.allowed_hosts: expected a list, got text; a "
+     "list of host names (letters, digits, '-' and '.'), e.g. [fsctl.example.net]; IP addresses, localhost and "
+     "this machine's name are always allowed"),
+    ("http: {allowed_hosts: ['fsctl.example.net:9464']}\n", "test.yaml:6: http.allowed_hosts[0]: "
+     "'fsctl.example.net:9464' is not a host name; a list of host names"),
+    ("http: {tokn: x}\n", "test.yaml:6: http.tokn: unknown key; allowed keys: token, allowed_hosts"),
+    ("metrics: {public: yes please}\n", "test.yaml:6: metrics.public: 'yes please' is not true or false"),
+])
+def test_http_section_errors(snippet: str, expected: str):
+    message = error_of(MINIMAL + snippet)
+    assert message.startswith(expected)
+    assert "short-one" not in message and "spaces" not in message and "abcdefghijklmnop" not in message
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "'::'", "10.0.0.5", "fsctl.example.net", "'::ffff:10.0.0.5'"])
+def test_a_listener_off_loopback_needs_the_token(host: str):
+    shown = host.strip("'")
+    assert error_of(MINIMAL + f"metrics:\n  listen_port: 9100\n  listen_host: {host}\n") == (
+        f"test.yaml:8: metrics.listen_host: {shown} is not a loopback address and http.token is not set: anyone who "
+        "can reach port 9100 could list the live calls and make the switch place test calls; set http.token (e.g. "
+        "token: ${FSCTL_HTTP_TOKEN} in an http: section), or listen on 127.0.0.1")
+    config = parse(MINIMAL + f"metrics: {{listen_host: {host}}}\nhttp: {{token: {API_TOKEN}}}\n")
+    assert config.http.token == API_TOKEN
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "'::1'", "localhost", "'::ffff:127.0.0.1'"])
+def test_a_loopback_listener_needs_no_token(host: str):
+    assert parse(MINIMAL + f"metrics: {{listen_host: {host}}}\n").http.token is None
+
+
+def test_a_switched_off_listener_needs_no_token():
+    assert parse(MINIMAL + "metrics: {enabled: false, listen_host: 0.0.0.0}\n").metrics.enabled is False
+
+
+RELAY_AT = "test.yaml:6: rules[0].relay.url: "
+WS_RULES = ("use wss:// (the agent's certificate is verified), or set insecure: true if the network between is "
+            "trusted")
+
+
+@pytest.mark.parametrize("relay, expected", [
+    ("{url: 'ws://agent.example.net/media?key=Ag3ntK3y'}",
+     f"{RELAY_AT}ws:// would send the URL's query (a key, not shown) unencrypted to agent.example.net, which is not "
+     f"this host; {WS_RULES}"),
+    (f"{{url: 'ws://10.0.0.7:8765/media', headers: {{Authorization: '{AGENT_SECRET}', X-Tenant: t1}}}}",
+     f"{RELAY_AT}ws:// would send the headers (Authorization, X-Tenant) unencrypted to 10.0.0.7, which is not this "
+     f"host; {WS_RULES}"),
+    (f"{{url: 'ws://agent.example.net/m?key=Ag3ntK3y', headers: {{Authorization: '{AGENT_SECRET}'}}}}",
+     f"{RELAY_AT}ws:// would send the headers (Authorization) and the URL's query (a key, not shown) unencrypted to "
+     f"agent.example.net, which is not this host; {WS_RULES}"),
+    ("{url: 'ws://agent.example.net/media', ca_file: /dev/null}",
+     "test.yaml:6: rules[0].relay.ca_file: '/dev/null' is not a file; the path of a readable PEM file of the CA "
+     "certificates that sign the agent's certificate (a relative path is from the working directory)"),
+    ("{url: 'wss://agent.example.net/media', insecure: maybe}",
+     "test.yaml:6: rules[0].relay.insecure: 'maybe' is not true or false; use true or false"),
+])
+def test_credentials_to_an_agent_travel_encrypted(relay: str, expected: str):
+    message = error_of(MINIMAL + f"    relay: {relay}\n")
+    assert message == expected
+    assert "Ag3ntK3y" not in message and AGENT_SECRET not in message
+
+
+@pytest.mark.parametrize("relay", [
+    "{url: 'ws://agent.example.net/media'}",  # nothing secret goes over it
+    "{url: 'ws://127.0.0.1:8765/media?key=k', headers: {Authorization: Bearer x}}",  # this host
+    "{url: 'ws://localhost:8765/media?key=k'}",
+    "{url: 'ws://[::1]:8765/media?key=k'}",
+    "{url: 'ws://agent.example.net/media?key=k', headers: {Authorization: Bearer x}, insecure: true}",
+    "{url: 'wss://agent.example.net/media?key=k', headers: {Authorization: Bearer x}}",
+])
+def test_an_agent_on_this_host_or_over_wss_or_said_trusted_is_accepted(relay: str):
+    assert parse(MINIMAL + f"    relay: {relay}\n").rules[0].relay is not None
+
+
+def test_a_ca_file_is_for_wss_and_must_hold_certificates(tmp_path: pathlib.Path):
+    cert, key = tmp_path / "ca.pem", tmp_path / "ca.key"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")  # only the form is checked
+    key.write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    cert, key = str(cert), str(key)
+    relay = parse(MINIMAL + f"    relay: {{url: 'wss://agent.example.net/m', ca_file: {cert}}}\n").rules[0].relay
+    assert (relay.ca_file, relay.insecure) == (cert, False)
+    assert error_of(MINIMAL + f"    relay: {{url: 'ws://127.0.0.1:9/m', ca_file: {cert}}}\n") == (
+        "test.yaml:6: rules[0].relay.ca_file: is given but url is not wss://; ca_file verifies the agent's "
+        "certificate on wss://; use a wss:// url or leave ca_file out")
+    assert error_of(MINIMAL + f"    relay: {{url: 'wss://agent.example.net/m', ca_file: {key}}}\n").startswith(
+        f"test.yaml:6: rules[0].relay.ca_file: '{key}' holds no PEM certificate (-----BEGIN CERTIFICATE-----); ")
+    missing = tmp_path / "nope.pem"
+    assert error_of(MINIMAL + f"    relay: {{url: 'wss://a.example/m', ca_file: {missing}}}\n").startswith(
+        f"test.yaml:6: rules[0].relay.ca_file: cannot read '{missing}': No such file or directory; ")
 
 
 def test_min_free_mb_and_timestamps_defaults_and_values():
@@ -662,13 +775,16 @@ def test_every_secret_field_is_masked_in_its_repr():
     # Whatever the tables mark secret, whichever section it is in.
     secret_fields = [(path, f) for path, f in schema_paths() if f.secret]
     assert {path for path, _ in secret_fields} == {"esl.password", "recorder.token", "hook.headers",
-                                                   "rules.relay.url", "rules.relay.headers", "catalog.url"}
+                                                   "rules.relay.url", "rules.relay.headers", "catalog.url",
+                                                   "http.token"}
     config = parse(MINIMAL.replace("rules:", "recorder:\n  token: Tok3n-abcdefghijklmnop\nrules:")
                    + f"    relay: {{url: 'wss://agent/x?key=Ag3ntK3y', headers: {{B: '{SECRET_HEADER}'}}}}\n"
-                   + f"hook: {{url: https://h, headers: {{A: '{SECRET_HEADER}'}}}}\n")
+                   + f"hook: {{url: https://h, headers: {{A: '{SECRET_HEADER}'}}}}\n"
+                   + "http: {token: Api-T0ken-abcdefghijkl}\n")
     text = repr(config)
-    for value in (PASSWORD, "Tok3n-abcdefghijklmnop", SECRET_HEADER, "Ag3ntK3y"):
+    for value in (PASSWORD, "Tok3n-abcdefghijklmnop", SECRET_HEADER, "Ag3ntK3y", "Api-T0ken-abcdefghijkl"):
         assert value not in text
+    assert "HttpConfig(token='***', allowed_hosts=())" in text
 
 
 @pytest.mark.parametrize("snippet, expected", [
@@ -873,6 +989,12 @@ def test_the_commented_out_hook_examples_load_once_uncommented():
     assert config.hook == HookConfig(url="https://archive.example.net/calls", headers={"Authorization": "Bearer t0ken"},
                                      command=("/usr/local/bin/archive-call", "--site", "ber"))
     assert config.rules[0].hook == HookConfig(command=("/usr/local/bin/support-archive",))
+
+
+def test_the_commented_out_http_example_loads_once_uncommented():
+    text = uncommented((ROOT / "config" / "controller.yaml").read_text(encoding="utf-8"), "http")
+    config = parse_config(text, "controller.yaml", {"ESL_PASSWORD": "x", "FSCTL_HTTP_TOKEN": API_TOKEN})
+    assert config.http == HttpConfig(token=API_TOKEN, allowed_hosts=("fsctl.example.net",))
 
 
 def test_documented_paths_reads_indentation_lists_and_comments():

@@ -86,7 +86,7 @@ def exposure_warning(config) -> str | None:
     http = config.metrics
     if http is None or not http.enabled or is_loopback(http.listen_host) or not http.public:
         return None
-    return (f"/metrics and /healthz answer anyone who can reach {http.listen_host or '*'}:{http.listen_port} "
+    return (f"/metrics and /healthz answer anyone who can reach {http.listen_host}:{http.listen_port} "
             f"without the API token (metrics.public: true): they show rule names, call counts and the recordings "
             f"directory; firewall the port, or set metrics.public: false")
 

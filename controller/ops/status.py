@@ -104,8 +104,8 @@ def main(config, args) -> int:
     if calls_code == 200:
         return 0 if code == 200 and health.get("healthy") else 1
     if calls_code == 403 and not config.http.token:
-        print("(the calls are listed only with the API token: set http.token in both the controller's configuration "
-              f"and {config.source})")
+        print("(the calls are listed only with the API token: set http.token in the controller's configuration, "
+              "restart it, and run status with the same file)")
         return 0 if code == 200 and health.get("healthy") else 1
     print(f"status: the controller refused to list the calls ({calls_code}: {calls.get('error')}); "
           f"{_token_advice(config)}")
