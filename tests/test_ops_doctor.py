@@ -257,20 +257,24 @@ def test_a_recorder_port_taken_by_another_program_names_the_port(switch, tmp_pat
 class FakeController:
     """The running controller as the doctor sees it: the recorder's port held, /healthz and /doctor/chain."""
 
-    def __init__(self, chain_status="200 OK", chain_body=None):
+    def __init__(self, chain_status="200 OK", chain_body=None, health_status="503 Service Unavailable"):
         self.holder = socket.socket()
         self.holder.bind(("127.0.0.1", 0))
         self.holder.listen(1)
         self.recorder_port = self.holder.getsockname()[1]
-        self.chain_status, self.chain_body = chain_status, chain_body
+        self.chain_status, self.chain_body, self.health_status = chain_status, chain_body, health_status
         self.requests = []
+        self.authorizations = []  # the Authorization header of each request (None: none sent)
         self.http = WSGIServer(("127.0.0.1", 0), self._app, log=None)
         self.http.start()
 
     def _app(self, environ, start_response):
         body = environ["wsgi.input"].read()
         self.requests.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], body))
-        if environ["PATH_INFO"] == "/healthz":
+        self.authorizations.append(environ.get("HTTP_AUTHORIZATION"))
+        if environ["PATH_INFO"] == "/healthz" and self.health_status.startswith("401"):
+            status, answer = self.health_status, {"error": "the API token was refused"}
+        elif environ["PATH_INFO"] == "/healthz":
             status, answer = "503 Service Unavailable", {"healthy": False, "reasons": ["the disk is nearly full"]}
         else:
             status, answer = self.chain_status, self.chain_body or {"error": "no such endpoint"}
@@ -316,13 +320,19 @@ def test_a_controller_without_the_chain_endpoint_is_a_skip_that_says_what_to_do(
         f"{fake.http.server_port}/doctor/chain: 404): stop the controller, or update it, to test the chain")
 
 
-def test_with_the_controller_running_the_doctor_has_it_make_the_test_call(sim, harness, tmp_path, capsys):
+API_TOKEN = "doctor-api-T0ken-5a4b3c2d1e"
+
+
+def test_with_the_controller_running_the_doctor_has_it_make_the_test_call(sim, harness, tmp_path, capsys,
+                                                                          monkeypatch):
     from harness import RULE_9999
 
-    controller = harness(RULE_9999, "metrics: {listen_port: 0}\n").controller
-    code, lines = run_doctor(tmp_path, capsys, sim.esl_port, password="ClueCon",
+    controller = harness(RULE_9999, f"metrics: {{listen_port: 0}}\nhttp: {{token: {API_TOKEN}}}\n").controller
+    monkeypatch.setenv("FSCTL_HTTP_TOKEN", API_TOKEN)  # the doctor's file names the variable, as documented
+    code, lines = run_doctor(tmp_path, capsys, sim.esl_port, password=API_TOKEN, esl={"password": "ClueCon"},
                              recorder={"listen_port": controller.recorder_port},
-                             extra=f"metrics: {{listen_port: {controller.http_port}}}\n",
+                             extra=f"metrics: {{listen_port: {controller.http_port}}}\n"
+                                   "http:\n  token: ${FSCTL_HTTP_TOKEN}\n",
                              rules=RULES.split("  - name: sales")[0])
     assert code == 0, "\n".join(lines)
     assert by_name(lines)["recorder address"] == (
@@ -333,6 +343,61 @@ def test_with_the_controller_running_the_doctor_has_it_make_the_test_call(sim, h
     assert call.endpoint == "null" and call.hung_up.is_set()
     assert controller.calls.calls == {}  # its own rules never took the test call for a call to stream
     assert [p for p in (tmp_path / "rec").rglob("*.wav*")] == []
+
+
+def fake_with_token(tmp_path, capsys, switch, fake, token=API_TOKEN):
+    try:
+        return run_doctor(tmp_path, capsys, switch.esl_port, recorder={"listen_port": fake.recorder_port},
+                          extra=f"metrics: {{listen_port: {fake.http.server_port}}}\n"
+                                + (f"http: {{token: {token}}}\n" if token else ""),
+                          rules=RULES.split("  - name: sales")[0])
+    finally:
+        fake.stop()
+
+
+def test_the_doctor_sends_the_api_token_to_the_running_controller(switch, tmp_path, capsys):
+    steps = [chain.Step("stream mono/8000", True, "fine")]
+    fake = FakeController(chain_body=chain.to_json(steps))
+    code, lines = fake_with_token(tmp_path, capsys, switch, fake)
+    assert fake.authorizations == [f"Bearer {API_TOKEN}"] * 2  # /healthz and /doctor/chain
+    assert all(API_TOKEN not in line for line in lines)
+
+
+def test_a_refused_token_says_to_give_the_doctor_the_controllers(switch, tmp_path, capsys):
+    fake = FakeController(chain_status="401 Unauthorized", chain_body={"error": "the API token was refused"})
+    code, lines = fake_with_token(tmp_path, capsys, switch, fake)
+    assert code == 1
+    url = f"http://127.0.0.1:{fake.http.server_port}/doctor/chain"
+    assert by_name(lines)["chain"] == (
+        f"FAIL chain: the running controller refused the test call (POST {url}: 401: the API token was refused); give "
+        f"{tmp_path / 'doctor.yaml'} the running controller's http.token (the same ${{...}} variable, set in this "
+        "shell too)")
+
+
+def test_a_controller_without_a_token_says_to_set_one(switch, tmp_path, capsys):
+    fake = FakeController(chain_status="403 Forbidden", chain_body={"error": "/doctor/chain needs the API token, "
+                                                                    "and the controller has none: ..."})
+    code, lines = fake_with_token(tmp_path, capsys, switch, fake, token=None)
+    assert fake.authorizations == [None, None]
+    assert by_name(lines)["chain"].endswith(
+        "; set http.token in the controller's configuration (and here), then restart it")
+
+
+def test_a_busy_controller_says_why_it_made_no_test_call(switch, tmp_path, capsys):
+    fake = FakeController(chain_status="409 Conflict", chain_body={
+        "error": "a test call is already running (for 3 s); one runs at a time: try again when it has ended"})
+    code, lines = fake_with_token(tmp_path, capsys, switch, fake)
+    assert by_name(lines)["chain"] == (
+        "FAIL chain: the running controller did not run the test call (409: a test call is already running (for 3 "
+        "s); one runs at a time: try again when it has ended); try again when it says it may")
+
+
+def test_a_controller_that_wants_the_token_for_healthz_is_still_known_for_the_controller(switch, tmp_path, capsys):
+    fake = FakeController(health_status="401 Unauthorized", chain_body=chain.to_json([]))
+    code, lines = fake_with_token(tmp_path, capsys, switch, fake)
+    assert by_name(lines)["recorder address"] == (
+        f"ok   recorder address: 127.0.0.1:{fake.recorder_port} is held by the running controller (unhealthy: it "
+        "refused /healthz (401): the API token was refused)")
 
 
 # ---- the recordings directory ----

@@ -1,9 +1,11 @@
 """The controller's HTTP listener through its real socket: /healthz follows the switch, /metrics moves by the
-right amounts for a scripted call, /calls and `fs-stream-controller status` show a live call."""
+right amounts for a scripted call, /calls and `fs-stream-controller status` show a live call. Who may ask what
+(the API token, Host and Origin, test calls one at a time) is tests/test_ops_http_guard.py."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,12 +15,15 @@ import urllib.request
 from harness import RULE_9999, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-HTTP = "metrics: {enabled: true, listen_host: 127.0.0.1, listen_port: 0}\n"
+TOKEN = "tok-9f8e7d6c5b4a39281706"
+HTTP = f"metrics: {{enabled: true, listen_host: 127.0.0.1, listen_port: 0}}\nhttp: {{token: {TOKEN}}}\n"
 
 
-def get(h, path: str) -> tuple[int, bytes]:
+def get(h, path: str, token: str | None = TOKEN) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{h.controller.http_port}{path}", headers=headers)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{h.controller.http_port}{path}", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -115,12 +120,15 @@ def test_calls_and_status_show_a_live_call(sim, harness, tmp_path):
     config.write_text(textwrap.dedent(f"""\
         esl: {{password: unused}}
         metrics: {{listen_host: 127.0.0.1, listen_port: {h.controller.http_port}}}
+        http:
+          token: ${{FSCTL_HTTP_TOKEN}}
         rules:
           - {{name: r, match: {{destination: "1"}}}}
         """))
     result = subprocess.run([sys.executable, "-m", "controller", "status", "-c", str(config)],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, env={**os.environ, "FSCTL_HTTP_TOKEN": TOKEN})
     assert result.returncode == 0, result.stdout + result.stderr
+    assert TOKEN not in result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"controller at http://127.0.0.1:{h.controller.http_port}: healthy"
     assert "1 live call" in lines
@@ -142,3 +150,33 @@ def test_unknown_paths_are_404_with_the_endpoints(sim, harness):
     h = harness(extra=HTTP)
     status, body = get(h, "/nope")
     assert status == 404 and json.loads(body)["endpoints"] == ["/healthz", "/metrics", "/calls"]
+
+
+def run_status(tmp_path, port: int, http: str = "") -> subprocess.CompletedProcess:
+    config = tmp_path / "status.yaml"
+    config.write_text(f"esl: {{password: x}}\nmetrics: {{listen_port: {port}}}\n{http}"
+                      "rules:\n  - {name: r, match: {destination: '1'}}\n")
+    return subprocess.run([sys.executable, "-m", "controller", "status", "-c", str(config)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_status_with_a_token_the_controller_refuses_says_so_and_exits_4(sim, harness, tmp_path):
+    h = harness(extra=HTTP)
+    wrong = "tok-not-the-controllers-0000"
+    result = run_status(tmp_path, h.controller.http_port, f"http: {{token: {wrong}}}\n")
+    assert result.returncode == 4
+    assert result.stdout.splitlines()[-1] == (
+        "status: the controller refused to list the calls (401: the API token was refused); http.token in "
+        f"{tmp_path / 'status.yaml'} is not the running controller's: give both the same token (e.g. the same "
+        "${FSCTL_HTTP_TOKEN}), and restart the controller after changing its own")
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_status_without_any_token_shows_the_health_and_says_how_to_see_the_calls(sim, harness, tmp_path):
+    h = harness(extra="metrics: {listen_port: 0}\n")
+    result = run_status(tmp_path, h.controller.http_port)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"controller at http://127.0.0.1:{h.controller.http_port}: healthy"
+    assert lines[-2:] == ["0 live calls", "(the calls are listed only with the API token: set http.token in the "
+                          "controller's configuration, restart it, and run status with the same file)"]
