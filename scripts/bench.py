@@ -67,6 +67,7 @@ NODE_DIR = ROOT / "scripts" / "bench_node"
 TOKEN = "bench-token-2f6c1d9e8a7b"
 FRAME_MS = 20
 SERVER_CORE, LOAD_CORE = "1", "0"
+SATURATED_PCT = 95.0  # a server this busy is at its core's ceiling: its CPU per frame is 1 core / frames offered
 LADDER = [200, 500, 800, 1000, 1200, 1500, 2000]
 PROFILE_PATH = "bench-results-profile.txt"
 LAG_LIMIT_MS = 100.0
@@ -1273,6 +1274,9 @@ def run_ingest(kind: str, n: int, seconds: float, rate: int, channels: int, opts
     if steady and SERVER_CORE in cores and LOAD_CORE in cores and load["load_cpu_pct_steady"] is not None:
         record["others_pct_steady"] = {"server_core": round(cores[SERVER_CORE]["busy_pct"] - steady["cpu_pct"], 1),
                                        "load_core": round(cores[LOAD_CORE]["busy_pct"] - load["load_cpu_pct_steady"], 1)}
+    # At its core's ceiling a server's CPU per frame sent is 1 core / frames offered, whatever it would have cost:
+    # it only falls as N grows, and a ratio with it says nothing (it reads as if that server were cheaper).
+    record["saturated"] = bool(cpu is not None and cpu >= SATURATED_PCT)
     steady_frames = (steady or {}).get("frames") or 0
     record["load_lagged"] = bool(load["catch_up_frames_steady"] > 0.001 * steady_frames)
     record["wav_exact_all"] = check["exact"] == n and check["dropped_bytes"] == 0
@@ -1365,7 +1369,9 @@ def print_ratio(a: dict, b: dict) -> None:
     ca, cb = a["cpu_steady"] or a["cpu_whole_run"], b["cpu_steady"] or b["cpu_whole_run"]
     parts = []
     if ca and cb:
-        parts.append(f"CPU per frame {ca['us_per_frame'] / cb['us_per_frame']:.2f}x")
+        ceiling = [r["server"] for r in (a, b) if r.get("saturated")]
+        parts.append(f"CPU per frame {ca['us_per_frame'] / cb['us_per_frame']:.2f}x"
+                     + (f" (not a cost ratio: {' and '.join(ceiling)} at its core's ceiling)" if ceiling else ""))
     if b["kib_per_stream"] > 0:
         parts.append(f"KiB per stream {a['kib_per_stream'] / b['kib_per_stream']:.2f}x")
     if parts:
@@ -1395,6 +1401,11 @@ def describe(record: dict) -> None:
         notes.append(f"{wav['sidecars_missing']} WAVs without a sidecar")
     if wav["dropped_bytes"]:
         notes.append(f"the sidecars report {wav['dropped_bytes']} dropped bytes")
+    if record.get("saturated"):
+        cpu = (record["cpu_steady"] or record["cpu_whole_run"])["cpu_pct"]
+        notes.append(f"at {cpu:.0f}% of its core: saturated, so its CPU per frame is the core's ceiling (1 core / "
+                     f"{record['n'] * 1000 // FRAME_MS:,} frames a second = {FRAME_MS * 1000 / record['n']:.1f} us), a "
+                     f"lower bound of what a frame costs it, not a measure")
     others = record.get("others_pct_steady") or {}
     if max(others.values(), default=0) > 15:
         notes.append(f"other processes used {others['server_core']:.0f}% of the server's core and "
@@ -1621,9 +1632,12 @@ what each column means:
   CPU% core        the server's utime+stime (/proc/<pid>/stat: the process, all its threads, e.g. Node's
                    libuv pool doing the file writes; no children, neither server has any) over that window, as
                    % of one core; us/fr steady = CPU per frame sent in that window; us/fr whole = over the
-                   whole run, upgrades and finalising included. Not in it, for either server: the kernel's
-                   TCP receive work on loopback (done in the sender's softirq, on the load's core) and the
-                   page cache's writeback (kernel flusher threads); neither server calls fsync
+                   whole run, upgrades and finalising included. A server at >= {SATURATED_PCT:g}% is saturated: its
+                   figure is then the ceiling (1 core / frames offered: 33.3 us at 600 streams, 20 us at 1000),
+                   not its cost, and a ratio with it means nothing. The kernel's TCP receive work on loopback
+                   runs in the sender's softirq, on the load's core, so neither server pays it; softirq ticks on
+                   the server's core (ACKs, wake-ups) go to whichever task runs, the same for both. Neither
+                   server calls fsync; the page cache's writeback is kernel threads, in neither figure
   RSS MiB          resident memory before the first connection -> peak (VmHWM); KiB/stream = (peak - idle)/N
   WAVs exact       WAVs whose audio is byte for byte what was sent (no more, no less), whose header is right
                    (format; RIFF and data lengths exactly the file's) and whose sidecar lists no gap
