@@ -78,6 +78,10 @@ class SimCall:
         self._sleep_wake = Event()
         self.application, self.application_data = "", ""
         self.hold_ms = 0  # what the dialplan's sleep waits for (shown as the current application's data)
+        # What the dialplan runs once answered (sleep, park, endless_playback; a null leg: its &app), and its
+        # data: it decides what is written to the channel and how broadcasts are taken (playback.py).
+        self.plan = "sleep" if direction == "inbound" else ""
+        self.plan_data = ""
         # The caller profile's other fields (a null leg's, from originate; switch_channel_flip_cid swaps them).
         self.endpoint = endpoint
         self.callee_id_name = self.callee_id_number = ""
@@ -198,8 +202,8 @@ class SimCall:
             self.bridged_us = self.other_leg.bridged_us = self.answered_us
         self._apply(ce.answered_variables(self.facts()))
         self.switch.fire_channel_event(self, "CHANNEL_ANSWER", "answering")
-        self.application = "sleep" if self.direction == "inbound" else ""
-        self.application_data = str(self.hold_ms) if self.direction == "inbound" else ""
+        self.application = self.plan if self.direction == "inbound" else ""
+        self.application_data = self.plan_data if self.direction == "inbound" else ""
         self._apply(ce.confirmed_variables(self.facts(), self.application or "bridge", self.application_data))
         self.answered.set()
         log.info("%s answered", self)
@@ -228,8 +232,11 @@ class SimCall:
         self.broadcasts.on_hangup()
         self.switch.audio_stream.on_hangup(self)
         answered_ticks = ticks((self.hangup_us - self.answered_us) / 1e6) if self.answered_us else 0
-        played = sum(max(0, min(p.end_tick, answered_ticks) - p.first_tick) for p in self.media.playbacks)
-        played += self.broadcasts.ticks_written(answered_ticks)
+        if self.media.idle_silence:
+            played = answered_ticks  # something is written at every tick
+        else:
+            played = sum(max(0, min(p.end_tick, answered_ticks) - p.first_tick) for p in self.media.playbacks)
+            played += self.broadcasts.ticks_written(answered_ticks)
         self._apply(ce.hangup_complete_variables(self.facts(), last_app, last_arg, answered_ticks, played))
         self.switch.fire_channel_event(self, "CHANNEL_HANGUP_COMPLETE", "reporting")
         self.hung_up.set()
@@ -260,6 +267,7 @@ class SimCall:
             self.hangup("DESTINATION_OUT_OF_ORDER")
             return
         self.application, self.application_data = app.name, app.data
+        self.plan, self.plan_data = app.name, app.data
         self._apply([("call_uuid", self.uuid), ("current_application_data", app.data),
                      ("current_application", app.name)])
         gevent.spawn(self._run_application, app)
@@ -300,7 +308,8 @@ class SimCall:
         self.hung_up.set()
 
     def run(self, answer: bool, duration_s: float, auto_hangup: bool) -> None:
-        """The dialplan: answer (B-leg first when bridged), hold the call, hang up."""
+        """The dialplan: answer (B-leg first when bridged), then its application: sleep for duration_s and hang
+        up; park or endless_playback until the caller hangs up after duration_s."""
         if answer:
             if self.b_leg is not None:
                 self.b_leg.answer()
@@ -310,8 +319,13 @@ class SimCall:
             return
         if self.media.playbacks:
             gevent.spawn(self._note_playbacks)
-        if auto_hangup and self._hold(duration_s):
-            self.hangup("NORMAL_CLEARING", by_dialplan=True)
+        if not auto_hangup:
+            return
+        if self.plan == "sleep":
+            if self._hold(duration_s):
+                self.hangup("NORMAL_CLEARING", by_dialplan=True)
+        elif not self.hung_up.wait(duration_s):
+            self.hangup("NORMAL_CLEARING")  # the caller hangs up
 
     def _hold(self, seconds: float) -> bool:
         """The dialplan's sleep (switch_ivr_sleep): `seconds`, unless a break flag ends it first (break_sleep).

@@ -3,8 +3,10 @@
 Tick n is the packet covering [n*20 ms, (n+1)*20 ms) after the answer. Per tick the caller always
 says something (speech, then silence); the switch writes audio to the caller only inside playback
 windows: the call's fixed ones (CallMedia.playbacks) and, taking precedence, what is broadcast into it
-while it runs (an overlay: playback.Broadcaster.playback_at). A stream's media bug sees the caller every tick (mono) but the written direction only
-while something plays (mixed, stereo): between playbacks those streams send nothing at all.
+while it runs (an overlay: playback.Broadcaster.playback_at); a call whose dialplan runs
+`endless_playback silence_stream://-1` (CallMedia.idle_silence) writes silence at every other tick. A stream's
+media bug sees the caller every tick (mono) but the written direction only while something is written (mixed,
+stereo): on a parked or sleeping call, between playbacks, those streams send nothing at all.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class CallMedia:
     codec_rate: int
     speech: bytes
     playbacks: tuple[Playback, ...] = ()
+    # The dialplan writes silence whenever nothing else plays (endless_playback silence_stream://-1):
+    # mixed and stereo streams then flow for the whole call.
+    idle_silence: bool = False
 
     def playback_at(self, tick: int) -> Playback | None:
         for playback in self.playbacks:
@@ -98,7 +103,7 @@ class StreamAudio:
         if playback is None:
             playback = self.media.playback_at(tick)
         if playback is None:
-            return None
+            return bytes(self.tick_bytes) if self.media.idle_silence else None
         return self._slice(playback.audio, tick - playback.first_tick, playback.loop)
 
     def chunk(self, tick: int) -> bytes | None:

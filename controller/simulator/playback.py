@@ -3,11 +3,13 @@ broadcasts played on FreeSWITCH's 20 ms media clock (switch_ivr_broadcast, switc
 switch_ivr_play_file).
 
 A broadcast is a private event queued on the channel. The channel's thread takes the next one when it is free
-(parked or sleeping: between two frames; after a playback: at once), reads "lead frames", runs `playback`:
-PLAYBACK_START, then one frame per 20 ms tick (the first at the tick after PLAYBACK_START), then PLAYBACK_STOP
-right after the last frame is written. Measured on a real switch: PLAYBACK_START comes ~200 ms after
-uuid_broadcast, and the caller hears a ~120 ms hole between two queued broadcasts (Simulator knobs
-broadcast_start_delay_s and broadcast_gap_s).
+(parked or sleeping: between two frames; in a playback such as endless_playback: in its loop, nested; after a
+broadcast: at once), reads "lead frames", runs `playback`: PLAYBACK_START, then one frame per 20 ms tick (the
+first at the tick after PLAYBACK_START), then PLAYBACK_STOP right after the last frame is written. Measured on a
+real switch from the caller's RTP (shared/PROTOCOL.md, "Talk-back timings"): a plain broadcast is heard 130 ms
+after uuid_broadcast; two queued broadcasts leave a hole of 100 ms (a call in `endless_playback
+silence_stream://-1`) to 180 ms (a parked call) between the first's last sample and the second's first
+(Simulator knobs broadcast_start_delay_s, broadcast_gaps_s per dialplan application, broadcast_gap_s for all).
 
 uuid_break: the playing loop checks its break flag (CF_BREAK) once per frame, right after writing one; a
 break that arrives while it waits for the next tick therefore lets that frame out, then stops:
@@ -33,8 +35,12 @@ from .media import PTIME_S, Playback
 
 log = logging.getLogger("controller.simulator.playback")
 
-BROADCAST_START_DELAY_S = 0.200  # measured: uuid_broadcast -> PLAYBACK_START on a parked or sleeping channel
-BROADCAST_GAP_S = 0.120  # measured: the hole the caller hears between two queued broadcasts
+BROADCAST_START_DELAY_S = 0.130  # measured (caller's RTP): uuid_broadcast -> the broadcast's first sample heard
+# Measured (caller's RTP): the hole between two queued broadcasts, by what the channel's dialplan runs.
+# endless_playback / playback: the broadcast runs nested in the playback's loop, which takes the next one
+# within a frame; park and sleep take it in their own loop (sleep: not measured, its loop is park's).
+BROADCAST_GAPS_S = {"endless_playback": 0.100, "playback": 0.100, "park": 0.180, "sleep": 0.180}
+BROADCAST_GAP_DEFAULT_PLAN = "park"  # any other application (a bridge, none) is taken as park is
 API_WHITESPACE = " \t\r\n\v"  # switch_api_execute strips these from both ends of the arguments
 FOREVER_TICKS = 7 * 86400 * 50  # a looping tone plays until it is broken or the call ends
 
@@ -208,9 +214,12 @@ class Broadcaster:
             record.status = "starting"
             record.taken_at = time.monotonic()
             switch = call.switch
-            start = self._first_tick_from(max(record.asked_at, call.answered_at) + switch.broadcast_start_delay_s)
+            # The first frame is heard broadcast_start_delay_s after the api call (on a tick); PLAYBACK_START
+            # fires at the tick before it.
+            first = self._first_tick_from(max(record.asked_at, call.answered_at) + switch.broadcast_start_delay_s)
+            start = max(0, first - 1)
             if self._free_tick is not None:
-                gap_ticks = int(round(switch.broadcast_gap_s / PTIME_S))
+                gap_ticks = int(round(switch.broadcast_gap_for(call.plan) / PTIME_S))
                 start = max(start, self._free_tick + gap_ticks)
             if call.hung_up.wait(max(0.0, self.time_of(start) - time.monotonic())):
                 return

@@ -26,7 +26,7 @@ from .audio_stream import AudioStreamModule
 from .channels import SimCall
 from .esl_server import EslConnection, EslServer, SwitchEvent
 from .media import CallMedia, Playback
-from .playback import BROADCAST_GAP_S, BROADCAST_START_DELAY_S, PlaybackModule
+from .playback import BROADCAST_GAP_DEFAULT_PLAN, BROADCAST_GAPS_S, BROADCAST_START_DELAY_S, PlaybackModule
 from .ws_client import CLOSE_WAIT_S, SimStream
 
 log = logging.getLogger("controller.simulator")
@@ -35,6 +35,12 @@ DEFAULT_DURATION_S = 5.0
 PROMPT_S = 2.0
 TONE_HZ = 800
 DEFAULT_PLAYS = "like-9999"  # answer, 0.5 s silence, 0.5 s tone, then a prompt
+# place_call's app: what the dialplan runs once the call is answered (application, its data).
+CALL_APPS = {
+    "sleep": ("sleep", None),  # sleep for duration_s (the data), then hang up; a break ends the sleep
+    "park": ("park", ""),  # nothing is written to the channel: mixed and stereo streams carry nothing
+    "endless_silence": ("endless_playback", "silence_stream://-1"),  # silence written all the while
+}
 SHOW_USAGE = (
     "-USAGE: codec|endpoint|application|api|dialplan|file|timer|calls [count]|channels [count|like "
     "<match string>]|calls|detailed_calls|bridged_calls|detailed_bridged_calls|aliases|complete|chat|"
@@ -103,13 +109,18 @@ class Simulator:
         heartbeat_interval_s: float | None = HEARTBEAT_INTERVAL_S,
         temp_dir: str | os.PathLike | None = None,
         broadcast_start_delay_s: float = BROADCAST_START_DELAY_S,
-        broadcast_gap_s: float = BROADCAST_GAP_S,
+        broadcast_gap_s: float | None = None,
+        broadcast_gaps_s: dict[str, float] | None = None,
     ):
         """heartbeat_interval_s: fire HEARTBEAT this often while running (None or 0: never).
         temp_dir: SWITCH_GLOBAL_dirs.temp_dir, where mod_audio_stream writes the audio a server streams back
         (default: the system's temporary directory).
-        broadcast_start_delay_s / broadcast_gap_s: uuid_broadcast -> PLAYBACK_START, and the hole between two
-        queued broadcasts (measured: 0.2 s and 0.12 s); settable while running."""
+        broadcast_start_delay_s: uuid_broadcast -> the broadcast's first frame heard (measured: 0.13 s; on a
+        20 ms tick, PLAYBACK_START at the tick before).
+        broadcast_gaps_s: the hole between two queued broadcasts, by the application the channel runs
+        (measured: endless_playback 0.10 s, park 0.18 s; see playback.BROADCAST_GAPS_S), merged over those;
+        broadcast_gap_s: one hole for every application instead (None: per application).
+        All settable while running (sim.broadcast_gaps_s["park"] = 0.1)."""
         self.host = host
         self.password = password
         self.identity = ce.SwitchIdentity(core_uuid=self.new_uuid(), hostname=hostname)
@@ -118,6 +129,7 @@ class Simulator:
         self.temp_dir = os.fspath(temp_dir) if temp_dir is not None else tempfile.gettempdir()
         self.broadcast_start_delay_s = broadcast_start_delay_s
         self.broadcast_gap_s = broadcast_gap_s
+        self.broadcast_gaps_s = {**BROADCAST_GAPS_S, **(broadcast_gaps_s or {})}
         self.calls: dict[str, SimCall] = {}  # live channels by uuid
         self.all_calls: list[SimCall] = []
         self.all_connections: list[EslConnection] = []
@@ -245,6 +257,7 @@ class Simulator:
         frame_sizes: list[int] | None = None,
         odd_frames: bool = False,
         uuid: str | None = None,
+        app: str = "sleep",
     ) -> SimCall:
         """An inbound call to `destination`; returns its A-leg at once (CHANNEL_CREATE already fired).
 
@@ -261,6 +274,11 @@ class Simulator:
             (cycled) / of one byte more, then one byte less than the buffer: the same total audio.
         uuid: the A-leg's channel uuid, as `originate {origination_uuid=...}` gives it (taken as written,
             upper case included: FreeSWITCH finds a channel by the exact string).
+        app: what the dialplan runs once answered. "sleep" (9999's: sleep for duration_s, then hang up; a
+            uuid_break ends the sleep), "park" (the call stays until the caller hangs up after duration_s;
+            no play windows unless given), "endless_silence" (endless_playback silence_stream://-1: silence is
+            written whenever nothing else plays, so mixed and stereo streams flow for the whole call; a break
+            stops only the broadcast). With auto_hangup=False the call stays up whatever the app.
         """
         if uuid is not None:
             if not uuid or any(char.isspace() for char in uuid):
@@ -271,12 +289,17 @@ class Simulator:
             raise ValueError(f"codec_rate must be one of {sorted(ce.CODECS)}; got {codec_rate}")
         if not destination:
             raise ValueError("destination must not be empty")
+        if app not in CALL_APPS:
+            raise ValueError(f"app must be one of {', '.join(CALL_APPS)}; got {app!r}")
+        if app != "sleep" and isinstance(plays, str) and plays == DEFAULT_PLAYS:
+            plays = None  # 9999's tone and prompt come with its sleep
         speech_pcm = self._speech(speech, codec_rate, duration_s)
         if duration_s is None:
             duration_s = len(speech_pcm) / (codec_rate * signals.SAMPLE_BYTES) if speech is not None else DEFAULT_DURATION_S
         if duration_s <= 0:
             raise ValueError(f"duration_s must be positive; got {duration_s}")
-        media = CallMedia(codec_rate, speech_pcm, self._playbacks(plays, codec_rate))
+        media = CallMedia(codec_rate, speech_pcm, self._playbacks(plays, codec_rate),
+                          idle_silence=app == "endless_silence")
         call = SimCall(
             self,
             destination=destination,
@@ -289,6 +312,8 @@ class Simulator:
             uuid=uuid,
         )
         call.hold_ms = int(duration_s * 1000)
+        call.plan, plan_data = CALL_APPS[app]
+        call.plan_data = plan_data if plan_data is not None else str(call.hold_ms)
         call.set_variables(**(variables or {}))
         self._add_call(call)
         if bridge_to is not None:
@@ -348,6 +373,13 @@ class Simulator:
             audio = window[2] if len(window) == 3 else signals.tone(TONE_HZ, end - start, codec_rate)
             result.append(Playback(start, end, bytes(audio)))
         return tuple(result)
+
+    def broadcast_gap_for(self, plan: str) -> float:
+        """The hole between two queued broadcasts on a channel running `plan` (its dialplan application)."""
+        if self.broadcast_gap_s is not None:
+            return self.broadcast_gap_s
+        gaps = self.broadcast_gaps_s
+        return gaps.get(plan, gaps.get(BROADCAST_GAP_DEFAULT_PLAN, BROADCAST_GAPS_S[BROADCAST_GAP_DEFAULT_PLAN]))
 
     def live_call(self, uuid: str) -> SimCall | None:
         return self.calls.get(uuid)
