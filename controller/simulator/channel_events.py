@@ -135,10 +135,13 @@ def _stamp(us: int) -> str:
 
 
 def event_headers(
-    identity: SwitchIdentity, name: str, sequence: int, timestamp_us: int, subclass: str | None = None
+    identity: SwitchIdentity, name: str, sequence: int, timestamp_us: int, subclass: str | None = None,
+    called_from: tuple[str, str, str] | None = None,
 ) -> list[tuple[str, str]]:
-    """The headers every event starts with (a CUSTOM event names its subclass first)."""
-    calling_file, function, line = CALLED_FROM.get("CUSTOM" if subclass else name, ("switch_event.c", "", "0"))
+    """The headers every event starts with (a CUSTOM event names its subclass first). called_from: the
+    (file, function, line) that fired it, when not the one CALLED_FROM gives for its name."""
+    calling_file, function, line = called_from or CALLED_FROM.get("CUSTOM" if subclass else name,
+                                                                  ("switch_event.c", "", "0"))
     headers = [("Event-Subclass", subclass)] if subclass else []
     return headers + [
         ("Event-Name", "CUSTOM" if subclass else name),

@@ -11,6 +11,15 @@ after uuid_broadcast; two queued broadcasts leave a hole of 100 ms (a call in `e
 silence_stream://-1`) to 180 ms (a parked call) between the first's last sample and the second's first
 (Simulator knobs broadcast_start_delay_s, broadcast_gaps_s per dialplan application, broadcast_gap_s for all).
 
+A `file_string://a!b!c` broadcast (playback_rules.FileString, ChainPlayer) is one playback whose files are
+opened one at a time: play_file keeps a buffer, reads again only when it holds no more than one frame, and makes
+the frame of tick t right after the frame of tick t-1 is written. So the next file is opened (or found missing)
+at the tick before the first frame that needs it, and a file that exists by then plays with no hole. Each step
+fires CUSTOM filestring::close / filestring::fail / filestring::open (header File, no channel data); a missing
+file also logs `Can't open file <path>` (ERROR); when no name is left the playback ends after its last frame
+(padded with samples of -1). A break or a hangup ends it without a close event (file_string_file_close fires
+none). A file shorter than what the frame being made still lacks leaves that frame padded: a small hole.
+
 uuid_break: the playing loop checks its break flag (CF_BREAK) once per frame, right after writing one; a
 break that arrives while it waits for the next tick therefore lets that frame out, then stops:
 PLAYBACK_STOP with `Playback-Status: break` at the next tick. `all` also drops the broadcasts queued behind it
@@ -32,6 +41,8 @@ from gevent.event import Event
 
 from . import playback_rules as rules
 from .media import PTIME_S, Playback
+
+FILE_STRING_EVENT_LINES = {"close": "4974", "fail": "5021", "open": "5033"}  # mod_dptools.c 1.10.12, next_file
 
 log = logging.getLogger("controller.simulator.playback")
 
@@ -234,7 +245,17 @@ class Broadcaster:
         call.set_variable("current_application_data", record.path)
         call.set_variable("current_application_response", None)
         call.set_variable("current_application", "playback")
-        playable = rules.open_playable(record.path, call.media.codec_rate)
+        chain = None
+        if record.path.startswith(rules.FILE_STRING_PREFIX):
+            files = rules.FileString(record.path, call.media.codec_rate)
+            self._chain_steps(files.next_file())  # file_string_file_open opens the first name that exists
+            if files.current is not None:
+                chain = rules.ChainPlayer(files, self.tick_samples)
+                playable = self._chain_playable(chain)
+            else:
+                playable = None
+        else:
+            playable = rules.open_playable(record.path, call.media.codec_rate)
         if playable is None:
             log.error("%s: playback of %s: FILE NOT FOUND (FreeSWITCH cannot open it: no events)", call.uuid,
                       record.path)
@@ -244,20 +265,35 @@ class Broadcaster:
             return
         record.playable = playable
         record.file_path = playable.path
-        record.audio = playable.frames_audio(self.tick_samples)
         record.loop = playable.loop
         record.first_tick = start_tick + 1
-        record.end_tick = record.first_tick + (FOREVER_TICKS if playable.loop else playable.ticks(self.tick_samples))
+        if chain is None:
+            record.audio = playable.frames_audio(self.tick_samples)
+            record.end_tick = record.first_tick + (FOREVER_TICKS if playable.loop
+                                                   else playable.ticks(self.tick_samples))
+        else:
+            record.audio = b""
+            record.end_tick = record.first_tick + FOREVER_TICKS  # until the chain runs out of names
         record.status = "playing"
         record.started_at = time.monotonic()
         record.start_event = call.switch.fire_playback_event(call, "PLAYBACK_START", self._file_headers(playable))
-        log.info("%s: playing %s (ticks %d..%d)", call.uuid, playable.path, record.first_tick, record.end_tick - 1)
+        log.info("%s: playing %s (from tick %d)", call.uuid, playable.path, record.first_tick)
         while True:
             self._wake.clear()
-            remaining = self.time_of(record.end_tick - 1) - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            read_at = None
+            if chain is not None and not chain.ended:
+                tick = record.first_tick + chain.count  # the frame that needs a read
+                if tick < record.end_tick:  # a break may have ended it before then
+                    read_at = self.time_of(tick - 1)  # it is made right after the frame before it is written
+            if read_at is not None and read_at <= now:
+                self._chain_steps(chain.make_frame_with_read())
+                self._chain_update(record, chain)
+                continue
+            due = read_at if read_at is not None else self.time_of(record.end_tick - 1)
+            if due <= now:
                 break
-            gevent.wait([self._wake, call.hung_up], timeout=remaining, count=1)
+            gevent.wait([self._wake, call.hung_up], timeout=due - now, count=1)
             if call.hung_up.is_set() or record.stopped_at is not None:
                 return  # on_hangup stopped it
         self._stop(record)
@@ -265,6 +301,27 @@ class Broadcaster:
             # The flag the break left ends the sleep at once (parse_all_events returns, the sleep loop sees it).
             self._halted = True
             call.break_sleep(time.monotonic())
+
+    # ---- a file_string chain ----
+
+    def _chain_playable(self, chain: rules.ChainPlayer) -> rules.Playable:
+        """The frames made so far as a Playable (the file_string handle runs at the channel's rate)."""
+        files = chain.chain
+        return rules.Playable(files.path, bytes(chain.frames), files.rate, files.samples)
+
+    def _chain_update(self, record: PlaybackRecord, chain: rules.ChainPlayer) -> None:
+        record.playable = self._chain_playable(chain)
+        record.audio = record.playable.audio
+        if chain.ended:  # no name left: it ends after the frames made
+            record.end_tick = min(record.end_tick, record.first_tick + chain.count)
+
+    def _chain_steps(self, steps: list[rules.ChainStep]) -> None:
+        switch = self.call.switch
+        for step in steps:
+            if step.kind == "fail":
+                log.error("Can't open file %s", step.path)
+            switch.fire_custom_event(f"filestring::{step.kind}", [("File", step.name)],
+                                     ("mod_dptools.c", "next_file", FILE_STRING_EVENT_LINES[step.kind]))
 
     def _stop(self, record: PlaybackRecord, cut: bool = False) -> None:
         call = self.call

@@ -10,7 +10,8 @@ case-sensitively):
                      1/2 as long
     .wav             16-bit PCM WAV, any channel count (summed into one, saturating, as switch_mux_channels does)
     tone_stream://, silence_stream://   as originate_rules reads them
-    file_string://a!b!c                 each part in turn, after 250 ms of samples of -1 (see file_string)
+    file_string://a!b!c                 each part in turn, opened when the one before ends, after 250 ms of
+                                        samples of -1 (see FileString)
 Everything else fails to open, as on the real switch for .r48, .r64, .pcmu and .pcma (no module registers those
 extensions: mod_native_file's are upper case). .mp3 and .ogg play on a switch with mod_shout or a libsndfile
 that reads them; the simulator has no decoder for them and fails them too.
@@ -39,8 +40,9 @@ NO_SUCH_CHANNEL = "-ERR No such channel!\n"
 
 BASE_DIR = "/usr/local/freeswitch"  # SWITCH_GLOBAL_dirs.base_dir: where a relative playback path is looked for
 SOUNDS_DIR = "/usr/local/freeswitch/sounds"  # ... and a relative file_string part
+FILE_STRING_PREFIX = "file_string://"
 FILE_STRING_LEAD_MS = 250  # file_string's next_file: the first file is preceded by this much (samples of -1)
-FILE_STRING_MAX_FILES = 128
+FILE_STRING_MAX_FILES = 128  # file_string_context's argv[128]
 READ_BLOCK_SAMPLES = 16384  # switch_ivr_play_file reads the file this many samples at a time (FILE_STARTSAMPLES/2)
 PAD_BYTE = b"\xff"  # play_file fills the last frame's rest with 0xff bytes: samples of -1
 RAW_FORMATS = {"r8": (8000, 2), "raw": (8000, 2), "r16": (16000, 2), "r24": (24000, 3), "r32": (32000, 4)}
@@ -136,12 +138,12 @@ class Playable:
 
 def open_playable(path: str, rate: int) -> Playable | None:
     """switch_ivr_play_file's opening of `path` on a channel at `rate`; None when FreeSWITCH could not open it
-    (then no PLAYBACK_START or PLAYBACK_STOP fires: FILE NOT FOUND)."""
+    (then no PLAYBACK_START or PLAYBACK_STOP fires: FILE NOT FOUND). Not for file_string:// (see FileString)."""
     if not path:
         return None
     if "://" in path:
-        if path.startswith("file_string://"):
-            return _file_string(path, rate)
+        if path.startswith(FILE_STRING_PREFIX):
+            return None  # read a file at a time, as the playback goes: FileString
         return _open(path, rate)
     if not path.startswith("/"):
         path = f"{BASE_DIR}/{path}"
@@ -187,27 +189,144 @@ def _open(path: str, rate: int) -> Playable | None:
     return Playable(path, signals.resample(pcm, native_rate, rate), native_rate, len(pcm) // signals.SAMPLE_BYTES)
 
 
-def _file_string(path: str, rate: int) -> Playable | None:
-    """mod_dptools' file_string: each '!'-separated part opened in turn (a relative one under the sounds
-    directory); a part that does not open is skipped (filestring::fail); the parts play back to back with no
-    gap, and 250 ms of samples of -1 come first when the first part opened. One playback: one PLAYBACK_START
-    and one PLAYBACK_STOP, for the whole file_string:// path."""
-    parts = words_rules.separate_string(path[len("file_string://"):], "!", FILE_STRING_MAX_FILES)
-    pieces: list[bytes] = []
-    for index, part in enumerate(parts):
-        if not (part.startswith("/") or "://" in part):
-            part = f"{SOUNDS_DIR}/{part}"
-        opened = _open(part, rate)
-        if opened is None or opened.loop:
-            continue
-        if not pieces and index == 0:
-            pieces.append(PAD_BYTE * (rate // 1000 * FILE_STRING_LEAD_MS * signals.SAMPLE_BYTES))
-        pieces.append(opened.audio)
-    if not pieces:
-        return None
-    audio = b"".join(pieces)
-    # The file_string handle runs at the channel's rate: it counts what its parts gave at that rate.
-    return Playable(path, audio, rate, len(audio) // signals.SAMPLE_BYTES)
+@dataclass(frozen=True)
+class ChainStep:
+    """One thing mod_dptools' next_file did: "close" (the file that ended: filestring::close), "fail" (a name
+    that did not open: filestring::fail and `Can't open file <path>` in the log) or "open" (filestring::open).
+    name is the entry as written in the file_string (the events' File header), path the file as opened."""
+
+    kind: str
+    name: str
+    path: str
+
+
+class FileString:
+    """mod_dptools' file_string handle (`file_string://a!b!c`): file_string_file_open / _read and next_file.
+
+    The string is split at '!' into at most FILE_STRING_MAX_FILES entries (switch_separate_string into
+    argv[128]: with more names the last entry keeps the rest of the string, `f128!f129!...`, which names no file
+    and is skipped like a missing one, so 127 files play). A relative entry is looked for under the sounds
+    directory. The handle has ONE entry open at a time: the first that opens when the playback opens it, each
+    next one only when a read finds the open one at its end (next_file): an entry that does not exist at that
+    moment is skipped (fail), and when no entry is left the reads end. When entry 0 is the one that opened, its
+    audio comes after 250 ms of samples of -1 (given by the first read on its own): its file is not native
+    (.r8, .r16, .wav never are).
+
+    read(n) gives up to n samples at the channel's rate, or None with what next_file did: a file opened (read
+    again) or, once `ended`, nothing is left."""
+
+    def __init__(self, path: str, rate: int):
+        self.path = path
+        self.rate = rate
+        self.names = words_rules.separate_string(path[len(FILE_STRING_PREFIX):], "!", FILE_STRING_MAX_FILES)
+        self.index = -1
+        self.current: str | None = None  # the entry open now
+        self.ended = False
+        self.samples = 0  # samples given by read() so far, the lead included
+        self._lead = 0  # samples of -1 still to give before the open file's audio
+        self._data = b""  # the open file's audio
+        self._position = 0  # bytes of it given
+
+    def read(self, want: int) -> tuple[bytes | None, list[ChainStep]]:
+        if self._lead:
+            count = min(want, self._lead)
+            self._lead -= count
+            self.samples += count
+            return PAD_BYTE * (count * signals.SAMPLE_BYTES), []
+        if self._position < len(self._data):
+            data = self._data[self._position : self._position + want * signals.SAMPLE_BYTES]
+            self._position += len(data)
+            self.samples += len(data) // signals.SAMPLE_BYTES
+            return data, []
+        return None, self.next_file()
+
+    def next_file(self) -> list[ChainStep]:
+        """The open entry is at its end (or none is open yet): close it, open the next that exists, skipping
+        the ones that do not. What it did, in order."""
+        steps: list[ChainStep] = []
+        while True:
+            self.index += 1
+            if self.current is not None:
+                steps.append(ChainStep("close", self.current, self._full_path(self.current)))
+                self.current = None
+            if self.index >= len(self.names):
+                self.ended = True
+                self._data, self._position = b"", 0
+                return steps
+            name = self.names[self.index]
+            path = self._full_path(name)
+            opened = _open(path, self.rate)
+            if opened is None or opened.loop:  # a stream that never ends is not simulated inside a file_string
+                steps.append(ChainStep("fail", name, path))
+                continue
+            steps.append(ChainStep("open", name, path))
+            self.current = name
+            self._data, self._position = opened.audio, 0
+            if self.index == 0:
+                self._lead = self.rate // 1000 * FILE_STRING_LEAD_MS
+            return steps
+
+    @staticmethod
+    def _full_path(name: str) -> str:
+        return name if name.startswith("/") or "://" in name else f"{SOUNDS_DIR}/{name}"
+
+
+class ChainPlayer:
+    """switch_ivr_play_file's loop over a FileString: reads go into its audio buffer and each 20 ms frame is
+    taken from it. While the buffer holds more than one frame a frame is just taken; otherwise the loop reads
+    first (READ_BLOCK_SAMPLES at most; at a file's end next_file runs, and the loop reads again from the file
+    it opened) and takes what the buffer then holds, a frame at most, padded with samples of -1 when the read
+    fell short (a file shorter than what the frame lacked: a padded frame in the middle of the chain). When
+    nothing is left to read, the last frame is what the buffer holds, padded, and the playback ends.
+
+    `frames` is the audio of every frame made so far (whole frames). make_ready_frames() makes the frames that
+    need no read (they are decided already); make_frame_with_read() makes the next one, which does. A frame is
+    made right after the one before it is written, so the one that needs a read is made a tick before it is
+    heard: that is when the next file must exist."""
+
+    def __init__(self, chain: FileString, tick_samples: int):
+        self.chain = chain
+        self.frame_bytes = tick_samples * signals.SAMPLE_BYTES
+        self.frames = bytearray()
+        self.ended = False  # no frame is left to make
+        self._buffer = bytearray()
+        self._eof = False
+
+    @property
+    def count(self) -> int:
+        return len(self.frames) // self.frame_bytes
+
+    def make_ready_frames(self) -> None:
+        while not self.ended:
+            if self._eof:
+                if not self._buffer:
+                    self.ended = True
+                    return
+                self._take()
+            elif len(self._buffer) > self.frame_bytes:
+                self._take()
+            else:
+                return
+
+    def make_frame_with_read(self) -> list[ChainStep]:
+        steps: list[ChainStep] = []
+        while not self.ended and not self._eof:
+            data, done = self.chain.read(READ_BLOCK_SAMPLES)
+            steps += done
+            if data is None:
+                if self.chain.ended:
+                    self._eof = True  # the loop sees the end: what the buffer holds is its last frame
+                continue  # next_file opened a file (SWITCH_STATUS_BREAK): read again
+            self._buffer += data
+            self._take()
+            break
+        self.make_ready_frames()
+        return steps
+
+    def _take(self) -> None:
+        frame = self._buffer[: self.frame_bytes]
+        del self._buffer[: self.frame_bytes]
+        self.frames += frame + PAD_BYTE * (self.frame_bytes - len(frame))
 
 
 def to_16bit(data: bytes, width: int) -> bytes:

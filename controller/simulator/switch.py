@@ -470,6 +470,14 @@ class Simulator:
                                    call.phase, call.variables)
         return self.fire(headers + extra)
 
+    def fire_custom_event(self, subclass: str, extra: list[tuple[str, str]],
+                          called_from: tuple[str, str, str]) -> SwitchEvent:
+        """A CUSTOM event made with switch_event_create_subclass and fired with no channel data (mod_dptools'
+        filestring::*): the core headers, then `extra`."""
+        headers = ce.event_headers(self.identity, "CUSTOM", self._next_sequence(), ce.now_us(), subclass,
+                                   called_from)
+        return self.fire(headers + extra)
+
     def fire_stream_event(self, call: SimCall, kind: str, body: str) -> SwitchEvent:
         log.info("%s: mod_audio_stream::%s %s", call.uuid, kind, body)
         return self.fire_channel_event(call, "CUSTOM", call.phase, f"mod_audio_stream::{kind}", body)
