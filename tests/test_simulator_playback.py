@@ -225,7 +225,8 @@ def test_a_broadcast_is_heard_130_ms_later_and_the_caller_hears_the_file(sim, es
     heard_at = call.broadcasts.time_of(record.first_tick)  # its first frame, on the 20 ms clock
     assert BROADCAST_START_DELAY_S == 0.13
     assert 0.13 - 0.001 <= heard_at - record.asked_at < 0.13 + 0.020
-    assert call.broadcasts.time_of(record.first_tick - 1) - 0.001 <= record.started_at < heard_at  # START: a tick before
+    # PLAYBACK_START: at the tick before its first frame.
+    assert call.broadcasts.time_of(record.first_tick - 1) - 0.001 <= record.started_at < heard_at
     assert abs((record.stopped_at - record.started_at) - 0.3) < 0.06  # STOP right after the last frame
     heard = call.heard
     assert ticks_of(heard, record) == audio == record.heard
