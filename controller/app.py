@@ -27,6 +27,7 @@ from .esl.backoff import Backoff
 from .esl.client import CommandError, CommandTimeout, EventSocketClient, InOrder
 from .esl.client import api as api_command, bgapi as bgapi_command
 from .esl.protocol import Event, event_moment
+from .archive import Archive
 from .ops.hook import HookQueue
 from .relay.link import AgentLink, CallDetails
 from .ops.http import HttpListener
@@ -41,7 +42,7 @@ log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
 # Configuration sections read only when the controller starts (SIGHUP applies rules and limits).
-RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging", "http")
+RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging", "http", "catalog", "storage")
 # Endings that mean a recording failed (counted in fsctl_recordings_failed_total).
 FAILED_REASONS = (WRITE_ERROR, INTERNAL_ERROR)
 
@@ -92,6 +93,10 @@ class Controller:
         self.http_port: int | None = None
         self.hooks = HookQueue(rec.directory, self._hook_for, on_change=metrics.HOOK_QUEUE.set,
                                on_outcome=lambda kind, outcome: metrics.HOOK_DELIVERIES.labels(kind, outcome).inc())
+        # The catalog, the bucket and the hook for each finished recording (issue #18); the switch of each
+        # recording's call, from its CHANNEL_ANSWER (FreeSWITCH-Hostname), until the recording is finished.
+        self.archive = Archive(config, submit_hook=self.hooks.submit)
+        self._switches: dict[str, str] = {}
         self.esl.register_handle("CHANNEL_ANSWER", self._on_answer)
         self.esl.register_handle("CHANNEL_HANGUP_COMPLETE", self._on_hangup)
         self.esl.register_handle("mod_audio_stream::connect", self._on_stream_connect)
@@ -128,6 +133,7 @@ class Controller:
             self.public_url = f"{'wss' if rec.tls else 'ws'}://{rec.listen_host}:{self.recorder_port}"
         log.info("recorder listening on %s:%s, writing to %s", rec.listen_host, self.recorder_port, rec.directory)
         self.hooks.start()
+        self.archive.start()
         http = self.config.metrics
         if http is not None and http.enabled:
             self.http = HttpListener(self)  # its test calls: ops.chain.ControllerChainTest
@@ -142,6 +148,7 @@ class Controller:
         self.esl.close(timeout=min(timeout, 2.0))
         self.recorder.stop(timeout=timeout)
         self.hooks.stop()  # deliveries not made yet stay on disk for the next start
+        self.archive.stop()  # so do catalog writes and uploads
         if self.http is not None:
             self.http.stop()
         for greenlet in (self._timer, self._reconcile_retry):
@@ -285,8 +292,10 @@ class Controller:
             metrics.GAP_SECONDS.labels("unlisted").inc(sidecar.gaps_unlisted_frames / sidecar.rate)
         if recording.file_failed or not recording.sidecar_saved or sidecar.close_reason in FAILED_REASONS:
             metrics.RECORDINGS_FAILED.inc()
+        switch = self._switches.pop(recording.spec.uuid, None)
         if not recording.spec.discard:
-            self.hooks.submit(recording.spec.rule_name, recording.path, recording.sidecar_path)
+            self.archive.finished(recording.spec.rule_name, recording.path, recording.sidecar_path,
+                                  recording.sidecar.to_dict(), switch)
 
     def _hook_for(self, rule_name: str):
         """The hook in force for a rule's recordings: the rule's own, else the global one."""
@@ -388,6 +397,10 @@ class Controller:
                      info.uuid, start.attempt)
             return
         self.registry.expect(spec)
+        if info.switch:  # kept for the catalog until the recording is finished (a bounded dict: never leaks)
+            self.archive.switch_hostname = self._switches[info.uuid] = info.switch
+            if len(self._switches) > 10000:
+                self._switches.pop(next(iter(self._switches)))
         pending = self.esl.send_in_order(commands)
         gevent.spawn(self._start_result, start, pending, url)
 

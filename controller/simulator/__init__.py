@@ -8,12 +8,28 @@ module's quirks and bugs) but never needs them: header templates are Python data
 
     sim = Simulator(host="127.0.0.1", esl_port=0, password="ClueCon").start()   # 0: ephemeral port
     sim.esl_port
-    call = sim.place_call("9999", caller_id_number="1000", speech=pcm, duration_s=2.0)
+    call = sim.place_call("9999", caller_id_number="1000", speech=pcm, duration_s=2.0)   # app="sleep"
+    agent_call = sim.place_call("9998", app="endless_silence", plays=None)   # or app="park"
     call.answered.wait(5); call.hung_up.wait(10)
     stream = sim.streams_for(call.uuid)[0]      # SimStream: url, mix, rate, request_bytes,
     stream.sent_pcm, stream.sent_text, stream.frames, stream.ended.wait(5), stream.end_reason
     sim.wait_for_command("api uuid_audio_stream", timeout=5); sim.received_commands
     sim.stop()
+
+What a call's dialplan runs once answered (place_call's app=; a null leg: originate's &app) decides what is
+written to the channel, hence which mixes carry audio, and how broadcasts are taken (measured on a real switch):
+    app="sleep"            9999's: its play windows (plays=, default a tone and a prompt), then sleep for
+                           duration_s and hang up. Nothing is written while it sleeps: mono flows, mixed and
+                           stereo send nothing (100 real calls x 15 s of answer + sleep: 0 frames each). A
+                           uuid_break ends the sleep (the dialplan hangs up).
+    app="park"             answer and park: nothing is ever written (no play windows unless given): mixed and
+                           stereo deliver 0 bytes for the whole call. The caller hangs up after duration_s.
+    app="endless_silence"  answer and `endless_playback silence_stream://-1`: silence is written at every tick
+                           nothing else plays, so mixed and stereo flow for the whole call (left the caller,
+                           right what it hears: zeros between broadcasts). A broadcast plays over it; uuid_break
+                           (all) stops the broadcast and the call carries on. The caller hangs up after
+                           duration_s. current_application shows endless_playback / silence_stream://-1.
+    auto_hangup=False keeps any of them up until call.hangup().
 
 Talking back into the call (see "Talking back" below):
     call.playbacks                  one PlaybackRecord per uuid_broadcast: path, status, asked_at, started_at,
@@ -79,37 +95,66 @@ switch_ivr.c, switch_ivr_play_say.c, mod_dptools' file_string, mod_sndfile):
     which the simulator does not run)
     `+OK Message sent`; `-ERR invalid uuid` for no such channel; `-USAGE: <uuid> <path> [aleg|bleg|holdb|both]`
     with fewer than two words. The broadcast is queued on the channel (bleg: on the bridged partner; a third
-    word naming no leg queues nothing, still +OK). PLAYBACK_START comes sim.broadcast_start_delay_s (0.2 s,
-    measured) later on a 20 ms tick boundary, with the captured header set ending in the channel variables
+    word naming no leg queues nothing, still +OK). Its first frame is heard sim.broadcast_start_delay_s (0.13 s,
+    measured from the caller's RTP) after the api call, on a 20 ms tick boundary (so 130-150 ms);
+    PLAYBACK_START fires at the tick before, with the captured header set ending in the channel variables
     (current_loop, total_loops, current_application_data=<path>, current_application=playback), then
     [Playback-File-Type: tone_stream] and Playback-File-Path; one frame per tick follows from the next tick
     (the audio resampled to the codec rate, the last frame padded with samples of -1); PLAYBACK_STOP fires right
     after the last frame is written, with the playback_* variables and `Playback-Status: done`. A broadcast
-    queued behind another starts sim.broadcast_gap_s (0.12 s, measured) of silence after it.
+    queued behind another is heard after a hole that depends on what the channel runs (measured from the
+    caller's RTP, between the first's last sample and the second's first): 100 ms in endless_playback (and a
+    null leg's playback), 180 ms parked; sleep is taken as park (not measured; its loop takes broadcasts as
+    park's does); any other (a bridged leg) as park.
     What plays: raw .r8/.r16/.raw (s16le), .r24/.r32 (read as 24-/32-bit samples, as mod_sndfile does: the
     module's 24 and 32 kHz files come out as noise), 16-bit .wav (channels summed), tone_stream://,
-    silence_stream://, and `file_string://<f1>!<f2>!<f3>`: ONE playback (one START/STOP pair, Playback-File-Path
-    the whole string) of 250 ms of samples of -1 then the files back to back, no hole. Anything else (a missing
-    file, .r48, .r64, .pcmu, .pcma; .mp3/.ogg, which a real switch may play with the right modules) fails as
-    FreeSWITCH fails a file it cannot open: no event at all, current_application_response=FILE NOT FOUND.
+    silence_stream://, and `file_string://<f1>!<f2>!<f3>` (below). Anything else (a missing file, .r48, .r64,
+    .pcmu, .pcma; .mp3/.ogg, which a real switch may play with the right modules) fails as FreeSWITCH fails a
+    file it cannot open: no event at all, current_application_response=FILE NOT FOUND.
+  file_string://<f1>!<f2>!...  (mod_dptools; send it over the Event Socket: a real fs_cli -x cuts a command near
+    1 KB, `api` takes a 2.4 KB chain whole) ONE playback: one START/STOP pair, Playback-File-Path the whole
+    string. 250 ms of samples of -1 come first when f1 is the file that opened (a non-native file: .r8, .r16,
+    .wav always are). Each name is opened only when the one before it has been played to its end (play_file
+    reads again when its buffer holds no more than a frame: at the tick before the first frame that needs the
+    next file), so files written just in time (the module's <temp dir>/<uuid>_<n>.tmp.r8, n from 0 per stream
+    start, one per streamAudio, in order) play back to back with no hole. A name that does not exist when its
+    turn comes is skipped: `Can't open file <path>` (ERROR, logger controller.simulator.playback) and CUSTOM
+    filestring::fail; when every name left is missing the playback ends after its last frame (padded with -1);
+    when none opens at all it fails (fail events, no PLAYBACK_*, FILE NOT FOUND) and plays no lead. Each file
+    opened / played to its end fires CUSTOM filestring::open / filestring::close, made as mod_dptools makes them:
+    the core headers (Event-Subclass first, Event-Calling-File mod_dptools.c, next_file) then `File: <the name
+    as written>`, no channel data, so no Unique-ID (a break or hangup closes the last file with no event). At
+    most 128 entries (file_string_context's argv[128], switch_separate_string): with more names the 128th entry
+    keeps the rest of the string (`f128!f129!...`), which names no file and fails, so 127 files play. A relative
+    name is looked for under /usr/local/freeswitch/sounds. A file shorter than what the frame being made still
+    lacks leaves that frame padded with -1 (a small hole: keep pieces of 20 ms or more).
   uuid_break <uuid> [all]   (also `break`)
     `+OK`; `-ERR No such channel!`; `-USAGE: <uuid> [all]` without arguments. The playing broadcast writes the
     frame it was waiting to write, then stops at that tick: PLAYBACK_STOP with `Playback-Status: break`. `all`
     drops the queued broadcasts (no events for them); without it the next one starts after the usual gap. The
     break leaves the channel's break flag set, and a break with nothing playing sets it: a call in its sleep
     (place_call with auto_hangup, a null leg's sleep) ends the sleep and the dialplan hangs up (NORMAL_CLEARING);
-    a parked call (auto_hangup=False, park) carries on. A broadcast taken but not yet started plays in full.
+    a parked call (auto_hangup=False, park) or one in endless_playback (app="endless_silence") carries on. A
+    broadcast taken but not yet started plays in full.
   The sleep cannot end under a broadcast: a call whose duration_s runs out while one plays (or is queued)
     hangs up when the queue is empty. A hangup stops the playing one (PLAYBACK_STOP, done, between
     CHANNEL_HANGUP and CHANNEL_HANGUP_COMPLETE) and drops the rest.
   What the caller hears: the broadcast is what the switch writes to the channel, so mixed streams carry it mixed
     with the caller, stereo streams in the right channel, mono streams not at all; it takes precedence over the
-    call's plays windows (a real switch would pause a dialplan playback under it and resume it after).
-  Knobs: Simulator(temp_dir=..., broadcast_start_delay_s=0.2, broadcast_gap_s=0.12), or set the attributes
-    (sim.temp_dir, sim.broadcast_start_delay_s, sim.broadcast_gap_s) while running.
-  Not simulated: filestring::open/close/fail and CHANNEL_EXECUTE(_COMPLETE) events, playback_delimiter, the
-    `app!cause::` hangup, hold music on the B-leg, DTMF terminators, a break cutting a dialplan playback
-    (plays windows, a null leg's &playback).
+    call's plays windows (a real switch would pause a dialplan playback under it and resume it after) and over
+    an endless_playback's silence.
+  Knobs: Simulator(temp_dir=..., broadcast_start_delay_s=0.13, broadcast_gaps_s={...}, broadcast_gap_s=None),
+    or set the attributes while running: sim.temp_dir, sim.broadcast_start_delay_s, sim.broadcast_gaps_s (a dict
+    by the channel's application, merged over playback.BROADCAST_GAPS_S: endless_playback 0.10, playback 0.10,
+    park 0.18, sleep 0.18; sim.broadcast_gaps_s["park"] = 0.1), sim.broadcast_gap_s (a number: one hole for
+    every application; None: per application).
+  Not simulated: CHANNEL_EXECUTE(_COMPLETE) events, playback_delimiter, the `app!cause::` hangup, hold music on
+    the B-leg, DTMF terminators, a break cutting a dialplan playback (plays windows, a null leg's &playback; an
+    endless_playback restarts at once on a real switch, so nothing is lost there), the other party's audio on a
+    bridged leg's written direction (a bridged call's mixed/stereo carry only play windows and broadcasts), a
+    start delay that depends on the application (measured once, 130 ms), native files and a looping stream
+    inside a file_string (skipped as if missing); a file's content is taken when it is opened (a real switch
+    reads it as it plays: the same for the module's files, written whole before ::play fires).
 
 Fault knobs:
     sim.drop_esl_connections(reset=False)  every Event Socket connection closes now, no notice (RST if reset)
