@@ -4,6 +4,7 @@
     fs-stream-controller check CONFIG [--call DEST ...]   the configuration as understood; what a call would get
     fs-stream-controller doctor -c CONFIG       the troubleshooting list, run against the live switch
     fs-stream-controller status -c CONFIG       what the running controller is doing; non-zero when unhealthy
+    fs-stream-controller recordings -c CONFIG   the catalog: list (filters), show UUID, fetch UUID -o FILE
 
 gevent's monkey patching belongs to the program's entry point, here, before anything imports socket, ssl or
 threading; importing ``controller.app`` (as the tests do) patches nothing.
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "calls your rules match and records each call's audio to WAV. Without a subcommand it runs.")
     _run_options(parser)
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit (see: check)")
-    commands = parser.add_subparsers(dest="command", metavar="{run,check,doctor,status}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,check,doctor,status,recordings}")
     run = commands.add_parser("run", help="run the controller (the default)", description="Run the controller.")
     _run_options(run)
     check = commands.add_parser(
@@ -52,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "health and live calls and print them. Exit status 1 when it is unhealthy, 3 when it "
                     "cannot be reached.")
     _config_option(status)
+    recordings = commands.add_parser(
+        "recordings", help="list, show or fetch recordings from the catalog",
+        description="List the catalog's recordings, newest first (filters below), show one call's (show UUID) "
+                    "or fetch its WAV from this host's disk or from the bucket (fetch UUID -o FILE). Exit status "
+                    "1 when not found, 3 when the catalog or the bucket cannot be read.")
+    _config_option(recordings)
+    recordings.add_argument("what", nargs="*", metavar="show UUID | fetch UUID",
+                            help="nothing: list; show UUID: every column of that call's recordings; fetch UUID: "
+                                 "its WAV")
+    recordings.add_argument("--caller", metavar="N", help="only calls from this caller id number")
+    recordings.add_argument("--destination", metavar="D", help="only calls to this destination")
+    recordings.add_argument("--rule", metavar="R", help="only recordings of this rule")
+    recordings.add_argument("--switch", metavar="S", help="only calls on this FreeSWITCH host")
+    recordings.add_argument("--since", metavar="T", help="started at or after T: ISO 8601 (2026-11-25, "
+                                                         "2026-11-25T06:00Z) or a time ago (30m, 2h, 7d)")
+    recordings.add_argument("--until", metavar="T", help="started before T (as --since)")
+    recordings.add_argument("--limit", metavar="K", type=int, default=50, help="at most K recordings (default 50)")
+    recordings.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recordings.add_argument("-o", "--output", metavar="FILE", help="fetch: where to write the WAV")
     return parser
 
 
@@ -86,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         from .ops import doctor
 
         return doctor.main(config, args)
+    if args.command == "recordings":
+        from .ops import recordings
+
+        return recordings.main(config, args)
     if args.command == "status":
         from .ops import status
 

@@ -27,6 +27,7 @@ class CallInfo:
     caller_number: str = ""
     caller_name: str = ""
     channel_uuid: str = ""  # as FreeSWITCH spells it (any case): what uuid_* commands must name
+    switch: str = ""  # the FreeSWITCH host the channel is on (FreeSWITCH-Hostname): the catalog's switch
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_uuid", self.channel_uuid or self.uuid)
@@ -45,6 +46,7 @@ class CallInfo:
             direction=headers.get("Call-Direction", "").lower(),
             caller_number=headers.get("Caller-Caller-ID-Number", ""),
             caller_name=headers.get("Caller-Caller-ID-Name", ""),
+            switch=headers.get("FreeSWITCH-Hostname", ""),
         )
 
     @classmethod
@@ -60,6 +62,7 @@ class CallInfo:
             direction=str(row.get("direction") or "").lower(),
             caller_number=str(row.get("cid_num") or ""),
             caller_name=str(row.get("cid_name") or ""),
+            switch=str(row.get("hostname") or ""),
         )
 
 

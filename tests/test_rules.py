@@ -143,6 +143,7 @@ def test_call_info_from_captured_channel_answer(captures, event_format: str):
     assert info.destination == "9999"
     assert (info.context, info.direction) == ("default", "inbound")
     assert (info.caller_number, info.caller_name) == ("sipp", "sipp")
+    assert info.switch == "vm"  # FreeSWITCH-Hostname: the catalog's switch
     assert len(info.uuid) == 36
     demo = rules_from("""\
         - name: demo
@@ -155,7 +156,7 @@ def test_call_info_from_captured_show_channels_row(captures):
     notes = json.loads((captures / "notes" / "notes_handshake_main_plain_main_json_formats_failures.json").read_text())
     (row,) = json.loads(notes["main_plain"]["show_channels_json"])["rows"]
     info = CallInfo.from_channel_row(row)
-    assert info == CallInfo(UUID, "9999", "default", "inbound", "sipp", "sipp")
+    assert info == CallInfo(UUID, "9999", "default", "inbound", "sipp", "sipp", switch="vm")  # the row's hostname
 
 
 def test_call_info_from_channel_row_refuses_a_row_without_uuid():

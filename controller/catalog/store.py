@@ -122,13 +122,11 @@ class Store:
     def upsert(self, row: dict[str, Any]) -> bool:
         """Insert the row, or replace the one with its recording_id if that one is older (revision). True when
         written, False when the catalog already held a newer revision."""
-        p = self.placeholder
         values = ", ".join(self._value_sql(kind) for _name, kind in COLUMNS)
         updates = ", ".join(f"{name} = excluded.{name}" for name in NAMES if name != "recording_id")
         sql = (f"INSERT INTO {TABLE} ({', '.join(NAMES)}) VALUES ({values}) ON CONFLICT (recording_id) DO UPDATE "
                f"SET {updates} WHERE {TABLE}.revision < excluded.revision")
         params = [self._to_db(kind, row.get(name)) for name, kind in COLUMNS]
-        del p
         return bool(self._execute(sql, params, rowcount=True))
 
     def get(self, key: str) -> list[dict[str, Any]]:

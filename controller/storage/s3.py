@@ -50,7 +50,6 @@ REFUSALS = {
     "AccountProblem": "the account has a problem: check it with the provider",
     "Forbidden": "the server refused (403): check the credentials and the bucket's policy",
     "403": "the server refused (403): check the credentials and the bucket's policy",
-    "NotFound": "the bucket does not exist there: create it, or fix storage.upload.url (and endpoint_url)",
 }
 
 
@@ -388,7 +387,13 @@ class Bucket:
 
     def check_bucket(self) -> None:
         """A cheap look at the bucket (HEAD); StorageError when it refuses or cannot be reached."""
-        self._call("reach the bucket", "head_bucket", Bucket=self.bucket)
+        try:
+            self._call("reach the bucket", "head_bucket", Bucket=self.bucket)
+        except StorageError as exc:
+            if exc.code in ("404", "NotFound"):  # HEAD has no body to name the error: 404 is no such bucket
+                raise StorageError(f"{self.shown} refused to reach the bucket: NoSuchBucket; "
+                                   f"{REFUSALS['NoSuchBucket']}", refused=True, code="NoSuchBucket") from exc
+            raise
 
     def probe(self) -> str:
         """The doctor's step: write a test object under the prefix, read it back, delete it. Returns what was
