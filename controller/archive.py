@@ -107,10 +107,11 @@ class Archive:
         if self.store is not None:
             # SQLite serialises its writers: one at a time. PostgreSQL takes a few at once.
             self.queue.register(CATALOG, self._write_row, concurrency=1 if self.store.blocking else 4,
-                                max_s=CATALOG_RETRY_MAX_S, describe=lambda job: f"the catalog row of {job['row']['recording_id']}")
+                                max_s=CATALOG_RETRY_MAX_S, quiet=True,
+                                describe=lambda job: f"the catalog row of {job['row']['recording_id']}")
         if self.bucket is not None:
             self.queue.register(UPLOAD, self._upload, concurrency=upload.concurrency, max_s=UPLOAD_RETRY_MAX_S,
-                                describe=lambda job: f"the upload of {job['wav']}")
+                                quiet=True, describe=lambda job: f"the upload of {job['wav']}")
 
     @property
     def catalog_shown(self) -> str | None:
@@ -441,12 +442,13 @@ def finished_on_disk(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
 # ---- the doctor's steps (ops/doctor.py calls them; each returns ops.chain.Step) ----------------------------------
 
 def doctor_steps(config) -> list:
-    """``catalog``: the database can be reached and its schema is current; ``bucket``: a test object written, read
-    back and deleted. Nothing is queued or changed besides the test object."""
+    """``catalog`` (when catalog.url is set): the database can be reached and its schema is current; ``bucket`` (with
+    storage.upload): a test object written, read back and deleted. Nothing is queued or changed besides the test
+    object (and a schema created where there was none)."""
     from .ops.chain import Step
 
     steps = []
-    if config.catalog.enabled:
+    if config.catalog.enabled and config.catalog.url is not None:  # the default SQLite file: the directory's steps
         url = catalog_url(config)
         store = open_store(url)
         try:

@@ -45,6 +45,28 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+def big_upload(s3, bucket: str, work: pathlib.Path, mib: int) -> dict:
+    """One long recording's worth of bytes (mib MiB) uploaded as the controller uploads it: digests, multipart in
+    8 MiB parts, verified."""
+    from controller.settings import UploadConfig
+    from controller.storage.s3 import Bucket, file_digests
+
+    path = work / "big.wav"
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(2**20))
+    b = Bucket(UploadConfig(url=f"s3://{bucket}/big", endpoint_url=s3.endpoint, region="us-east-1"))
+    t0 = time.perf_counter()
+    digests = file_digests(path, b.part_size)
+    t1 = time.perf_counter()
+    b.upload(path, "big/big.wav", digests, {}, save=lambda: None)
+    via = b.verify("big/big.wav", digests)
+    t2 = time.perf_counter()
+    path.unlink()
+    return {"mib": mib, "parts": len(digests.part_md5s), "digest_s": round(t1 - t0, 2),
+            "upload_and_verify_s": round(t2 - t1, 2), "mib_per_s": round(mib / (t2 - t1), 1), "verified_by": via}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=200)
@@ -53,6 +75,8 @@ def main() -> int:
     parser.add_argument("--min-s", type=float, default=2.0, help="shortest call (seconds)")
     parser.add_argument("--max-s", type=float, default=5.0, help="longest call (seconds)")
     parser.add_argument("--outage-s", type=float, default=8.0, help="how long each server stays down")
+    parser.add_argument("--big-mib", type=int, default=64, help="then one WAV this large is uploaded (multipart) "
+                                                                 "to measure throughput (0: not)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -139,6 +163,7 @@ rules:
         rows = store.search(limit=10000)
         store.close()
         objects = s3.objects(bucket)
+        big = big_upload(s3, bucket, work, args.big_mib) if args.big_mib else None
     finally:
         s3.stop()
         postgres.remove()
@@ -174,6 +199,7 @@ rules:
         "catalog_write_ms_p99": round(percentile(writes, 99) * 1000, 2),
         "catalog_queue_to_row_ms_p50": round(percentile(queued, 50) * 1000, 1),
         "catalog_queue_to_row_s_max": round(max(queued, default=0.0), 1),
+        "big_upload": big,
         "calls_s": round(calls_done - started, 1), "drained_s_after_last_call": round(drained - calls_done, 1),
         "wall_s": round(time.monotonic() - started, 1),
     }

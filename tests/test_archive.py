@@ -259,7 +259,7 @@ def test_doctor_steps_write_read_and_delete_a_test_object_and_reach_the_catalog(
     assert [(s.name, s.ok) for s in steps] == [("catalog", True), ("bucket", True)]
     assert "schema version 1" in steps[0].detail and "deleted a test object" in steps[1].detail
     assert s3.objects(bucket) == {}
-    [_, refused] = doctor_steps(config(storage_yaml(s3, "not-there-bucket")))
+    [refused] = doctor_steps(config(storage_yaml(s3, "not-there-bucket")))  # the default SQLite: no step of its own
     assert not refused.ok and "FAIL bucket:" in refused.line and "create it" in refused.line
 
 
@@ -333,3 +333,48 @@ def test_a_fleet_of_two_controllers_shares_one_catalog_and_one_bucket(tmp_path, 
     listed = cli(config_file(tmp_path, tmp_path / "ctl-west", catalog_yaml(url=pg_url)), "--switch", "fs-east",
                  "--json")
     assert sorted(r["uuid"] for r in json.loads(listed.stdout)) == sorted(c.uuid for c in calls[:2])
+
+
+TOKEN = "archive-test-token-0123456789"
+
+
+def http_get(port: int, path: str, token: str | None = TOKEN, headers: dict | None = None):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                     headers={**({"Authorization": f"Bearer {token}"} if token else {}),
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_the_http_listener_serves_the_recordings_behind_its_token_and_healthz_names_a_refusing_bucket(
+        sim, tmp_path, s3):
+    rec = tmp_path / "rec"
+    extra = (f"metrics: {{enabled: true, listen_host: 127.0.0.1, listen_port: 0}}\nhttp: {{token: {TOKEN}}}\n"
+             + storage_yaml(s3, "missing-bucket-http"))
+    h = Harness(sim, rec, RULE_9999, extra).start()
+    try:
+        port = h.controller.http_port
+        [call] = finish_calls(h, sim, 1)
+        wait_until(lambda: rows_of(default_url(rec)), 10, "the row")
+        assert http_get(port, "/api/recordings", token=None)[0] == 401
+        assert http_get(port, "/api/recordings", token="wrong-token-wrong-token")[0] in (401, 403)
+        status, _, body = http_get(port, "/api/recordings?destination=9999")
+        assert status == 200 and [r["uuid"] for r in json.loads(body)["recordings"]] == [call.uuid]
+        wav = h.recording(call.uuid).path.read_bytes()
+        status, headers, body = http_get(port, f"/api/recordings/{call.uuid}/audio", headers={"Range": "bytes=0-43"})
+        assert status == 206 and body == wav[:44] and headers["Content-Range"] == f"bytes 0-43/{len(wav)}"
+        assert body[:4] == b"RIFF" and headers["Content-Type"] == "audio/wav"
+        status, _, body = http_get(port, f"/api/recordings/{call.uuid}/audio")
+        assert status == 200 and body == wav
+        status, _, body = http_get(port, "/healthz")
+        state = json.loads(body)
+        assert status == 503 and state["storage"]["refused"] and state["storage"]["uploads_waiting"] == 1
+        assert any("missing-bucket-http" in r and "refuses uploads" in r for r in state["reasons"])
+    finally:
+        h.stop()

@@ -20,6 +20,8 @@ and the exit status is 0 only when every step passed. The steps, in order:
    ``{"seconds": ...}`` and the API token from http.token: the same ``${...}`` as the controller's).
 5. ``recordings directory`` (created if missing, a file written and removed) and ``free space`` (above
    recorder.min_free_mb).
+6. ``catalog`` (when catalog.url is set: reached, its schema current) and ``bucket`` (with storage.upload: a test
+   object written, read back and deleted): ``archive.doctor_steps``.
 
 The doctor's own recorder writes its test recordings to a temporary directory, not recorder.directory: starting a
 recorder on the real directory would repair and take over what a stopped controller left there for its next
@@ -43,6 +45,7 @@ from ..esl.client import (AccessDenied, AuthenticationError, CommandError, Comma
 from ..recorder.recording import RecordingRegistry
 from ..recorder.door import tls_context
 from ..recorder.server import RecorderServer
+from ..archive import doctor_steps
 from . import chain, status
 from .chain import Step
 from .disk import probe_directory
@@ -90,6 +93,8 @@ class Doctor:
             holder = self._recorder_address()
             self._chain(module_ok, holder)
             self._directory()
+            for step in doctor_steps(self.config):  # catalog.url and storage.upload, when set (issue #18)
+                self.add(step)
         finally:
             if self.esl is not None:
                 self.esl.close(timeout=2.0)

@@ -68,6 +68,7 @@ class _Kind:
         self.handler, self.initial_s, self.max_s = handler, initial_s, max_s
         self.max_attempts, self.describe = max_attempts, describe
         self.concurrency = concurrency
+        self.quiet = False
         self.pool = Pool(concurrency)
         self.heap: list[tuple[float, int, str]] = []
         self.busy: set[str] = set()
@@ -91,11 +92,13 @@ class JobQueue:
     def register(self, kind: str, handler: Callable[[dict], object], *, concurrency: int = 1,
                  initial_s: float = RETRY_INITIAL_S, max_s: float = RETRY_MAX_S,
                  max_attempts: Callable[[dict], int | None] | None = None,
-                 describe: Callable[[dict], str] | None = None) -> None:
+                 describe: Callable[[dict], str] | None = None, quiet: bool = False) -> None:
         """handler(job) -> None (done), Retry, Drop, or an error text (retried). It may change the job and
-        ``save`` it to keep its progress. ``max_attempts(job)``: None retries for as long as it takes."""
+        ``save`` it to keep its progress. ``max_attempts(job)``: None retries for as long as it takes. quiet: each
+        failed attempt is logged at DEBUG only (the handler says once when what it needs is down, and when back)."""
         self._kinds[kind] = _Kind(handler, concurrency, initial_s, max_s, max_attempts,
                                   describe or (lambda job: f"{job['kind']} {job['id']}"))
+        self._kinds[kind].quiet = quiet
         for job in self._jobs.values():
             if job["kind"] == kind:
                 self._push(job)
@@ -243,8 +246,9 @@ class JobQueue:
                 delay = capped_exponential(kind.initial_s, 2.0, kind.max_s, max(1, job["attempts"]))
             job["next_at"] = self.wall_clock() + delay
             if retry.counts:
-                log.warning("%s: %s failed (attempt %d%s): %s; again in %.0f s", self.name, what, job["attempts"],
-                            f" of {limit}" if limit is not None else "", retry.error, delay)
+                log.log(logging.DEBUG if kind.quiet else logging.WARNING,
+                        "%s: %s failed (attempt %d%s): %s; again in %.0f s", self.name, what, job["attempts"],
+                        f" of {limit}" if limit is not None else "", retry.error, delay)
             self._save(job)
             self._push(job)
             self._done(job, "retry" if retry.counts else "waiting")

@@ -7,6 +7,7 @@ tools ask. A small WSGI app on gevent.pywsgi, in the controller's process:
     POST /doctor/chain   the doctor's end-to-end test call, run here when the controller
                          holds the recorder's port; one at a time, counted against
                          limits.max_streams; body {"seconds": 2} (optional)          (the API token)
+    GET  /api/recordings[/<uuid>[/audio]]   the catalog (catalog/api.py); audio with Range       (the API token)
 
 Every request goes through one check (``guard.Guard``: Host, Origin, then the credential) before its handler;
 an endpoint is registered with ``route`` and needs the token unless registered ``open=True``, so whatever is
@@ -30,6 +31,7 @@ from typing import Any, Callable
 from gevent.pywsgi import WSGIServer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from ..catalog import api as recordings_api
 from . import chain
 from .addresses import is_loopback
 from .disk import probe_directory
@@ -55,11 +57,14 @@ def health(controller) -> dict[str, Any]:
     problem = probe_directory(rec.directory).problem(rec.min_free_mb)
     if problem:
         reasons.append(problem)
+    archive = getattr(controller, "archive", None)  # the catalog and the bucket (issue #18)
+    archive_reasons, archive_state = archive.health() if archive is not None else ([], {})
+    reasons += archive_reasons
     return {"healthy": not reasons, "reasons": reasons,
             "esl": {"host": esl.host, "port": esl.port, "connected": esl.connected_event.is_set()},
             "recorder": {"listening": controller.recorder.port is not None, "port": controller.recorder.port,
                          "public_url": controller.public_url, "directory": str(rec.directory)},
-            "calls": len(controller.calls.calls)}
+            "calls": len(controller.calls.calls), **archive_state}
 
 
 def live_calls(controller) -> list[dict[str, Any]]:
@@ -243,6 +248,8 @@ class HttpListener:
         method, path = request.method, request.path
         try:
             methods = self.routes.get(path)
+            if methods is None and path.startswith(recordings_api.PREFIX):
+                return self._recordings(environ, start_response, request)
             route = methods.get(method) if methods else None
             refusal = self.guard.check(environ, open_route=route.open if route else False) if route else \
                 self.guard.site(environ)
@@ -266,6 +273,21 @@ class HttpListener:
             log.exception("HTTP %s %s failed (incident %s)", method, path, incident)
             return _json(start_response, "500 Internal Server Error",
                          {"error": f"{type(exc).__name__}; see the log, incident {incident}"})
+
+    def _recordings(self, environ, start_response, request: Request):
+        """GET /api/recordings[/<uuid>[/audio]] (catalog/api.py): behind the API token like every route; the
+        audio streamed, with Range."""
+        refusal = self.guard.check(environ, open_route=False)
+        if refusal is not None:
+            return self._refuse(start_response, environ, refusal)
+        archive = getattr(self.controller, "archive", None)
+        answer = recordings_api.handle(archive, request.method, request.path, environ.get("QUERY_STRING", ""),
+                                       {"Range": environ.get("HTTP_RANGE", "")}) if archive is not None else None
+        if answer is None:
+            return _json(start_response, "404 Not Found", {"error": f"no such endpoint {request.path}"})
+        status, headers, body = answer
+        start_response(status, [*headers, ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+        return [body] if isinstance(body, bytes) else body
 
     def _refuse(self, start_response, environ, refusal: Refusal):
         peer = environ.get("REMOTE_ADDR", "?")
