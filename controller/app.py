@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import secrets
 import signal
 import ssl
@@ -20,7 +21,7 @@ import gevent
 from gevent.event import Event as GeventEvent
 
 from . import audio_stream, metrics
-from .channel_uuid import call_key
+from .channel_uuid import UUID_RE, call_key
 from .calls import CallBook, ForgetCall, NotStreamed, StartStream, StopStream
 from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
@@ -41,6 +42,8 @@ from greenswitch.esl import NotConnectedError
 log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
+# mod_audio_stream's talk-back files: <temp dir>/<channel uuid>_<n>.tmp.<ext>
+MODULE_FILE = re.compile(f"({UUID_RE.pattern})_\\d+\\.tmp\\.[A-Za-z0-9]+$")
 # Configuration sections read only when the controller starts (SIGHUP applies rules and limits).
 RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging", "http", "catalog", "storage")
 # Endings that mean a recording failed (counted in fsctl_recordings_failed_total).
@@ -105,8 +108,9 @@ class Controller:
         self.esl.register_handle("mod_audio_stream::json", self._on_stream_json)
         # Relayed calls: the agent's audio the module wrote to a file, playbacks, the caller's keys.
         self.esl.register_handle("mod_audio_stream::play", self._on_stream_play)
-        self.esl.register_handle("PLAYBACK_START", self._on_playback)
         self.esl.register_handle("PLAYBACK_STOP", self._on_playback)
+        self.esl.register_handle("filestring::open", self._on_filestring)
+        self.esl.register_handle("filestring::close", self._on_filestring)
         self.esl.register_handle("DTMF", self._on_dtmf)
         self.relays: dict[str, AgentLink] = {}  # calls whose audio goes to a voice agent, by call key
         # Called with (uuid, reason) for each finalised recording: the demo and tests watch here.
@@ -267,12 +271,21 @@ class Controller:
     def _on_playback(self, event: Event) -> None:
         link = self.relays.get(call_key(event.uuid))
         path = event.get("Playback-File-Path")
-        if link is None or not path:
-            return
-        if event.name == "PLAYBACK_START":
-            link.playback_started(path)
-        else:
+        if link is not None and path:
             link.playback_stopped(path)
+
+    def _on_filestring(self, event: Event) -> None:
+        """A talk-back file opened or closed by a file_string broadcast. The event names no channel (the file
+        interface knows none), but the module's file does: <dir>/<channel uuid>_<n>.tmp.<ext>."""
+        path = event.get("File") or ""
+        match = MODULE_FILE.search(path)
+        link = self.relays.get(call_key(match.group(1))) if match else None
+        if link is None:
+            return
+        if event.subclass == "filestring::open":
+            link.file_opened(path)
+        else:
+            link.file_closed(path)
 
     def _on_dtmf(self, event: Event) -> None:
         link = self.relays.get(call_key(event.uuid))

@@ -109,7 +109,7 @@ def main() -> int:
     controller.start()
     assert controller.esl.connected_event.wait(10), "the controller did not connect"
     hold_s = 2 * args.replies * (args.reply_s + 1.5) + 3
-    calls = [sim.place_call("9999", duration_s=hold_s, plays=None,
+    calls = [sim.place_call("9999", duration_s=hold_s, plays=None, app="endless_silence",
                             speech=signals.speech_like(hold_s, RATE, seed=n)) for n in range(args.calls)]
     deadline = time.monotonic() + 10
     while any(call.uuid not in agent.calls or not agent.calls[call.uuid]["arrivals"] for call in calls):

@@ -86,7 +86,9 @@ def main() -> int:
             # With the agent, the caller says their sentence and listens; nothing else plays on the call.
             call = sim.place_call("9999", caller_id_number="1000", caller_id_name="Demo Caller",
                                   speech=str(speech_path), duration_s=args.duration,
-                                  **({"plays": None} if args.agent else {}))
+                                  # An agent call's dialplan: answer, endless_playback of silence (a break,
+                                  # which ends each reply, would end a sleep and hang the caller up).
+                                  **({"plays": None, "app": "endless_silence"} if args.agent else {}))
         print(f"placed call {call.uuid} to 9999 ({args.duration:g} s)")
         if not call.hung_up.wait(args.duration + 15):
             return fail("the call did not end", controller)
@@ -133,7 +135,8 @@ def main() -> int:
         relay = sidecar.get("relay") or {}
         score, delay = find(call.heard, utterance)
         print(f"agent:     {relay.get('agent')}: {relay.get('sent_ms', 0) / 1000:.2f} s of the caller sent, "
-              f"{relay.get('agent_ms', 0) / 1000:.2f} s back, in {relay.get('talk_back_chunks', 0)} broadcast(s)")
+              f"{relay.get('agent_ms', 0) / 1000:.2f} s back, in {relay.get('talk_back_chunks', 0)} piece(s) and "
+              f"{relay.get('talk_back_broadcasts', 0)} broadcast(s)")
         if score < 0.9:
             return fail(f"the caller did not hear their own words back (best correlation {score:.3f})")
         print(f"check:     the caller heard their own {len(utterance) / 16000:.2f} s sentence back from the agent "

@@ -56,4 +56,4 @@ def test_the_agent_demo_plays_the_callers_words_back_to_the_caller(tmp_path):
                              "--agent"], capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "check:     the caller heard their own 5.67 s sentence back from the agent" in result.stdout
-    assert "in 1 broadcast(s)" in result.stdout
+    assert "piece(s) and 1 broadcast(s)" in result.stdout  # one reply, one file_string chain: no hole

@@ -36,7 +36,8 @@ from harness import first_line, wait_until
 
 SUBSCRIPTION = ("event plain CHANNEL_ANSWER CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB HEARTBEAT DTMF PLAYBACK_START "
                 "PLAYBACK_STOP CUSTOM mod_audio_stream::connect mod_audio_stream::disconnect "
-                "mod_audio_stream::error mod_audio_stream::json mod_audio_stream::play")
+                "mod_audio_stream::error mod_audio_stream::json mod_audio_stream::play filestring::open "
+                "filestring::close")
 
 
 def make_client(sim, password="ClueCon", **kwargs) -> EventSocketClient:

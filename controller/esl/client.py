@@ -66,6 +66,9 @@ SUBSCRIBED_CUSTOM = (
     "mod_audio_stream::error",
     "mod_audio_stream::json",
     "mod_audio_stream::play",
+    # A file_string broadcast's files as the switch opens and closes them (talk-back: what has been heard).
+    "filestring::open",
+    "filestring::close",
 )
 
 # Three missed heartbeats at FreeSWITCH's default interval (20 s).

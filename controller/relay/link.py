@@ -201,6 +201,7 @@ class AgentLink:
         self.stats: dict[str, Any] = {"agent": self.shown_url, "protocol": relay.protocol, "connections": 0,
                                       "sent_ms": 0, "dropped_ms": 0, "bad_messages": 0, "agent_ms": 0,
                                       "agent_dropped_ms": 0, "abusive": 0, "talk_back_chunks": 0,
+                                      "talk_back_broadcasts": 0,
                                       "last_error": None}
 
     # ---- from the recorder and the switch (never block) ------------------------------------------------
@@ -223,11 +224,14 @@ class AgentLink:
     def file_ready(self, file: str) -> None:
         self._talk(lambda talk, now: talk.file_ready(file, now))
 
-    def playback_started(self, file: str) -> None:
-        self._talk(lambda talk, now: talk.playback_started(file, now))
+    def file_opened(self, file: str) -> None:
+        self._talk(lambda talk, now: talk.file_opened(file, now))
 
-    def playback_stopped(self, file: str) -> None:
-        self._talk(lambda talk, now: talk.playback_stopped(file, now))
+    def file_closed(self, file: str) -> None:
+        self._talk(lambda talk, now: talk.file_closed(file, now))
+
+    def playback_stopped(self, target: str) -> None:
+        self._talk(lambda talk, now: talk.playback_stopped(target, now))
 
     # ---- life -----------------------------------------------------------------------------------------
 
@@ -421,8 +425,9 @@ class AgentLink:
                                "agent's audio not played", self.call.uuid, len(action.chunk.pcm) / (2 * rate))
                     if self.talk is not None:  # never played: nothing of it is in flight, its marks are done
                         self._apply(self.talk.unsent(action.chunk), echo)
-            elif isinstance(action, Broadcast):
-                self._command(f"uuid_broadcast {self.call.channel_uuid} {action.chunk.file} aleg")
+            elif isinstance(action, Broadcast):  # over the Event Socket: a chain's names run to kilobytes
+                self.stats["talk_back_broadcasts"] += 1
+                self._command(f"uuid_broadcast {self.call.channel_uuid} {action.target} aleg")
             elif isinstance(action, Break):
                 self._command(f"uuid_break {self.call.channel_uuid} all")
             elif isinstance(action, EchoMarks) and echo and self._codec is not None:
