@@ -4,11 +4,13 @@ measuring Twilio Media Streams agent, which also talks back.
 
 - caller -> agent: from the moment the simulated module sent a 20 ms frame of the caller's audio to the
   moment the agent received the media message that carries it (chunk n of the stream is frame n);
-- agent -> caller: from the agent sending a reply to the caller hearing its first sample (the simulator's
-  PLAYBACK_START, which models the real switch's ~200 ms broadcast start);
-- holes per reply: broadcasts a reply took, less one (each boundary between queued broadcasts is a ~120 ms
-  hole on a real switch), for an agent that sends a reply at once (faster than real time, as most
-  text-to-speech does) and for one that paces 40 ms pieces in real time (as a stock Pipecat bot does).
+- agent -> caller: for every 20 ms of a reply, from the agent sending it to the caller hearing it (found
+  byte for byte in what the simulated caller heard, on the simulator's 20 ms media clock, whose broadcast
+  timings are the ones measured on a real switch): the first piece, and the median over the reply;
+- holes inside a reply: places where the caller heard something else (silence) between two consecutive 20 ms
+  of the reply, for an agent that sends a reply at once (as most text-to-speech does), one that paces 40 ms
+  pieces in real time (a stock Pipecat bot), and a 20 s reply paced in real time;
+- barge-in: from the agent's `clear` to the last of the cleared reply the caller heard.
 
     scripts/bench_agent --calls 5 --replies 6
 """
@@ -32,17 +34,33 @@ from geventwebsocket.handler import WebSocketHandler  # noqa: E402
 
 from controller.app import Controller  # noqa: E402
 from controller.config import parse_config  # noqa: E402
-from controller.relay.audio import ulaw_from_pcm  # noqa: E402
+from controller.relay.audio import pcm_from_ulaw, ulaw_from_pcm  # noqa: E402
 from controller.simulator import Simulator, signals  # noqa: E402
 
 RATE = 8000
+BLOCK_BYTES = 320  # 20 ms at 8 kHz
+KINDS = ("at once", "paced", "paced 20 s")
+
+
+def heard_blocks(heard: bytes, expected: bytes, start: int) -> list[int | None]:
+    """Where each 20 ms of `expected` is in `heard` (byte offsets, searched in order from `start`)."""
+    positions: list[int | None] = []
+    at = start - start % 2
+    for k in range(0, len(expected) - BLOCK_BYTES + 1, BLOCK_BYTES):
+        found = heard.find(expected[k:k + BLOCK_BYTES], at)
+        while found >= 0 and found % 2:  # whole samples only
+            found = heard.find(expected[k:k + BLOCK_BYTES], found + 1)
+        positions.append(found if found >= 0 else None)
+        if found >= 0:
+            at = found + BLOCK_BYTES
+    return positions
 
 
 class MeasuringAgent:
     """Notes when each media chunk arrives; sends replies when asked, at once or paced in real time."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, dict] = {}  # callSid -> {"ws", "sid", "arrivals": [t per chunk]}
+        self.calls: dict[str, dict] = {}  # call uuid (customParameters) -> {"ws", "sid", "arrivals": [t per chunk]}
         self.server = WSGIServer(("127.0.0.1", 0), self._app, handler_class=WebSocketHandler, log=None)
         self.server.start()
         self.url = f"ws://127.0.0.1:{self.server.server_port}/media"
@@ -57,7 +75,7 @@ class MeasuringAgent:
             now = time.monotonic()
             data = json.loads(message)
             if data["event"] == "start":
-                call = self.calls.setdefault(data["start"]["callSid"], {"arrivals": []})
+                call = self.calls.setdefault(data["start"]["customParameters"]["uuid"], {"arrivals": []})
                 call.update(ws=ws, sid=data["streamSid"])
             elif data["event"] == "media" and call is not None:
                 call["arrivals"].append(now)
@@ -75,6 +93,12 @@ class MeasuringAgent:
                 gevent.sleep(max(0.0, began + (at + step) / RATE - time.monotonic()))
         return began
 
+    def clear(self, call_sid: str) -> float:
+        """Interrupt the reply under way (barge-in); returns when."""
+        call = self.calls[call_sid]
+        call["ws"].send(json.dumps({"event": "clear", "streamSid": call["sid"]}))
+        return time.monotonic()
+
 
 def percentiles(values: list[float]) -> str:
     if not values:
@@ -89,6 +113,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=5, help="calls at once (default 5)")
     parser.add_argument("--replies", type=int, default=6, help="replies per call and agent kind (default 6)")
     parser.add_argument("--reply-s", type=float, default=1.5, help="seconds per reply (default 1.5)")
+    parser.add_argument("--long-s", type=float, default=20.0, help="seconds of the long paced reply (default 20)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     agent = MeasuringAgent()
@@ -108,7 +133,7 @@ def main() -> int:
     controller = Controller(config)
     controller.start()
     assert controller.esl.connected_event.wait(10), "the controller did not connect"
-    hold_s = 2 * args.replies * (args.reply_s + 1.5) + 3
+    hold_s = 2 * args.replies * (args.reply_s + 2.0) + args.long_s + 2.0 + 3.0 + 10
     calls = [sim.place_call("9999", duration_s=hold_s, plays=None, app="endless_silence",
                             speech=signals.speech_like(hold_s, RATE, seed=n)) for n in range(args.calls)]
     deadline = time.monotonic() + 10
@@ -116,28 +141,58 @@ def main() -> int:
         assert time.monotonic() < deadline, "the agent did not get every call"
         gevent.sleep(0.05)
     reply_pcm = signals.speech_like(args.reply_s, RATE, seed=99)
-    heard_after: dict[str, list[float]] = {"at once": [], "paced": []}
-    holes: dict[str, list[int]] = {"at once": [], "paced": []}
+    long_pcm = signals.speech_like(args.long_s, RATE, seed=98)
+    first: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    each: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    holes: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    barge_in: list[float] = []
+
+    def measure(call, kind: str, pcm: bytes, began: float, paced: bool, heard_from: int) -> None:
+        expected = pcm_from_ulaw(ulaw_from_pcm(pcm))  # what the agent's µ-law becomes: heard byte for byte
+        positions = heard_blocks(call.heard, expected, heard_from)
+        found = [(k, at) for k, at in enumerate(positions) if at is not None]
+        if not found:
+            holes[kind].append(-1)  # never heard: counted as a failure below
+            return
+        heard_at = [call.answered_at + at / (2 * RATE) for _, at in found]
+        sent_at = [began + (k * 0.02 // 0.04) * 0.04 if paced else began for k, _ in found]
+        first[kind].append(heard_at[0] - sent_at[0])
+        each[kind] += [h - s for h, s in zip(heard_at, sent_at)]
+        holes[kind].append(sum(1 for (_, a), (_, b) in zip(found, found[1:]) if b - a > BLOCK_BYTES)
+                           + len(positions) - len(found))
 
     def talk(call, kind: str) -> None:
-        for _ in range(args.replies):
-            before = len(call.playbacks)
-            began = agent.reply(call.uuid, reply_pcm, paced=(kind == "paced"))
-            deadline = time.monotonic() + args.reply_s + 5
-            while time.monotonic() < deadline:  # until the reply has been played out
-                played = call.playbacks[before:]
-                if played and all(p.stopped_at is not None for p in played) and \
-                        sum(p.frames for p in played) * 0.02 >= args.reply_s - 0.05:
-                    break
-                gevent.sleep(0.02)
-            played = call.playbacks[before:]
-            if played and played[0].started_at is not None:
-                heard_after[kind].append(played[0].started_at - began)
-                holes[kind].append(len(played) - 1)
+        pcm, paced, count = {"at once": (reply_pcm, False, args.replies), "paced": (reply_pcm, True, args.replies),
+                             "paced 20 s": (long_pcm, True, 1)}[kind]
+        for _ in range(count):
+            heard_from = len(call.heard)
+            began = agent.reply(call.uuid, pcm, paced=paced)
+            gevent.sleep(max(0.0, began + len(pcm) / (2 * RATE) + 1.5 - time.monotonic()))
+            measure(call, kind, pcm, began, paced, heard_from)
             gevent.sleep(0.5)
 
-    for kind in ("at once", "paced"):
+    def interrupt(call) -> None:
+        heard_from = len(call.heard)
+        replying = gevent.spawn(agent.reply, call.uuid, long_pcm, True)
+        gevent.sleep(2.0)
+        replying.kill()
+        cleared_at = agent.clear(call.uuid)
+        gevent.sleep(1.0)
+        expected = pcm_from_ulaw(ulaw_from_pcm(long_pcm))
+        positions = heard_blocks(call.heard, expected, heard_from)
+        # The reply as heard runs block after block until the break; what matches after that is chance (a
+        # 20 ms of digital silence in the reply matches the silence the call goes on with).
+        last = None
+        for at in positions:
+            if at is None or (last is not None and at != last + BLOCK_BYTES):
+                break
+            last = at
+        if last is not None:
+            barge_in.append(call.answered_at + (last + BLOCK_BYTES) / (2 * RATE) - cleared_at)
+
+    for kind in KINDS:
         gevent.joinall([gevent.spawn(talk, call, kind) for call in calls])
+    gevent.joinall([gevent.spawn(interrupt, call) for call in calls])
     # Caller -> agent: chunk n of a stream is the module's frame n.
     to_agent = []
     for call in calls:
@@ -148,12 +203,16 @@ def main() -> int:
         call.hangup()
     controller.stop(timeout=5)
     sim.stop()
-    print(f"{args.calls} calls at once, {args.replies} replies of {args.reply_s:g} s per call and agent kind")
+    print(f"{args.calls} calls at once, {args.replies} replies of {args.reply_s:g} s per call at once and paced, "
+          f"one of {args.long_s:g} s paced, one interrupted")
     print(f"caller -> agent ({len(to_agent)} chunks): {percentiles(to_agent)}")
-    for kind in ("at once", "paced"):
-        print(f"agent -> caller heard, reply sent {kind} ({len(heard_after[kind])} replies): "
-              f"{percentiles(heard_after[kind])}; holes per reply: "
-              f"{statistics.mean(holes[kind]) if holes[kind] else 0:.2f} (max {max(holes[kind], default=0)})")
+    for kind in KINDS:
+        never = holes[kind].count(-1)
+        counted = [h for h in holes[kind] if h >= 0]
+        print(f"agent -> caller, reply sent {kind} ({len(holes[kind])} replies{f', {never} never heard' if never else ''}):"
+              f" first piece {percentiles(first[kind])}; every 20 ms {percentiles(each[kind])}; holes per reply "
+              f"{statistics.mean(counted) if counted else 0:.2f} (max {max(counted, default=0)})")
+    print(f"barge-in, clear -> the caller hears the last of the reply ({len(barge_in)} calls): {percentiles(barge_in)}")
     return 0
 
 

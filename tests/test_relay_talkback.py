@@ -213,3 +213,12 @@ def test_the_agents_audio_waiting_to_be_played_is_bounded_and_the_rest_counted()
         actions += talk.audio(ms(40), now=0.0)
     dropped = [a.seconds for a in actions if isinstance(a, DroppedAudio)]
     assert round(sum(dropped), 3) >= 1.0 and len(talk.pending) <= 2 * RATE * 2
+
+
+def test_the_first_files_open_corrects_the_estimate_the_lead_still_to_play():
+    talk = TalkBack(RATE)
+    [send] = talk.audio(ms(40), now=0.0)
+    talk.file_ready(f"{DIR}_0.tmp.r8", now=0.01)
+    assert abs(talk.chain.heard_at - 0.39) < 1e-9  # 130 ms to start + 250 ms of lead, estimated
+    talk.file_opened(f"{DIR}_0.tmp.r8", now=0.2)  # the switch opened it later than estimated: its lead plays now
+    assert abs(talk.chain.heard_at - 0.45) < 1e-9

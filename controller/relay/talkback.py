@@ -220,7 +220,8 @@ class TalkBack:
         """filestring::open: the switch began playing `file`."""
         chain = self.chain
         if chain is not None and chain.pieces and chain.pieces[0].file == file and chain.names is not None:
-            chain.heard_at = now  # the estimate, corrected by what the switch says
+            # The estimate, corrected by what the switch says: the first file opens, then its lead plays.
+            chain.heard_at = now + self.lead_s
         return []
 
     def file_closed(self, file: str, now: float) -> list[Action]:
