@@ -70,6 +70,15 @@ def controller_id(config) -> str:
     return config.catalog.controller_id or socket.gethostname()
 
 
+def own_recording(directory: Path, path: os.PathLike | str | None) -> Path | None:
+    """``path`` when it is a .wav inside the recordings directory, else None: a row's local_path comes from a
+    database other controllers write too, and is never trusted to name any other file (to serve or remove)."""
+    if not path or not str(path).endswith(".wav"):
+        return None
+    resolved = Path(path).resolve()
+    return resolved if resolved.is_relative_to(Path(directory).resolve()) else None
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -376,7 +385,10 @@ class Archive:
         before = iso(datetime.fromtimestamp(self.wall_clock() - self.delete_local_after, timezone.utc))
         removed = 0
         for row in self.db(self.store.local_expired, self.controller_id, before):
-            wav = Path(row["local_path"])
+            wav = own_recording(self.directory, row["local_path"])
+            if wav is None:
+                log.warning("retention: %s is not a recording in %s; not removed", row["local_path"], self.directory)
+                continue
             sidecar_path = wav.with_suffix(SIDECAR_SUFFIX)
             sidecar = read_json(sidecar_path)
             if wav.exists() and (sidecar is None or sidecar.get("upload_state") != UPLOAD_VERIFIED

@@ -83,6 +83,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "soak")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "soak")
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # only the S3 server on 127.0.0.1 is asked
     work = pathlib.Path(tempfile.mkdtemp(prefix="fsctl-soak-catalog-"))
     postgres = PostgresServer()
     s3 = S3Server(work / "s3")

@@ -4,6 +4,7 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import os  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -70,6 +71,12 @@ def esl(sim):
 
 # ---- real servers for the catalog and the bucket (issue #18): tests/services.py ----
 
+# boto3 in the tests talks only to the S3 server on 127.0.0.1: credentials of its own from the environment, so
+# its chain never looks further (~/.aws, or the instance metadata address, which is not on this machine).
+for _name, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                      ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")):
+    os.environ.setdefault(_name, _value)
+
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL server of the session's own (a throw-away data directory, a unix socket); tests that stop it
@@ -93,13 +100,8 @@ def pg_url(postgres):
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """moto's S3 over real HTTP on 127.0.0.1 (tests/s3_server.py), for the session; ``bucket`` makes a bucket."""
-    import os
-
     from services import S3Server
 
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     server = S3Server(tmp_path_factory.mktemp("s3"))
     server.start()
     yield server

@@ -378,3 +378,27 @@ def test_the_http_listener_serves_the_recordings_behind_its_token_and_healthz_na
         assert any("missing-bucket-http" in r and "refuses uploads" in r for r in state["reasons"])
     finally:
         h.stop()
+
+
+def test_a_row_naming_a_file_outside_the_recordings_is_never_served_nor_removed(sim, tmp_path):
+    """A shared catalog is written by other hosts too: its local_path never names any other file to this one."""
+    from controller.catalog.schema import row_from_sidecar
+
+    rec = tmp_path / "rec"
+    outside = tmp_path / "secret.wav"
+    outside.write_bytes(b"RIFF not a recording")
+    # A bucket at a closed port on loopback: nothing is uploaded here, and nothing leaves the machine.
+    h = Harness(sim, rec, RULE_9999, "storage: {delete_local_after: 1s, upload: {url: s3://unused-bucket, "
+                                     "endpoint_url: 'http://127.0.0.1:9', region: us-east-1}}\n")
+    try:
+        archive = h.controller.archive
+        uuid = "0badf11e-0000-4000-8000-000000000001"
+        row = row_from_sidecar({"uuid": uuid, "start_time": "2026-11-25T06:00:00.000Z", "close_reason": "eof"},
+                               outside, switch="x", controller_id=archive.controller_id, upload_state="verified")
+        row |= {"sha256": "00" * 32, "uploaded_at": "2026-11-25T06:00:00.000Z", "object_url": "s3://unused-bucket/k.wav"}
+        archive.db(archive.store.upsert, row)
+        assert api.local_file(archive, row) is None
+        assert archive.remove_expired() == 0
+        assert outside.read_bytes() == b"RIFF not a recording"
+    finally:
+        h.stop()

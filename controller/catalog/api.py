@@ -141,11 +141,12 @@ def choose(rows: list[dict], key: str) -> dict:
 
 def local_file(archive, row: dict) -> Path | None:
     """The row's WAV on this host's disk, when it is this controller's and still there."""
-    path = row.get("local_path")
-    if not path or row.get("controller_id") != archive.controller_id:
+    from ..archive import own_recording
+
+    if row.get("controller_id") != archive.controller_id:
         return None
-    path = Path(path)
-    return path if path.is_file() else None
+    path = own_recording(archive.directory, row.get("local_path"))
+    return path if path is not None and path.is_file() else None
 
 
 def parse_range(header: str | None, total: int) -> tuple[int, int] | None | str:

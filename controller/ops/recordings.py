@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..archive import catalog_url, controller_id
+from ..archive import catalog_url, controller_id, own_recording
 from ..catalog.api import choose, parse_when
 from ..catalog.schema import listed
 from ..catalog.store import CatalogError, open_store, shown_url
@@ -88,9 +88,9 @@ def _list(store, args) -> int:
 def _fetch(config, row: dict, output: Path) -> int:
     from ..storage.s3 import Bucket, StorageError, sha256_of
 
-    local = row.get("local_path")
+    local = own_recording(Path(config.recorder.directory), row.get("local_path"))
     source = None
-    if local and row.get("controller_id") == controller_id(config) and Path(local).is_file():
+    if local and row.get("controller_id") == controller_id(config) and local.is_file():
         shutil.copyfile(local, output)
         source = local
     elif row.get("object_url") and row.get("upload_state") == "verified":
