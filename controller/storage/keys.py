@@ -6,10 +6,10 @@ and the uploader renders the same template, as recorder/filenames.py does for lo
 from __future__ import annotations
 
 import re
-import string
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
 from urllib.parse import urlsplit
+
+from ..path_template import PathTemplate
 
 KEY_FIELDS = ("date", "time", "uuid", "switch", "controller", "caller", "destination", "rule")
 KEY_RULES = (f"fields {', '.join('{' + f + '}' for f in KEY_FIELDS)}; a relative path that contains {{uuid}} and "
@@ -18,14 +18,6 @@ S3_URL_RULES = ("s3://<bucket> or s3://<bucket>/<prefix>: a bucket name of 3 to 
                 "'.' and '-', a prefix of letters, digits, '/', '.', '_', '+' and '-'")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX = re.compile(r"[A-Za-z0-9._+/-]*")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
-_MAX_FIELD = 64
-
-
-def _safe_component(value: str) -> str:
-    # As recorder/filenames.py: nothing that means anything to a path, no leading dot.
-    cleaned = _UNSAFE.sub("_", str(value or "")).lstrip(".")[:_MAX_FIELD]
-    return cleaned or "unknown"
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -45,33 +37,12 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-class KeyTemplate:
+class KeyTemplate(PathTemplate):
     """``{date}/{switch}/{uuid}.wav`` and the like, below the bucket's prefix. ValueError says what is wrong."""
 
     def __init__(self, template: str) -> None:
-        if not isinstance(template, str) or not template.strip():
-            raise ValueError("is empty")
-        try:
-            parsed = list(string.Formatter().parse(template))
-        except ValueError as exc:
-            raise ValueError(f"{template!r} is not a valid template ({exc})") from None
-        used = set()
-        for _literal, name, spec, conversion in parsed:
-            if name is None:
-                continue
-            if name not in KEY_FIELDS or spec or conversion:
-                written = f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
-                raise ValueError(f"{template!r} uses {written}, which is not a plain allowed field")
-            used.add(name)
-        if "\\" in template:
-            raise ValueError(f"{template!r} contains a backslash; separate folders with '/'")
-        if template.startswith(("/", "~")) or ".." in PurePosixPath(template).parts or "//" in template:
-            raise ValueError(f"{template!r} is not a relative path below the prefix")
-        if not template.endswith(".wav"):
-            raise ValueError(f"{template!r} does not end in .wav")
-        if "uuid" not in used:
-            raise ValueError(f"{template!r} does not contain {{uuid}}, so two calls could share a key")
-        self.template = template
+        super().__init__(template, KEY_FIELDS, outside="is not a relative path below the prefix", thing="key",
+                         double_slash=False)
 
     def render(self, *, moment: datetime, uuid: str, switch: str = "", controller: str = "", caller: str = "",
                destination: str = "", rule: str = "") -> str:
@@ -81,7 +52,7 @@ class KeyTemplate:
         values = {"date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H%M%S"), "uuid": uuid,
                   "switch": switch, "controller": controller, "caller": caller, "destination": destination,
                   "rule": rule}
-        return self.template.format(**{k: _safe_component(v) for k, v in values.items()})
+        return self.fill(values)
 
 
 def object_key(prefix: str, relative: str) -> str:
