@@ -96,10 +96,9 @@ class Controller:
         self.http_port: int | None = None
         self.hooks = HookQueue(rec.directory, self._hook_for, on_change=metrics.HOOK_QUEUE.set,
                                on_outcome=lambda kind, outcome: metrics.HOOK_DELIVERIES.labels(kind, outcome).inc())
-        # The catalog, the bucket and the hook for each finished recording (issue #18); the switch of each
-        # recording's call, from its CHANNEL_ANSWER (FreeSWITCH-Hostname), until the recording is finished.
+        # The catalog, the bucket and the hook for each finished recording (issue #18); each recording knows its
+        # switch (StreamSpec.switch, from its CHANNEL_ANSWER's FreeSWITCH-Hostname).
         self.archive = Archive(config, submit_hook=self.hooks.submit)
-        self._switches: dict[str, str] = {}
         self.esl.register_handle("CHANNEL_ANSWER", self._on_answer)
         self.esl.register_handle("CHANNEL_HANGUP_COMPLETE", self._on_hangup)
         self.esl.register_handle("mod_audio_stream::connect", self._on_stream_connect)
@@ -305,10 +304,9 @@ class Controller:
             metrics.GAP_SECONDS.labels("unlisted").inc(sidecar.gaps_unlisted_frames / sidecar.rate)
         if recording.file_failed or not recording.sidecar_saved or sidecar.close_reason in FAILED_REASONS:
             metrics.RECORDINGS_FAILED.inc()
-        switch = self._switches.pop(recording.spec.uuid, None)
         if not recording.spec.discard:
             self.archive.finished(recording.spec.rule_name, recording.path, recording.sidecar_path,
-                                  recording.sidecar.to_dict(), switch)
+                                  recording.sidecar.to_dict(), recording.spec.switch or None)
 
     def _hook_for(self, rule_name: str):
         """The hook in force for a rule's recordings: the rule's own, else the global one."""
@@ -394,6 +392,7 @@ class Controller:
                 heartbeat_s=rule.heartbeat_s,
                 discard=not rule.record,  # relayed only: the recorder keeps no WAV
                 mix=rule.mix,
+                switch=info.switch,
             )
             url, texts = audio_stream.start_commands(info.channel_uuid, info.uuid, rule, call.token, self.public_url,
                                                      restart=start.restart)
@@ -410,10 +409,8 @@ class Controller:
                      info.uuid, start.attempt)
             return
         self.registry.expect(spec)
-        if info.switch:  # kept for the catalog until the recording is finished (a bounded dict: never leaks)
-            self.archive.switch_hostname = self._switches[info.uuid] = info.switch
-            if len(self._switches) > 10000:
-                self._switches.pop(next(iter(self._switches)))
+        if info.switch:  # for recordings an earlier version left without their own
+            self.archive.switch_hostname = info.switch
         pending = self.esl.send_in_order(commands)
         gevent.spawn(self._start_result, start, pending, url)
 

@@ -33,6 +33,8 @@ def test_matched_answer_sends_the_exact_command_sequence(sim, harness):
         f"bgapi uuid_audio_stream {uuid} start ws://127.0.0.1:{h.controller.recorder_port}/calls/{uuid} mono 8000",
     ]
     assert len(token) >= 16
+    # The sidecar says which switch the call was on (its CHANNEL_ANSWER's FreeSWITCH-Hostname), from the start.
+    assert h.recording(uuid).sidecar["switch"] == "freeswitch-sim"
 
 
 def commands_and_reads(sim, uuid: str) -> list[tuple[str, int]]:

@@ -102,6 +102,7 @@ class StreamSpec:
     discard: bool = False  # a test stream (doctor): its files are removed once it is finalised
     # mono, mixed or stereo: mixed and stereo carry audio only while something is written to the channel
     mix: str = "mono"
+    switch: str = ""  # the switch's FreeSWITCH-Hostname: a fleet's recordings say where each call was
 
     def __post_init__(self) -> None:
         uuid = normalise_uuid(self.uuid)
@@ -208,7 +209,7 @@ class Recording:
                                   clock=clock)
         sidecar = Sidecar(uuid=spec.uuid, caller=spec.caller, destination=spec.destination, rule=spec.rule_name,
                           rate=spec.rate, channels=spec.channels, wav=final.name, started_at=started,
-                          metadata=spec.metadata)
+                          metadata=spec.metadata, switch=spec.switch)
         recording = cls(spec, writer, sidecar, max_duration_s=max_duration_s, max_bytes=max_bytes, clock=clock,
                         now=now, jitter_s=jitter_s, settle_s=settle_s)
         recording.attach()
@@ -234,7 +235,7 @@ class Recording:
                                   clock=clock)
         sidecar = Sidecar(uuid=spec.uuid, caller=spec.caller, destination=spec.destination, rule=spec.rule_name,
                           rate=spec.rate, channels=spec.channels, wav=final_path.name, started_at=now(),
-                          metadata=spec.metadata)
+                          metadata=spec.metadata, switch=spec.switch)
         try:
             earlier = json.loads(sidecar_path_for(final_path).read_text(encoding="utf-8"))
             sidecar.started_at = datetime.fromisoformat(earlier["start_time"].replace("Z", "+00:00"))

@@ -64,6 +64,7 @@ class Sidecar:
     connections: int = 0  # WebSocket connections that carried this call's audio
     captured_s: float = 0.0  # audio actually received (the WAV's duration less its gaps)
     relay: dict[str, Any] | None = None  # the voice agent the call was relayed to, and how that went
+    switch: str = ""  # the switch's FreeSWITCH-Hostname, written from the start: a crash keeps it too
 
     def add_text(self, offset_s: float, text: str) -> None:
         """Keep a text frame with its arrival time (seconds into the recording), within limits."""
@@ -88,6 +89,7 @@ class Sidecar:
             "caller": self.caller,
             "destination": self.destination,
             "rule": self.rule,
+            **({"switch": self.switch} if self.switch else {}),
             "metadata": self.metadata,
             "wav": self.wav,
             "rate": self.rate,
