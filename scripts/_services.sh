@@ -34,3 +34,36 @@ ensure_postgresql() {
     fi
     export FSCTL_PG_BIN="$found"
 }
+
+# Chromium and its WebDriver, for the console's browser tests (tests/test_console_browser.py: Selenium drives
+# Debian's chromium through Debian's chromedriver, headless; nothing is downloaded by Selenium or a browser
+# installer). Where missing and we may install (root with apt-get, as on CI): `apt-get install -y chromium
+# chromium-driver`; else say how. FSCTL_CHROMIUM / FSCTL_CHROMEDRIVER point at others.
+ensure_chromium() {
+    local browser="${FSCTL_CHROMIUM:-}" driver="${FSCTL_CHROMEDRIVER:-}"
+    [ -n "$browser" ] || browser="$(command -v chromium || command -v chromium-browser || true)"
+    [ -n "$driver" ] || driver="$(command -v chromedriver || true)"
+    if [ -z "$browser" ] || [ -z "$driver" ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null 2>&1; then
+            echo "Chromium is not installed: installing it (apt-get install -y chromium chromium-driver) for the" \
+                 "console's browser tests" >&2
+            export DEBIAN_FRONTEND=noninteractive
+            if ! { apt-get install -y -q chromium chromium-driver > /tmp/fsctl-apt-chromium.log 2>&1 \
+                   || { apt-get update -q > /tmp/fsctl-apt-chromium.log 2>&1 \
+                        && apt-get install -y -q chromium chromium-driver >> /tmp/fsctl-apt-chromium.log 2>&1; }; }; then
+                cat /tmp/fsctl-apt-chromium.log >&2
+                echo "installing Chromium failed (log above)" >&2
+                exit 1
+            fi
+            browser="$(command -v chromium)"
+            driver="$(command -v chromedriver)"
+        else
+            echo "Chromium and chromedriver are needed by the console's browser tests: install them" \
+                 "(Debian: sudo apt-get install chromium chromium-driver; Ubuntu's chromium is a snap: use" \
+                 "Google's or set FSCTL_CHROMIUM and FSCTL_CHROMEDRIVER to a matching pair)" >&2
+            exit 1
+        fi
+    fi
+    export FSCTL_CHROMIUM="$browser" FSCTL_CHROMEDRIVER="$driver"
+    export SE_OFFLINE=true  # Selenium Manager never downloads anything
+}

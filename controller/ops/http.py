@@ -8,6 +8,9 @@ tools ask. A small WSGI app on gevent.pywsgi, in the controller's process:
                          holds the recorder's port; one at a time, counted against
                          limits.max_streams; body {"seconds": 2} (optional)          (the API token)
     GET  /api/recordings[/<uuid>[/audio]]   the catalog (catalog/api.py); audio with Range       (the API token)
+    GET  /console/...    the web console (console/): its pages, a login that gives a session
+                         cookie (an ambient credential: it reads, and changes only with the
+                         session's CSRF token in X-CSRF-Token), live calls as Server-Sent Events
 
 Every request goes through one check (``guard.Guard``: Host, Origin, then the credential) before its handler;
 an endpoint is registered with ``route`` and needs the token unless registered ``open=True``, so whatever is
@@ -32,6 +35,7 @@ from gevent.pywsgi import WSGIServer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ..catalog import api as recordings_api
+from ..console import Console
 from . import chain
 from .addresses import is_loopback
 from .disk import probe_directory
@@ -187,6 +191,9 @@ class HttpListener:
         self._refusals = LogLimiter(per_key_per_minute=10)
         self._flushed_at = time.monotonic()
         self._server: WSGIServer | None = None
+        # The console: its pages, and the session cookie and CSRF header it adds to the guard's authenticators.
+        self.console = Console(self, controller.config.http.token, health=health, live_calls=live_calls,
+                               read_json=_read_json, reply=_json)
 
     def route(self, method: str, path: str, *, open: bool = False) -> Callable:
         """Register handler(request) -> (status, body) for method and path. Every route needs the API token
@@ -248,6 +255,8 @@ class HttpListener:
         method, path = request.method, request.path
         try:
             methods = self.routes.get(path)
+            if methods is None and self.console.wants(path):
+                return self.console.app(environ, start_response)
             if methods is None and path.startswith(recordings_api.PREFIX):
                 return self._recordings(environ, start_response, request)
             route = methods.get(method) if methods else None
@@ -299,6 +308,14 @@ class HttpListener:
                            environ.get("REQUEST_METHOD", "?"), environ.get("PATH_INFO", "/")[:200], peer,
                            refusal.status.split(" ", 1)[0], refusal.error)
         return _json(start_response, refusal.status, {"error": refusal.error}, refusal.headers)
+
+
+def _read_json(environ: dict) -> tuple[Any, tuple[str, str] | None]:
+    """A request's JSON body, or why it cannot be had (status, error): for the console's login."""
+    try:
+        return Request(environ).json(), None
+    except HttpError as exc:
+        return None, (exc.status, exc.error)
 
 
 def _json(start_response, status: str, body: Any, headers: tuple[tuple[str, str], ...] = ()):

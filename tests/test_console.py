@@ -1,0 +1,188 @@
+"""The console's HTTP side (issue #19), through the listener's real socket and without a browser: the login gives
+a session cookie (HttpOnly, SameSite=Strict, expiring) only for the API token; the cookie reads and never changes
+anything without the session's CSRF token; a cross-site login or logout is refused; the pages carry a strict
+Content-Security-Policy; the recordings page's search filters and pages in the database; peaks are computed
+once. The same in a real Chromium: tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import wave
+
+from harness import RULE_9999, wait_until
+from httpraw import bearer, request
+
+from controller.console import COOKIE, compute_peaks, page_filters, search_page
+
+TOKEN = "tok-9f8e7d6c5b4a39281706"
+HTTP = f"metrics: {{listen_host: 127.0.0.1, listen_port: 0}}\nhttp: {{token: {TOKEN}}}\n"
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+def login(port: int, token: str = TOKEN, headers: dict | None = None):
+    return request(port, "POST", "/console/login", headers={**JSON_TYPE, **(headers or {})},
+                   body=json.dumps({"token": token}).encode())
+
+
+def cookie_of(answer) -> str:
+    return answer.headers["set-cookie"].split(";", 1)[0]
+
+
+def test_the_api_token_logs_in_a_wrong_one_does_not(sim, harness):
+    h = harness(extra=HTTP)
+    port = h.controller.http_port
+    wrong = login(port, "tok-wrong-000000000000")
+    assert wrong.status == 401 and "set-cookie" not in wrong.headers
+    assert TOKEN not in wrong.body.decode() and "tok-wrong" not in wrong.body.decode()
+    good = login(port)
+    assert good.status == 200
+    attributes = [part.strip() for part in good.headers["set-cookie"].split(";")]
+    assert attributes[0].startswith(COOKIE + "=") and len(attributes[0]) > len(COOKIE) + 40
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= set(attributes)
+    assert [a for a in attributes if a.startswith("Max-Age=")] == ["Max-Age=28800"]
+    assert "Secure" not in attributes  # plain HTTP on loopback; over TLS it is added
+    csrf = good.json()["csrf"]
+    cookie = {"Cookie": cookie_of(good)}
+
+    # The cookie reads: the console's API, and the listener's own.
+    session = request(port, "GET", "/console/api/session", headers=cookie).json()
+    assert session["csrf"] == csrf and 0 < session["expires_in_s"] <= 28800
+    assert request(port, "GET", "/console/api/live", headers=cookie).json()["health"]["healthy"] is True
+    assert request(port, "GET", "/calls", headers=cookie).status == 200
+    assert request(port, "GET", "/console/api/live", headers={"Cookie": f"{COOKIE}=made-up"}).status == 401
+    assert request(port, "GET", "/console/api/live").status == 401
+
+    # A change needs the CSRF token besides the cookie.
+    refused = request(port, "POST", "/console/logout", headers=cookie)
+    assert (refused.status, refused.error) == (
+        403, "a request that changes anything needs the API token in its Authorization header")
+    assert request(port, "POST", "/console/logout", headers={**cookie, "X-CSRF-Token": "not-it"}).status == 401
+    assert request(port, "POST", "/console/logout", headers={"X-CSRF-Token": csrf}).status == 401  # no session
+    out = request(port, "POST", "/console/logout", headers={**cookie, "X-CSRF-Token": csrf})
+    assert out.status == 200 and "Max-Age=0" in out.headers["set-cookie"]
+    assert request(port, "GET", "/console/api/live", headers=cookie).status == 401  # forgotten server-side too
+
+
+def test_a_cross_site_login_or_change_is_refused(sim, harness):
+    h = harness(extra=HTTP)
+    port = h.controller.http_port
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Origin": f"http://127.0.0.1:{port + 1}", "Sec-Fetch-Site": "same-site"}):
+        answer = login(port, headers=headers)
+        assert answer.status == 403 and "set-cookie" not in answer.headers
+    rebound = request(port, "POST", "/console/login", headers=JSON_TYPE, host="rebound.example",
+                      body=json.dumps({"token": TOKEN}).encode())
+    assert rebound.status == 403 and "set-cookie" not in rebound.headers
+    good = login(port, headers={"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"})
+    csrf, cookie = good.json()["csrf"], {"Cookie": cookie_of(good)}
+    evil = request(port, "POST", "/console/logout", headers={**cookie, "X-CSRF-Token": csrf,
+                                                             "Origin": "http://evil.example"})
+    assert evil.status == 403
+    assert request(port, "GET", "/console/api/session", headers=cookie).status == 200  # still logged in
+    assert not any(name.startswith("access-control-") for name in evil.headers)
+
+
+def test_pages_are_served_with_a_strict_policy_and_nothing_else_is(sim, harness):
+    h = harness(extra=HTTP)
+    port = h.controller.http_port
+    root = request(port, "GET", "/")
+    assert root.status == 303 and root.headers["location"] == "/console/live"
+    for path in ("/console/login", "/console/live", "/console/recordings", "/console/recording",
+                 "/console/static/console.css", "/console/static/live.js"):
+        page = request(port, "GET", path)
+        assert page.status == 200, path
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+    for path in ("/console/static/../__init__.py", "/console/static/__init__.py", "/console/static/nope.js"):
+        assert request(port, "GET", path).status == 404, path
+    assert b"http" not in request(port, "GET", "/console/static/live.js").body.replace(b"https", b"")  # no CDN
+
+
+def test_the_event_stream_sends_the_live_calls_a_few_times_a_second(sim, harness):
+    h = harness(extra=HTTP)
+    port = h.controller.http_port
+    cookie = cookie_of(login(port))
+    call = sim.place_call("9999", duration_s=30.0, auto_hangup=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET /console/api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n"
+                     .encode())
+        received = b""
+        events = []
+
+        def more() -> bool:
+            nonlocal received
+            received += sock.recv(65536)
+            events[:] = [json.loads(line[6:]) for line in received.decode("utf-8", "replace").splitlines()
+                         if line.startswith("data: {\"calls\"")]
+            return any(e["calls"] and e["calls"][0]["bytes"] > 0 for e in events) and len(events) >= 8
+
+        wait_until(more, 10, "events with the call's audio")
+    assert b"text/event-stream" in received.split(b"\r\n\r\n", 1)[0]
+    [live] = events[-1]["calls"]
+    assert (live["uuid"], live["rule"], live["agent"]) == (call.uuid, "ext9999", None)
+    assert len(live["level_db"]) == 1  # mono: one channel
+    loudest = max(e["calls"][0]["level_db"][0] for e in events if e["calls"] and e["calls"][0]["level_db"])
+    assert -40 < loudest < 0  # the simulated voice, from the file being written
+    assert "health" in events[0]
+    call.hangup()
+
+
+def test_recordings_are_filtered_and_paged_by_the_database(tmp_path):
+    from controller.catalog.schema import row_from_sidecar
+    from controller.catalog.store import open_store
+
+    store = open_store(f"sqlite://{tmp_path}/c.sqlite3")
+    store.migrate()
+    for i in range(7):
+        sidecar = {"uuid": f"00000000-0000-0000-0000-00000000000{i}", "caller": "555" if i % 2 else "777",
+                   "destination": "9999", "rule": "r", "rate": 8000, "channels": 1,
+                   "start_time": f"2026-12-0{i + 1}T10:00:00.000Z", "duration_s": 2.0,
+                   "close_reason": "client_close" if i != 3 else "stream_lost",
+                   "gaps": [{"start_frame": 0, "frames": 800, "cause": "no_audio"}] if i in (1, 2) else [],
+                   **({"relay": {"agent": "ws://a"}} if i == 5 else {})}
+        store.upsert(row_from_sidecar(sidecar, tmp_path / f"{sidecar['uuid']}.wav", switch="fs", controller_id="c",
+                                      upload_state="none"))
+
+    def ids(query: dict) -> tuple[int, list[int]]:
+        total, rows = search_page(store, page_filters({k: [v] for k, v in query.items()}))
+        return total, [int(r["uuid"][-1]) for r in rows]
+
+    assert ids({}) == (7, [6, 5, 4, 3, 2, 1, 0])
+    assert ids({"per_page": "3", "page": "2"}) == (7, [3, 2, 1])
+    assert ids({"per_page": "3", "page": "3"}) == (7, [0])
+    assert ids({"caller": "555"}) == (3, [5, 3, 1])
+    assert ids({"gaps": "yes"}) == (2, [2, 1]) and ids({"gaps": "no"})[0] == 5
+    assert ids({"relayed": "yes"}) == (1, [5])
+    assert ids({"close_reason": "stream_lost"}) == (1, [3])
+    assert ids({"since": "2026-12-03", "until": "2026-12-05", "caller": "", "rule": "r"}) == (2, [3, 2])
+    for bad in ({"gaps": "maybe"}, {"page": "0"}, {"per_page": "100000"}, {"colour": "red"}, {"since": "soon"}):
+        try:
+            page_filters({k: [v] for k, v in bad.items()})
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} was taken")
+
+
+def test_peaks_span_the_recording_and_are_computed_once(sim, harness):
+    h = harness(RULE_9999 + "  mix: stereo\n", extra=HTTP)
+    port = h.controller.http_port
+    call = sim.place_call("9999", duration_s=1.5)
+    assert call.hung_up.wait(10)
+    h.wait_closed(call.uuid)
+    recording = h.recording(call.uuid)
+    archive = h.controller.archive
+    wait_until(lambda: archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, call.uuid), 10,
+               "the catalog row")
+    cookie = {"Cookie": cookie_of(login(port))}
+    first = request(port, "GET", f"/console/api/recordings/{call.uuid}/peaks", headers=cookie).json()
+    again = request(port, "GET", f"/console/api/recordings/{call.uuid}/peaks", headers=bearer(TOKEN)).json()
+    assert first == again and h.controller.http.console.peaks.computed == 1
+    assert first["channels"] == 2 and len(first["peaks"]) == 2
+    assert abs(first["duration_s"] - recording.duration_s) < 1e-9
+    assert first == json.loads(json.dumps(compute_peaks(str(recording.path))))
+    with wave.open(str(recording.path)) as wav:
+        assert len(first["peaks"][0]) == -(-wav.getnframes() // first["frames_per_bucket"])
+    detail = request(port, "GET", f"/console/api/recordings/{call.uuid}", headers=cookie).json()
+    assert detail["sidecar"]["gaps"] == recording.sidecar["gaps"]
+    assert detail["audio_url"] == f"/api/recordings/{call.uuid}/audio" and "local_path" not in detail["recording"]
