@@ -186,3 +186,35 @@ def test_peaks_span_the_recording_and_are_computed_once(sim, harness):
     detail = request(port, "GET", f"/console/api/recordings/{call.uuid}", headers=cookie).json()
     assert detail["sidecar"]["gaps"] == recording.sidecar["gaps"]
     assert detail["audio_url"] == f"/api/recordings/{call.uuid}/audio" and "local_path" not in detail["recording"]
+
+
+def test_a_relayed_call_shows_its_agent_live_and_is_found_as_relayed(sim, tmp_path):
+    from harness import Harness
+    from test_relay_e2e import ScriptedAgent, relay_rule
+
+    agent = ScriptedAgent()
+    h = Harness(sim, tmp_path / "rec", relay_rule(agent.url), HTTP).start()
+    try:
+        port = h.controller.http_port
+        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False)
+
+        def agent_figures():
+            calls = request(port, "GET", "/console/api/live", headers=bearer(TOKEN)).json()["calls"]
+            return calls and calls[0]["agent"] and calls[0]["agent"]["stats"]["sent_ms"] >= 200 and calls[0]["agent"]
+
+        wait_until(agent_figures, 10, "the agent's figures")
+        shown = agent_figures()
+        assert shown["connected"] is True and shown["url"].startswith("ws://127.0.0.1:")
+        assert "s3cr3t" not in json.dumps(shown)  # the agent's URL is shown without its query
+        assert shown["stats"]["connections"] == 1 and shown["stats"]["protocol"] == "twilio"
+        call.hangup()
+        h.wait_closed(call.uuid)
+        archive = h.controller.archive
+        wait_until(lambda: archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, call.uuid), 10,
+                   "the catalog row")
+        found = request(port, "GET", "/console/api/recordings?relayed=yes", headers=bearer(TOKEN)).json()
+        assert [r["uuid"] for r in found["recordings"]] == [call.uuid] and found["recordings"][0]["relay"]
+        assert request(port, "GET", "/console/api/recordings?relayed=no", headers=bearer(TOKEN)).json()["total"] == 0
+    finally:
+        h.stop()
+        agent.stop()

@@ -252,9 +252,15 @@ def test_a_wrong_token_cannot_log_in_and_another_site_cannot_use_the_session(sim
     assert '"csrf": "' in browser.find_element("tag name", "body").text  # still logged in
     assert [c for c in sim.received_commands if c.startswith("bgapi originate")] == []
 
-    # Logging out (the button: a POST with the CSRF token) ends the session here and on the server.
+    # The doctor's test call from Live: a change, so the page sends the session's CSRF token with it.
     browser.get(base + "/console/live")
     until(browser, "return document.querySelector('#health .state').textContent !== '…'", 5, "Live")
+    browser.find_element("id", "doctor").click()
+    steps = until(browser, "const s = [...document.querySelectorAll('#steps li')].map(li => li.className); "
+                           "return s.length && !s.includes('') && s", 20, "the test call's steps")
+    assert steps and set(steps) == {"ok"}, browser.find_element("id", "steps").text
+
+    # Logging out (the button: a POST with the CSRF token) ends the session here and on the server.
     browser.find_element("id", "logout").click()
     until(browser, "return location.pathname === '/console/login'", 5, "the login after logging out")
     browser.get(base + "/console/api/session")

@@ -9,10 +9,11 @@ For each request, in order:
    ``same-origin`` or ``none`` (typed by the user). Refused: 403.
 2. Who asks (``Guard.access``). An open route (``/healthz``, ``/metrics``) needs nothing on a loopback listener
    or with ``metrics.public: true``. Everything else needs a credential one of the authenticators accepts:
-   today only ``BearerToken`` (``Authorization: Bearer <http.token>``, compared in constant time). Missing or
-   wrong: 401 with ``WWW-Authenticate``; no token configured at all: 403, since nothing could be accepted.
+   ``BearerToken`` (``Authorization: Bearer <http.token>``, compared in constant time), and the console's
+   session (console/: ``SessionCookie``, ambient, and ``CsrfHeader``). Missing or wrong: 401 with
+   ``WWW-Authenticate``; no token configured at all: 403, since nothing could be accepted.
 
-The authenticators are pluggable, for the console's login to come: one that reads a session cookie declares
+The authenticators are pluggable, as the console's login shows: one that reads a session cookie declares
 ``ambient = True`` (a browser attaches it to any request, cross-site ones included), and such a credential is
 never enough for a state-changing request (anything but GET and HEAD): those need a non-ambient one, a header
 no other site can make a browser send. Nothing here ever answers with CORS headers, so no other origin can

@@ -92,7 +92,7 @@ document.getElementById('doctor').addEventListener('click', async (event) => {
   button.disabled = true;
   steps.replaceChildren(el('li', { text: 'Running…' }));
   try {
-    const result = await api('/doctor/chain', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"seconds": 2}' });
+    const result = await api('/doctor/chain', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"seconds": 1}' });
     steps.replaceChildren(...(result.steps || []).map((s) =>
       el('li', { class: s.ok ? 'ok' : 'bad', text: `${s.ok ? '✓' : '✗'} ${s.name}: ${s.detail || ''}` })));
   } catch (e) {
