@@ -218,3 +218,39 @@ def test_a_relayed_call_shows_its_agent_live_and_is_found_as_relayed(sim, tmp_pa
     finally:
         h.stop()
         agent.stop()
+
+
+def test_a_recording_only_in_the_bucket_has_its_sidecar_and_waveform_from_there(sim, tmp_path, s3, bucket):
+    from harness import Harness
+    from test_archive import storage_yaml
+
+    h = Harness(sim, tmp_path / "rec", RULE_9999 + "  mix: stereo\n", HTTP + storage_yaml(s3, bucket)).start()
+    try:
+        port = h.controller.http_port
+        call = sim.place_call("9999", duration_s=1.5)
+        assert call.hung_up.wait(10)
+        h.wait_closed(call.uuid)
+        archive = h.controller.archive
+
+        def verified():
+            rows = archive.db(archive.store.get, call.uuid)
+            return rows and rows[0]["upload_state"] == "verified"
+
+        wait_until(lambda: archive.queue.waiting("upload") == 0 and archive.queue.waiting("catalog") == 0
+                   and verified(), 20, "the verified upload in the catalog")
+        recording = h.recording(call.uuid)
+        on_disk = compute_peaks(str(recording.path))
+        sidecar = json.loads(recording.path.with_suffix(".json").read_text())
+        recording.path.unlink()  # as storage.delete_local_after does, later
+        recording.path.with_suffix(".json").unlink()
+        detail = request(port, "GET", f"/console/api/recordings/{call.uuid}", headers=bearer(TOKEN)).json()
+        assert (detail["sidecar_source"], detail["sidecar"]["gaps"]) == ("bucket", sidecar["gaps"])
+        for _ in range(2):
+            peaks = request(port, "GET", f"/console/api/recordings/{call.uuid}/peaks", headers=bearer(TOKEN)).json()
+            assert peaks == json.loads(json.dumps(on_disk))
+        assert h.controller.http.console.peaks.computed == 1  # read from the bucket once
+        audio = request(port, "GET", f"/api/recordings/{call.uuid}/audio", headers={**bearer(TOKEN),
+                                                                                    "Range": "bytes=0-99"})
+        assert audio.status == 206 and audio.headers["x-recording-source"] == "bucket"
+    finally:
+        h.stop()

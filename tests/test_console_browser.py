@@ -190,6 +190,14 @@ def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, br
     browser.find_elements(By.CSS_SELECTOR, ".waves .gap")[index].click()
     until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
           "the player to seek to the gap", target["start_s"])
+    # The keyboard: the timeline takes focus with Tab like any control; the arrows seek a second.
+    from selenium.webdriver.common.keys import Keys
+
+    timeline = browser.find_element(By.ID, "timeline")
+    assert timeline.get_attribute("tabindex") == "0"
+    timeline.send_keys(Keys.ARROW_LEFT)
+    until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
+          "the left arrow to seek back a second", max(0.0, target["start_s"] - 1))
     browser.find_element(By.CSS_SELECTOR, '[data-lane="text"] .marker').click()
     until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
           "the player to seek to the text frame", text["t"])
@@ -259,6 +267,11 @@ def test_a_wrong_token_cannot_log_in_and_another_site_cannot_use_the_session(sim
     steps = until(browser, "const s = [...document.querySelectorAll('#steps li')].map(li => li.className); "
                            "return s.length && !s.includes('') && s", 20, "the test call's steps")
     assert steps and set(steps) == {"ok"}, browser.find_element("id", "steps").text
+    browser.set_window_size(390, 844)
+    overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    shots(browser, "live-phone")
+    browser.set_window_size(1280, 900)
+    assert overflow <= 0, "Live scrolls sideways at a phone's width (only the table may)"
 
     # Logging out (the button: a POST with the CSRF token) ends the session here and on the server.
     browser.find_element("id", "logout").click()

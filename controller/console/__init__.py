@@ -25,10 +25,12 @@ Endpoints (besides the pages ``/console/login``, ``/console/live``, ``/console/r
     GET  /console/api/events                the same, as Server-Sent Events, every 0.25 s (health every 1 s)
     GET  /console/api/recordings?caller=&destination=&rule=&since=&until=&close_reason=&gaps=yes|no
                                  &relayed=yes|no&page=1&per_page=25      newest first, paginated in the database
-    GET  /console/api/recordings/<id>       the catalog row, the sidecar (when the WAV is on this host's disk)
+    GET  /console/api/recordings/<id>       the catalog row, the sidecar (from this host's disk, else the copy in
+                                            the bucket)
     GET  /console/api/recordings/<id>/peaks the waveform: per channel, min and max of each of PEAK_BUCKETS slices,
-                                            computed once per recording (kept in memory, keyed by the file's size
-                                            and modification time)
+                                            computed once per recording (from the disk, else the bucket; kept in
+                                            memory, keyed by the file's size and modification time, or the object's
+                                            URL and SHA-256)
     POST /console/logout                    (CSRF) forgets the session, expires the cookie
 """
 
@@ -40,6 +42,7 @@ import hmac
 import json
 import math
 import secrets
+import tempfile
 import time
 import wave
 from collections import OrderedDict
@@ -240,8 +243,9 @@ def search_page(store, filters: dict[str, Any]) -> tuple[int, list[dict[str, Any
 
 # ---- the waveform ----
 
-def compute_peaks(path: str, buckets: int = PEAK_BUCKETS) -> dict[str, Any]:
-    """Per channel, [min, max] of each of `buckets` equal slices of the WAV (as -1..1), with what they span."""
+def compute_peaks(path, buckets: int = PEAK_BUCKETS) -> dict[str, Any]:
+    """Per channel, [min, max] of each of `buckets` equal slices of the WAV (a path or an open file; as -1..1),
+    with what they span."""
     with wave.open(path, "rb") as wav:
         rate, channels, width, total = wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes()
         per = max(1, math.ceil(total / buckets)) if total else 1
@@ -270,12 +274,15 @@ class PeakCache:
 
     def get(self, path: Path) -> dict[str, Any]:
         stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        return self.get_or_make((str(path), stat.st_size, stat.st_mtime_ns),
+                                lambda: gevent.get_hub().threadpool.apply(compute_peaks, (str(path),)))
+
+    def get_or_make(self, key: tuple, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         found = self._kept.get(key)
         if found is not None:
             self._kept.move_to_end(key)
             return found
-        peaks = gevent.get_hub().threadpool.apply(compute_peaks, (str(path),))
+        peaks = make()
         self.computed += 1
         self._kept[key] = peaks
         while len(self._kept) > self.size:
@@ -518,29 +525,56 @@ class Console:
         return archive, api.choose(rows, key)
 
     def recording(self, key: str) -> dict[str, Any]:
+        """The row, and the sidecar: from this host's disk, else the copy uploaded beside the WAV in the bucket."""
         from ..catalog.api import local_file
 
         archive, row = self._row(key)
         path = local_file(archive, row)
-        sidecar, where = None, None
+        sidecar, where, problem = None, None, None
         if path is not None:
             try:
-                sidecar = json.loads(path.with_suffix(".json").read_text())
-                where = "disk"
-            except (OSError, ValueError):
-                sidecar = None
-        return {"recording": _shown(row), "sidecar": sidecar, "sidecar_source": where,
+                sidecar, where = json.loads(path.with_suffix(".json").read_text()), "disk"
+            except (OSError, ValueError) as exc:
+                problem = f"the sidecar beside the WAV cannot be read: {exc}"
+        elif _in_bucket(archive, row):
+            from ..storage.keys import sidecar_key
+            from ..storage.s3 import StorageError
+
+            try:
+                chunks, _, _ = archive.bucket.open(sidecar_key(archive.bucket.key_of(row["object_url"])))
+                sidecar, where = json.loads(b"".join(chunks)), "bucket"
+            except (StorageError, ValueError) as exc:
+                problem = f"the sidecar cannot be read from the bucket: {exc}"
+        else:
+            problem = "the recording is neither on this host's disk nor (yet) in the bucket"
+        return {"recording": _shown(row), "sidecar": sidecar, "sidecar_source": where, "sidecar_problem": problem,
                 "audio_url": f"/api/recordings/{row['recording_id']}/audio"}
 
     def recording_peaks(self, key: str) -> dict[str, Any]:
+        """Computed once per recording: from the WAV on this host's disk, else read once from the bucket."""
         from ..catalog.api import local_file
 
         archive, row = self._row(key)
         path = local_file(archive, row)
-        if path is None:
-            raise ConsoleError("404 Not Found", f"recording {row['recording_id']} is not on this host's disk: no "
-                                                "waveform (the player still streams it from the bucket)")
-        return self.peaks.get(path)
+        if path is not None:
+            return self.peaks.get(path)
+        if not _in_bucket(archive, row):
+            raise ConsoleError("404 Not Found", f"recording {row['recording_id']} is neither on this host's disk "
+                                                "nor (yet) in the bucket: no waveform")
+        from ..storage.s3 import StorageError
+
+        def from_bucket() -> dict[str, Any]:
+            with tempfile.TemporaryFile() as f:
+                chunks, _, _ = archive.bucket.open(archive.bucket.key_of(row["object_url"]))
+                for chunk in chunks:
+                    f.write(chunk)
+                f.seek(0)
+                return gevent.get_hub().threadpool.apply(compute_peaks, (f,))
+
+        try:
+            return self.peaks.get_or_make(("bucket", row["object_url"], row.get("sha256")), from_bucket)
+        except StorageError as exc:
+            raise ConsoleError("502 Bad Gateway", f"cannot read {row['object_url']}: {exc}") from None
 
     # ---- plumbing ----
 
@@ -560,6 +594,10 @@ class Console:
 
     def _json(self, start_response, status: str, body: Any, headers: tuple[tuple[str, str], ...] = ()):
         return self._reply(start_response, status, body, headers)
+
+
+def _in_bucket(archive, row: dict[str, Any]) -> bool:
+    return bool(row.get("object_url")) and row.get("upload_state") == "verified" and archive.bucket is not None
 
 
 def _refusal(status: str, error: str):

@@ -120,7 +120,7 @@ function build(detail) {
     'close reason': row.close_reason, error: row.error, gaps: `${row.gaps} (${secs(row.gap_seconds, 3)})`,
     captured: `${secs(row.captured_s, 3)} (${Math.round((row.captured_ratio || 0) * 1000) / 10} %)`,
     connections: side.connections, 'text frames': texts.length, switch: row.switch, controller: row.controller_id,
-    upload: row.upload_state, sha256: row.sha256,
+    upload: row.upload_state, sha256: row.sha256, 'sidecar from': detail.sidecar_source,
   };
   if (row.relay) for (const [k, v] of Object.entries(row.relay)) if (typeof v !== 'object') figures['agent ' + k] = v;
   document.getElementById('figures').replaceChildren(...Object.entries(figures).filter(([, v]) => v !== null && v !== undefined && v !== '')
@@ -130,7 +130,7 @@ function build(detail) {
     const blob = new Blob([JSON.stringify(detail.sidecar, null, 1)], { type: 'application/json' });
     links.push(' · ', el('a', { href: URL.createObjectURL(blob), download: row.recording_id + '.json', text: 'Download the JSON sidecar' }));
   } else {
-    links.push(' · ', el('span', { class: 'muted', text: 'the sidecar is not on this host (the timeline shows what the catalog knows)' }));
+    links.push(' · ', el('span', { class: 'muted', text: `No sidecar: ${detail.sidecar_problem || 'not found'}; the timeline cannot be drawn.` }));
   }
   document.getElementById('downloads').replaceChildren(...links);
   drawWaves();
