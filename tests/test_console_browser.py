@@ -12,6 +12,7 @@ Console section shows them), else to the test's temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -145,6 +146,12 @@ def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, br
     while not (archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, call.uuid)):
         assert time.monotonic() < deadline, "the catalog row was not written"
         gevent.sleep(0.02)
+    # The agent's turns as the timeline draws them once a sidecar lists them (the relay does not record them yet:
+    # this sidecar is given one, in the shape the page reads).
+    sidecar_path = recording.path.with_suffix(".json")
+    turn = {"start_s": 1.25, "end_s": 2.5, "marks": [{"t": 2.0}], "cleared_s": 2.5}
+    sidecar_path.write_text(json.dumps({**recording.sidecar, "relay": {**(recording.sidecar.get("relay") or {}),
+                                                                        "turns": [turn]}}))
     browser.get(base + "/console/recordings")
     listed = f'tr[data-id="{call.uuid}"]'
     until(browser, f"return document.querySelector('{listed}')", 5, "the recording listed")
@@ -190,14 +197,24 @@ def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, br
     browser.find_elements(By.CSS_SELECTOR, ".waves .gap")[index].click()
     until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
           "the player to seek to the gap", target["start_s"])
+    span = browser.execute_script("""
+        const waves = document.querySelector('.waves').getBoundingClientRect();
+        const t = document.querySelector('[data-lane="agent"] .turn').getBoundingClientRect();
+        return [t.left - waves.left, t.right - waves.left];""")
+    assert abs(span[0] * pixel_s - turn["start_s"]) <= pixel_s and abs(span[1] * pixel_s - turn["end_s"]) <= pixel_s
+    browser.find_element(By.CSS_SELECTOR, '[data-lane="agent"] .turn').click()
+    until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
+          "the player to seek to the agent's turn", turn["start_s"])
+
     # The keyboard: the timeline takes focus with Tab like any control; the arrows seek a second.
     from selenium.webdriver.common.keys import Keys
 
     timeline = browser.find_element(By.ID, "timeline")
     assert timeline.get_attribute("tabindex") == "0"
+    before = browser.execute_script("return document.getElementById('audio').currentTime")
     timeline.send_keys(Keys.ARROW_LEFT)
     until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
-          "the left arrow to seek back a second", max(0.0, target["start_s"] - 1))
+          "the left arrow to seek back a second", max(0.0, before - 1))
     browser.find_element(By.CSS_SELECTOR, '[data-lane="text"] .marker').click()
     until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
           "the player to seek to the text frame", text["t"])

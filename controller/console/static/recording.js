@@ -86,7 +86,8 @@ function build(detail) {
     for (const frame of texts) lane.append(place(span('marker', frame.t, 0, `text at ${clock(frame.t)}: ${frame.text.slice(0, 120)}`), frame.t, null));
     timeline.append(lane);
   }
-  const turns = (side.relay && (side.relay.turns || side.relay.replies)) || [];
+  // The agent's turns, once the sidecar lists them: relay.turns = [{start_s, end_s, marks: [{t}], cleared_s}].
+  const turns = (side.relay && side.relay.turns) || [];
   if (turns.length) {
     const lane = el('div', { class: 'lane thin', 'data-lane': 'agent' }, el('span', { class: 'label', text: 'agent turns' }));
     for (const turn of turns) {
