@@ -254,3 +254,34 @@ def test_a_recording_only_in_the_bucket_has_its_sidecar_and_waveform_from_there(
         assert audio.status == 206 and audio.headers["x-recording-source"] == "bucket"
     finally:
         h.stop()
+
+
+def test_a_session_expires_and_wrong_logins_are_throttled(sim, harness):
+    from controller.console import LoginThrottle, Session, Sessions
+
+    now = [1000.0]
+    sessions = Sessions(ttl_s=60, clock=lambda: now[0])
+    value, session = sessions.create()
+    environ = {"HTTP_COOKIE": f"{COOKIE}={value}"}
+    assert sessions.find(environ) is session and sessions.find({}) is None
+    assert sessions.find({"HTTP_COOKIE": f"{COOKIE}=other"}) is False
+    now[0] += 60
+    assert sessions.find(environ) is False  # expired: forgotten
+    assert isinstance(session, Session)
+
+    throttle = LoginThrottle(limit=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.wait_s("10.0.0.1") == 0
+        throttle.wrong("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") == 60 and throttle.wait_s("10.0.0.2") == 0
+    now[0] += 59.5
+    assert throttle.wait_s("10.0.0.1") == 0.5
+    now[0] += 0.5
+    assert throttle.wait_s("10.0.0.1") == 0
+
+    h = harness(extra=HTTP)
+    port = h.controller.http_port
+    for _ in range(10):
+        assert login(port, "tok-guess-0000000000000").status == 401
+    held = login(port)  # even the right token waits: a guesser learns nothing from the answer
+    assert held.status == 429 and "set-cookie" not in held.headers and int(held.headers["retry-after"]) > 0

@@ -7,7 +7,8 @@ Who may look (ops/guard.py does every check):
 - ``POST /console/login`` takes the API token (``{"token": ...}`` as JSON, after the Host/Origin/Sec-Fetch-Site
   check: a page elsewhere cannot post it) and answers with a session cookie: ``HttpOnly; SameSite=Strict;
   Path=/``, expiring (``Max-Age``, and the server forgets it then too), ``Secure`` when the request came over TLS.
-  A wrong token gets 401 and no cookie.
+  A wrong token gets 401 and no cookie; ten wrong ones from an address within a minute, 429 until the minute
+  has passed (``LoginThrottle``).
 - ``SessionCookie`` is an authenticator with ``ambient = True``: a browser attaches it to anything, so the guard
   lets it read (GET/HEAD) and never change anything. A change (logout, the doctor's test call) needs
   ``CsrfHeader`` as well: the session's CSRF token in ``X-CSRF-Token``, a header no other site can make a browser
@@ -138,6 +139,31 @@ class Sessions:
         value = cookie_value(environ)
         if value is not None:
             self._sessions.pop(_digest(value), None)
+
+
+class LoginThrottle:
+    """Wrong tokens at the login, per address: after MAX_WRONG_LOGINS in a minute that address is told to wait
+    (429) until the oldest falls out of the minute. Behind a proxy the address is the proxy's: all wait."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._wrong: dict[str, list[float]] = {}
+
+    def wait_s(self, address: str) -> float:
+        """0 when this address may try; else how long it must wait."""
+        now = self.clock()
+        recent = [t for t in self._wrong.get(address, []) if now - t < self.window_s]
+        if recent:
+            self._wrong[address] = recent
+        else:
+            self._wrong.pop(address, None)
+        return self.window_s - (now - recent[0]) if len(recent) >= self.limit else 0.0
+
+    def wrong(self, address: str) -> None:
+        if len(self._wrong) > 10000:  # many addresses: forget the lot rather than grow
+            self._wrong.clear()
+        self._wrong.setdefault(address, []).append(self.clock())
 
 
 class SessionCookie:
@@ -364,6 +390,7 @@ class Console:
         self.controller = listener.controller
         self.guard = listener.guard
         self.sessions = Sessions()
+        self.throttle = LoginThrottle()
         self.peaks = PeakCache()
         self.levels = Levels()
         self._token_digest = _digest(token) if token else None
@@ -428,11 +455,18 @@ class Console:
         if self._token_digest is None:
             return self._json(start_response, "403 Forbidden", {
                 "error": "the console needs the API token, and the controller has none: set http.token"})
+        address = environ.get("REMOTE_ADDR", "?")
+        wait_s = self.throttle.wait_s(address)
+        if wait_s > 0:
+            return self._json(start_response, "429 Too Many Requests",
+                              {"error": f"too many wrong tokens from {address}: try again in {math.ceil(wait_s)} s"},
+                              (("Retry-After", str(math.ceil(wait_s))),))
         body, problem = self._read_json(environ)
         if problem is not None:
             return self._json(start_response, problem[0], {"error": problem[1]})
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not hmac.compare_digest(_digest(token), self._token_digest):
+            self.throttle.wrong(address)
             self.listener._refuse(lambda *a: None, environ, _refusal("401 Unauthorized",
                                                                       "a console login with a wrong token"))
             return self._json(start_response, "401 Unauthorized", {"error": "that is not the API token"})
