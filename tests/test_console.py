@@ -285,3 +285,25 @@ def test_a_session_expires_and_wrong_logins_are_throttled(sim, harness):
         assert login(port, "tok-guess-0000000000000").status == 401
     held = login(port)  # even the right token waits: a guesser learns nothing from the answer
     assert held.status == 429 and "set-cookie" not in held.headers and int(held.headers["retry-after"]) > 0
+
+
+def test_logging_out_ends_the_event_stream_of_that_session(sim, harness):
+    h = harness(extra=HTTP)
+    port = h.controller.http_port
+    good = login(port)
+    cookie, csrf = cookie_of(good), good.json()["csrf"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET /console/api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n"
+                     .encode())
+        received = b""
+
+        def has(text: bytes) -> bool:
+            nonlocal received
+            if text not in received:
+                received += sock.recv(65536)
+            return text in received
+
+        wait_until(lambda: has(b"event: live"), 5, "the first event")
+        assert request(port, "POST", "/console/logout", headers={"Cookie": cookie, "X-CSRF-Token": csrf}).status == 200
+        wait_until(lambda: has(b"event: logout"), 5, "the stream to say the session ended")
+        wait_until(lambda: has(b"0\r\n\r\n"), 5, "the stream to end")  # the chunked body's last chunk
