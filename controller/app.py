@@ -245,7 +245,8 @@ class Controller:
         parameters.update(rule.relay.custom_parameters)
         link = AgentLink(details, rule.relay, parameters=parameters,
                          send_to_module=lambda text: self.recorder.send_text(uuid, text),
-                         command=lambda text: self.esl.api(text))
+                         command=lambda text: self.esl.api(text),
+                         position=lambda: self.recorder.position(uuid))
         self.relays[uuid] = link
         self.recorder.set_tap(uuid, link.tap, link.stats)
         link.start()
@@ -256,7 +257,8 @@ class Controller:
             self.recorder.set_tap(uuid, None)
             link.stop()
             log.info("call %s: relay to %s ended: %s", uuid, link.shown_url,
-                     ", ".join(f"{k}={v}" for k, v in link.stats.items() if k not in ("agent", "protocol")))
+                     ", ".join(f"{k}={len(v) if k == 'turns' else v}" for k, v in link.stats.items()
+                               if k not in ("agent", "protocol")))
 
     def _on_stream_play(self, event: Event) -> None:
         link = self.relays.get(call_key(event.uuid))

@@ -176,6 +176,9 @@ def test_the_caller_hears_their_own_speech_back_through_the_echo_agent(sim, tmp_
     assert playback.path.startswith("file_string://") and playback.status == "break"
     relay = h.recording(call.uuid).sidecar["relay"]
     assert relay["talk_back_broadcasts"] == 1 and relay["talk_back_chunks"] <= 12  # pieces of 0.2 s or more
+    # The reply is a turn on the call's timeline (the console draws it): where the caller heard it, in the WAV.
+    [turn] = relay["turns"]
+    assert abs(turn["start_s"] - delay) <= 0.1 and turn["end_s"] >= delay + 1.5 - 0.1
 
 
 def test_a_mark_comes_back_after_its_audio_has_played_not_before(sim, tmp_path, agent):
@@ -209,6 +212,9 @@ def test_clear_stops_what_plays_at_once_and_returns_the_pending_marks(sim, tmp_p
         wait_until(lambda: a.messages("mark"), 5, "the pending mark back")
         assert a.messages("mark")[0]["mark"]["name"] == "long-reply"
         call.hangup()
+        h.wait_closed(call.uuid)
+        [turn] = h.recording(call.uuid).sidecar["relay"]["turns"]  # the console shows where it was cut
+        assert turn["cleared_s"] is not None and turn["start_s"] <= turn["end_s"]
     finally:
         h.stop()
 

@@ -250,6 +250,11 @@ class RecorderServer:
             return False
         return conn.send(encode_frame(OP_TEXT, text.encode("utf-8")))
 
+    def position(self, uuid: str) -> float | None:
+        """Seconds into the call's open recording now (where what happens now lands in its WAV), or None."""
+        state = self.book[normalise_uuid(uuid) or uuid]
+        return state.recording.elapsed_s() if state is not None and state.recording is not None else None
+
     def live_stats(self) -> dict[str, dict]:
         """What each open recording holds so far (for /calls and the doctor), by call uuid."""
         now = self.clock()

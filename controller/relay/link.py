@@ -51,6 +51,7 @@ STOP_GRACE_S = 1.0  # after stop, how long the agent has to take its `stop` befo
 READ_BUDGET_MESSAGES = 50  # the reader lets every other greenlet run after this many messages ...
 READ_BUDGET_S = 0.005  # ... or this much time
 MAX_CONTROL_MESSAGES = 1000  # marks, keys and stop waiting for the pump
+MAX_TURNS = 200  # the agent's replies kept for the sidecar (the latest), and marks per reply
 ERROR_TEXT_CHARS = 200
 
 
@@ -171,7 +172,8 @@ class AgentLink:
     def __init__(self, call: CallDetails, relay, *, send_to_module: Callable[[str], bool],
                  command: Callable[[str], str], parameters: dict[str, str],
                  connect: Callable[..., Any] = websocket.create_connection,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 position: Callable[[], float | None] = lambda: None) -> None:
         self.call = call
         self.relay = relay
         self.parameters = parameters
@@ -179,6 +181,9 @@ class AgentLink:
         self.command = command
         self._connect = connect
         self.clock = clock
+        self.position = position  # seconds into the call's recording now, for the turns in the sidecar
+        self._turn: dict | None = None  # the agent's reply being played
+        self._clearing = False
         self.shown_url = shown(relay.url)
         frame_bytes = 2 * call.channels * call.rate  # per second of the module's audio
         self.max_queue_bytes = max(frame_bytes // 50, int(relay.max_queue_s * frame_bytes))
@@ -201,7 +206,7 @@ class AgentLink:
         self.stats: dict[str, Any] = {"agent": self.shown_url, "protocol": relay.protocol, "connections": 0,
                                       "sent_ms": 0, "dropped_ms": 0, "bad_messages": 0, "agent_ms": 0,
                                       "agent_dropped_ms": 0, "abusive": 0, "talk_back_chunks": 0,
-                                      "talk_back_broadcasts": 0,
+                                      "talk_back_broadcasts": 0, "turns": [],
                                       "last_error": None}
 
     # ---- from the recorder and the switch (never block) ------------------------------------------------
@@ -379,7 +384,9 @@ class AgentLink:
             elif kind == "mark":
                 self._talk(lambda talk, now, name=value: talk.mark(name, now))
             else:
+                self._clearing = True
                 self._talk(lambda talk, now: talk.clear(now))
+                self._clearing = False
         if self._ws is ws:
             self._ws = None  # the pump sees the connection is gone
         _abort(ws)
@@ -427,15 +434,47 @@ class AgentLink:
                         self._apply(self.talk.unsent(action.chunk), echo)
             elif isinstance(action, Broadcast):  # over the Event Socket: a chain's names run to kilobytes
                 self.stats["talk_back_broadcasts"] += 1
+                self._turn_began()
                 self._command(f"uuid_broadcast {self.call.channel_uuid} {action.target} aleg")
             elif isinstance(action, Break):
                 self._command(f"uuid_break {self.call.channel_uuid} all")
+                self._turn_ended()
             elif isinstance(action, EchoMarks) and echo and self._codec is not None:
                 self._send_later(self._codec.marks(action.names))
+                self._turn_marked(action.names)
             elif isinstance(action, DroppedAudio):
                 self.stats["agent_dropped_ms"] += int(action.seconds * 1000)
                 self._warn("dropped", "call %s: agent %s: more than %.0f s of its audio waiting to be played; "
                            "%.2f s dropped", self.call.uuid, self.shown_url, action.limit_s, action.seconds)
+
+    # ---- the agent's turns, for the sidecar (the console draws them on the call's timeline) ---------------
+
+    def _turn_began(self) -> None:
+        """A reply's chain was broadcast: heard from its estimated start, in the recording's seconds."""
+        at = self.position()
+        if at is None:
+            return
+        chain = self.talk.chain if self.talk is not None else None
+        ahead = max(0.0, chain.heard_at - self.clock()) if chain is not None and chain.heard_at is not None else 0.0
+        self._turn = {"start_s": round(at + ahead, 3), "end_s": None, "marks": []}
+        turns = self.stats["turns"]
+        turns.append(self._turn)
+        if len(turns) > MAX_TURNS:  # a long call keeps its latest turns: the sidecar stays small
+            del turns[0]
+
+    def _turn_ended(self) -> None:
+        at, turn = self.position(), self._turn
+        if at is None or turn is None:
+            return
+        turn["end_s"] = round(max(at, turn["start_s"]), 3)  # cleared before it was heard: nothing of it played
+        if self._clearing:
+            turn["cleared_s"] = round(at, 3)
+        self._turn = None
+
+    def _turn_marked(self, names) -> None:
+        at, turn = self.position(), self._turn
+        if at is not None and turn is not None and len(turn["marks"]) < MAX_TURNS:
+            turn["marks"] += [{"t": round(at, 3), "name": name} for name in names]
 
     def _command(self, text: str) -> None:
         try:
