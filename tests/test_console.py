@@ -10,6 +10,8 @@ import json
 import socket
 import wave
 
+import pytest
+
 from harness import RULE_9999, wait_until
 from httpraw import bearer, request
 
@@ -18,6 +20,12 @@ from controller.console import COOKIE, compute_peaks, page_filters, search_page
 TOKEN = "tok-9f8e7d6c5b4a39281706"
 HTTP = f"metrics: {{listen_host: 127.0.0.1, listen_port: 0}}\nhttp: {{token: {TOKEN}}}\n"
 JSON_TYPE = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def request_fixture(request):
+    """A fixture by name, only when a parametrised test needs it (PostgreSQL is started only for its case)."""
+    return request.getfixturevalue
 
 
 def login(port: int, token: str = TOKEN, headers: dict | None = None):
@@ -128,11 +136,12 @@ def test_the_event_stream_sends_the_live_calls_a_few_times_a_second(sim, harness
     call.hangup()
 
 
-def test_recordings_are_filtered_and_paged_by_the_database(tmp_path):
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_recordings_are_filtered_and_paged_by_the_database(tmp_path, request_fixture, engine):
     from controller.catalog.schema import row_from_sidecar
     from controller.catalog.store import open_store
 
-    store = open_store(f"sqlite://{tmp_path}/c.sqlite3")
+    store = open_store(f"sqlite://{tmp_path}/c.sqlite3" if engine == "sqlite" else request_fixture("pg_url"))
     store.migrate()
     for i in range(7):
         sidecar = {"uuid": f"00000000-0000-0000-0000-00000000000{i}", "caller": "555" if i % 2 else "777",

@@ -146,10 +146,10 @@ def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, br
     while not (archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, call.uuid)):
         assert time.monotonic() < deadline, "the catalog row was not written"
         gevent.sleep(0.02)
-    # The agent's turns as the timeline draws them once a sidecar lists them (the relay does not record them yet:
-    # this sidecar is given one, in the shape the page reads).
+    # The agent's turns as the timeline draws them (a relayed call's sidecar lists them, controller/relay/link.py;
+    # this call has no agent, so its sidecar is given one, in that shape).
     sidecar_path = recording.path.with_suffix(".json")
-    turn = {"start_s": 1.25, "end_s": 2.5, "marks": [{"t": 2.0}], "cleared_s": 2.5}
+    turn = {"start_s": 1.25, "end_s": 2.5, "marks": [{"t": 2.0, "name": "reply-1"}], "cleared_s": 2.5}
     sidecar_path.write_text(json.dumps({**recording.sidecar, "relay": {**(recording.sidecar.get("relay") or {}),
                                                                         "turns": [turn]}}))
     browser.get(base + "/console/recordings")

@@ -86,17 +86,18 @@ function build(detail) {
     for (const frame of texts) lane.append(place(span('marker', frame.t, 0, `text at ${clock(frame.t)}: ${frame.text.slice(0, 120)}`), frame.t, null));
     timeline.append(lane);
   }
-  // The agent's turns, once the sidecar lists them: relay.turns = [{start_s, end_s, marks: [{t}], cleared_s}].
+  // The agent's turns (controller/relay/link.py): relay.turns = [{start_s, end_s, marks: [{t, name}], cleared_s}].
   const turns = (side.relay && side.relay.turns) || [];
   if (turns.length) {
     const lane = el('div', { class: 'lane thin', 'data-lane': 'agent' }, el('span', { class: 'label', text: 'agent turns' }));
     for (const turn of turns) {
-      const start = Number(turn.start_s ?? turn.t ?? 0), end = Number(turn.end_s ?? start);
+      // end_s is null for a reply still playing when the recording ended: it lasts to the end.
+      const start = Number(turn.start_s ?? 0), end = turn.end_s === null || turn.end_s === undefined ? duration : Number(turn.end_s);
       const label = `agent turn ${clock(start)}–${clock(end)}` + (turn.cleared_s !== undefined ? ` (cleared at ${clock(turn.cleared_s)})` : '');
       lane.append(place(span('turn', start, Math.max(0, end - start), label), start, Math.max(0, end - start)));
       for (const mark of turn.marks || []) {
         const t = Number(mark.t ?? mark);
-        lane.append(place(span('marker', t, 0, `mark at ${clock(t)}`), t, null));
+        lane.append(place(span('marker', t, 0, `mark ${mark.name ? '"' + mark.name + '" ' : ''}at ${clock(t)}`), t, null));
       }
     }
     timeline.append(lane);
@@ -111,7 +112,7 @@ function build(detail) {
   const events = [
     ...gaps.map((g) => ({ t: g.start_s, text: `${CAUSES[g.cause] || g.cause} gap, ${secs(g.length_s, 3)}` })),
     ...texts.map((f) => ({ t: f.t, text: `text: ${f.text.slice(0, 200)}` })),
-    ...turns.map((t) => ({ t: Number(t.start_s ?? t.t ?? 0), text: 'agent turn' })),
+    ...turns.map((t) => ({ t: Number(t.start_s ?? 0), text: 'agent turn' + (t.cleared_s !== undefined && t.cleared_s !== null ? `, cleared at ${clock(t.cleared_s)} (barge-in)` : '') })),
   ].sort((a, b) => a.t - b.t);
   document.getElementById('events').replaceChildren(...(events.length ? events.map((e) => el('li', {},
     el('button', { type: 'button', text: clock(e.t), onclick: () => seek(e.t) }), ' ', e.text)) : [el('li', { class: 'muted', text: 'None.' })]));
