@@ -109,7 +109,13 @@ class Store:
 
     def _is_connection_error(self, exc: Exception) -> bool: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        conn, self._conn = getattr(self, "_conn", None), None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # closing a connection that is already broken: nothing left to do
+                pass
 
     # ---- the queries ----
 
@@ -225,7 +231,9 @@ class Store:
     def _describe(self, exc: Exception) -> str:
         return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
-    def _drop(self) -> None: ...
+    def _drop(self) -> None:
+        """Forget a connection that failed: the next query opens a new one."""
+        self.close()
 
     def _run(self, sql, params, fetch, rowcount): ...
 
@@ -269,17 +277,6 @@ class SqliteStore(Store):
 
     def _is_connection_error(self, exc: Exception) -> bool:
         return isinstance(exc, sqlite3.OperationalError)
-
-    def _drop(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
-            self._conn = None
 
     def _run(self, sql, params, fetch, rowcount):
         cursor = self._connect().execute(sql, params)
@@ -331,17 +328,6 @@ class PostgresStore(Store):
 
         return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or (
             self._conn is not None and (self._conn.closed or self._conn.broken))
-
-    def _drop(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-            self._conn = None
 
     def _to_db(self, kind: str, value: Any) -> Any:
         if kind == "json" and value is not None:
