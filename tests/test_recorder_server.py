@@ -1179,12 +1179,12 @@ def test_one_failing_upkeep_does_not_stop_the_upkeep_of_the_other_calls(recorder
     monkeypatch.setattr(rec.server.book[UUID].recording, "tick", tick)
     clock.advance(1.5)  # both headers are due
     rec.server._tick()
-    assert rec.server.tick_errors == 1 and "a bug in one call's upkeep" in caplog.text
+    assert rec.server.upkeep_errors == 1 and "a bug in one call's upkeep" in caplog.text
     (part,) = rec.directory.rglob(f"{OTHER}.wav.part")
     assert read_wav(part)[3] == pcm(2)  # the other call's header was refreshed after the failure
     clock.advance(1.5)
     rec.server._tick()  # and the next tick runs too
-    assert rec.server.tick_errors == 2
+    assert rec.server.upkeep_errors == 2
 
 
 def test_a_final_sidecar_that_cannot_be_written_is_written_once_space_returns(recorder, captures, monkeypatch):

@@ -9,6 +9,7 @@ whether the call may stream now (the stream limit, a restart replacing its old c
 
 from __future__ import annotations
 
+import functools
 import hmac
 import http.client
 import logging
@@ -54,11 +55,17 @@ def refusal_response(refusal: Refuse) -> tuple[str, list[tuple[str, str]], bytes
     return refusal.status, headers, body
 
 
+@functools.lru_cache(maxsize=8)
+def _call_path(path_prefix: str) -> re.Pattern:
+    """Where streams go, compiled once per prefix (not per request)."""
+    return re.compile(re.escape(path_prefix) + r"/calls/([^/]*)")
+
+
 def check_request(environ: dict, registry: RecordingRegistry, path_prefix: str) -> StreamSpec | Refuse:
     """The call the request streams, if the request proves it may; else why not."""
     if environ.get("REQUEST_METHOD") != "GET":
         return Refuse("405 Method Not Allowed", f"streams are WebSocket upgrades (GET {path_prefix}/calls/<uuid>)")
-    match = re.fullmatch(re.escape(path_prefix) + r"/calls/([^/]*)", environ.get("PATH_INFO", ""))
+    match = _call_path(path_prefix).fullmatch(environ.get("PATH_INFO", ""))
     if not match:
         return Refuse("404 Not Found", f"unknown path; streams go to {path_prefix}/calls/<uuid>")
     uuid = normalise_uuid(match.group(1))

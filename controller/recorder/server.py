@@ -35,7 +35,7 @@ from gevent.pywsgi import WSGIServer
 from ..channel_uuid import normalise_uuid
 from ..ops.log_limit import LogLimiter
 from .book import (AlreadyFinished, Attach, Detach, EndConnection, Finalise, RecordingBook, Refuse, Resume,
-                   RetrySidecar, Upkeep, idle_limit_s)
+                   RetrySidecar, Upkeep)
 from .connection import Connection
 from .door import (CONNECTION_KEY, HANDLER_KEY, MAX_PENDING_PER_ADDRESS, MAX_REQUEST_BYTES, READ_AHEAD_BYTES,
                    HandshakeCount, RecorderHandler, check_request, read_ahead)
@@ -137,15 +137,10 @@ class RecorderServer:
         self._poller: StreamPoller | None = None
         self._ticker: gevent.Greenlet | None = None
         self._flusher: gevent.Greenlet | None = None
-        self._stopping = False
 
     @property
     def max_streams(self) -> int:
         return self.book.max_streams
-
-    @property
-    def tick_errors(self) -> int:
-        return self.upkeep_errors
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -169,7 +164,7 @@ class RecorderServer:
         server.logger = http_log  # geventwebsocket would otherwise install its own stderr handler
         server.start()
         self._server = server
-        self._stopping = self.book.stopping = False
+        self.book.stopping = False
         self._poller = StreamPoller(self._consume_read, self._stream_closed, interval_s=self.poll_interval_s,
                                     clock=self.clock)
         self._poller.start()
@@ -181,13 +176,12 @@ class RecorderServer:
         """Stop accepting, end every open recording (close 1001) and finalise it, then close the port."""
         if self._server is None:
             return
-        self._stopping = True
         deadline = time.monotonic() + timeout
         self._act(self.book.stop(self.clock()))
         for conn in list(self._connections):
             conn.released.wait(max(0.0, deadline - time.monotonic()))
         self._save_stopped_state()
-        self._retry_sidecars(force=True)  # a last try; start-up recovery repairs what still fails
+        self._retry_sidecars()  # a last try, whenever each was due; start-up recovery repairs what still fails
         self._server.stop(timeout=max(0.0, deadline - time.monotonic()))
         for greenlet in (self._ticker, self._flusher):
             if greenlet is not None:
@@ -260,9 +254,6 @@ class RecorderServer:
         now = self.clock()
         return {uuid: state.recording.live_stats(now, state.conn) for uuid, state in self.book.calls.items()
                 if state.recording is not None}
-
-    def idle_limit_s(self, spec: StreamSpec) -> float | None:
-        return idle_limit_s(spec, self.book.idle_timeout_s)
 
     # ---- the door (before the 101) -------------------------------------------------------------------------
 
@@ -340,7 +331,7 @@ class RecorderServer:
         choice = self.book.opening(spec.uuid, conn)
         if choice is None or conn.ended:
             if conn.pending_close is None:
-                conn.pending_close = (CLOSE_GOING_AWAY, "recorder stopping" if self._stopping else "replaced")
+                conn.pending_close = (CLOSE_GOING_AWAY, "recorder stopping" if self.book.stopping else "replaced")
             conn.ended = True
             return False
         if isinstance(choice, AlreadyFinished):  # a limit or a failed file ended it: no second file
@@ -566,7 +557,7 @@ class RecorderServer:
                 else:
                     self._act(self.book.recording_failed(state.uuid, str(exc)))
 
-    def _retry_sidecars(self, force: bool = False) -> None:
+    def _retry_sidecars(self) -> None:
         for action in self.book.unsaved():
             self._do(action)
 
