@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import secrets
 import signal
 import ssl
@@ -21,7 +20,7 @@ import gevent
 from gevent.event import Event as GeventEvent
 
 from . import audio_stream, metrics
-from .channel_uuid import UUID_RE, call_key
+from .channel_uuid import call_key
 from .calls import CallBook, ForgetCall, NotStreamed, StartStream, StopStream
 from .config import Config, ConfigError, load_config
 from .esl.backoff import Backoff
@@ -31,6 +30,7 @@ from .esl.protocol import Event, event_moment
 from .archive import Archive
 from .ops.hook import HookQueue
 from .relay.link import AgentLink, CallDetails
+from .relay.talkback import call_of_file
 from .ops.http import HttpListener
 from .recorder.recording import DELIBERATE_REASONS, INTERNAL_ERROR, LOST_REASONS, WRITE_ERROR
 from .recorder.door import tls_context
@@ -42,8 +42,6 @@ from greenswitch.esl import NotConnectedError
 log = logging.getLogger("controller")
 
 CHANNELS = {"mono": 1, "mixed": 1, "stereo": 2}
-# mod_audio_stream's talk-back files: <temp dir>/<channel uuid>_<n>.tmp.<ext>
-MODULE_FILE = re.compile(f"({UUID_RE.pattern})_\\d+\\.tmp\\.[A-Za-z0-9]+$")
 # Configuration sections read only when the controller starts (SIGHUP applies rules and limits).
 RESTART_SECTIONS = ("esl", "recorder", "metrics", "logging", "http", "catalog", "storage")
 # Endings that mean a recording failed (counted in fsctl_recordings_failed_total).
@@ -279,8 +277,8 @@ class Controller:
         """A talk-back file opened or closed by a file_string broadcast. The event names no channel (the file
         interface knows none), but the module's file does: <dir>/<channel uuid>_<n>.tmp.<ext>."""
         path = event.get("File") or ""
-        match = MODULE_FILE.search(path)
-        link = self.relays.get(call_key(match.group(1))) if match else None
+        uuid = call_of_file(path)
+        link = self.relays.get(call_key(uuid)) if uuid else None
         if link is None:
             return
         if event.subclass == "filestring::open":

@@ -426,12 +426,12 @@ class AgentLink:
                 rate = self.talk.rate if self.talk else 8000
                 message = json.dumps({"type": "streamAudio", "data": {
                     "audioDataType": "raw", "sampleRate": rate,
-                    "audioData": base64.b64encode(action.chunk.pcm).decode("ascii")}}, separators=(",", ":"))
+                    "audioData": base64.b64encode(action.piece.pcm).decode("ascii")}}, separators=(",", ":"))
                 if not self.send_to_module(message):
                     self._warn("module", "call %s: the module's stream is not taking talk-back; %.2f s of the "
-                               "agent's audio not played", self.call.uuid, len(action.chunk.pcm) / (2 * rate))
+                               "agent's audio not played", self.call.uuid, len(action.piece.pcm) / (2 * rate))
                     if self.talk is not None:  # never played: nothing of it is in flight, its marks are done
-                        self._apply(self.talk.unsent(action.chunk), echo)
+                        self._apply(self.talk.unsent(action.piece), echo)
             elif isinstance(action, Broadcast):  # over the Event Socket: a chain's names run to kilobytes
                 self.stats["talk_back_broadcasts"] += 1
                 self._turn_began()

@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..channel_uuid import UUID_RE
+
 SAMPLE_BYTES = 2
 CHAIN_FILES = 128  # mod_dptools' file_string takes at most 128 names
 PIECE_S = 0.2  # the least a piece holds while the agent streams in real time (128 of them: 25.6 s a chain)
@@ -46,7 +48,8 @@ STOP_WAIT_S = 2.0  # a break's PLAYBACK_STOP not seen this long after it was due
 # The agent's audio waiting to go into the call: beyond this much, what comes is dropped (counted), so an agent
 # that sends ten minutes at once cannot make the process hold them.
 MAX_PENDING_S = 60.0
-_FILE_NUMBER = re.compile(r"^(.*_)(\d+)(\.tmp\.[A-Za-z0-9]+)$")
+# The module's talk-back files: <temp dir>/<channel uuid>_<n>.tmp.<ext>, n counting from 0 per stream start.
+_MODULE_FILE = re.compile(rf"^(.*?({UUID_RE.pattern})_)(\d+)(\.tmp\.[A-Za-z0-9]+)$")
 
 
 @dataclass(eq=False)
@@ -82,10 +85,6 @@ class SendAudio:
 
     piece: Piece
 
-    @property
-    def chunk(self) -> Piece:  # the name the link's log and stats use
-        return self.piece
-
 
 @dataclass(frozen=True)
 class Broadcast:
@@ -119,11 +118,17 @@ Action = SendAudio | Broadcast | Break | EchoMarks | DroppedAudio
 
 def chain_names(first_file: str, count: int) -> list[str] | None:
     """The module's file names from ``first_file`` on (n, n+1, ...), or None if it is not named that way."""
-    match = _FILE_NUMBER.match(first_file)
+    match = _MODULE_FILE.match(first_file)
     if match is None:
         return None
-    prefix, number, suffix = match.group(1), int(match.group(2)), match.group(3)
+    prefix, number, suffix = match.group(1), int(match.group(3)), match.group(4)
     return [f"{prefix}{number + i}{suffix}" for i in range(count)]
+
+
+def call_of_file(file: str) -> str | None:
+    """The channel uuid in one of the module's file names (filestring events name no channel), or None."""
+    match = _MODULE_FILE.match(file)
+    return match.group(2) if match else None
 
 
 class TalkBack:
@@ -303,7 +308,7 @@ class TalkBack:
             if not self.pending:
                 return []
             self.chain = Chain()
-            return [self._send(self._cut(len(self.pending)), speech=True)]  # the reply's first audio: at once
+            return [self._send(*self._cut(len(self.pending)), speech=True)]  # the reply's first audio: at once
         if chain.ending:
             if chain.broken:
                 if now >= self._speech_end(chain) + STOP_WAIT_S:  # its PLAYBACK_STOP went missing
@@ -317,7 +322,7 @@ class TalkBack:
         full = len(chain.pieces) >= self.chain_files
         if chain.heard_at is None:  # first piece named soon: write ahead what has come, in real-time pieces
             if len(self.pending) >= self._bytes(self.piece_s) and not full:
-                return [self._send(self._cut(self._bytes(self.max_piece_s)), speech=True)]
+                return [self._send(*self._cut(self._bytes(self.max_piece_s)), speech=True)]
             return []
         ahead = chain.heard_at + chain.written_s - now
         actions: list[Action] = []
@@ -325,11 +330,11 @@ class TalkBack:
             return self._end_chain(now) if ahead < self.guard_s else []
         if self.pending and (ahead < self.guard_s or (ahead < self.ahead_s
                                                        and len(self.pending) >= self._bytes(self.piece_s))):
-            actions.append(self._send(self._cut(self._bytes(self.max_piece_s)), speech=True))
+            actions.append(self._send(*self._cut(self._bytes(self.max_piece_s)), speech=True))
         elif ahead < self.guard_s:
             quiet_for = now - (self._last_audio_at if self._last_audio_at is not None else now)
             if quiet_for < self.quiet_end_s:  # a pause mid-reply: keep the chain fed
-                actions.append(self._send(bytes(self._bytes(self.piece_s)), speech=False))
+                actions.append(self._send(bytes(self._bytes(self.piece_s)), [], speech=False))
             else:
                 actions += self._end_chain(now)
         elif (not self.pending and self._last_audio_at is not None
@@ -343,7 +348,7 @@ class TalkBack:
         chain.ending = True
         actions: list[Action] = []
         if len(chain.pieces) < self.chain_files:
-            actions.append(self._send(bytes(self._bytes(self.piece_s)), speech=False))
+            actions.append(self._send(bytes(self._bytes(self.piece_s)), [], speech=False))
         if all(p.played for p in chain.pieces if p.speech):
             chain.broken = True
             actions.append(Break())
@@ -387,11 +392,7 @@ class TalkBack:
         self.pending_marks = [(offset - size, name) for offset, name in self.pending_marks if offset > size]
         return pcm, marks
 
-    def _send(self, cut, speech: bool) -> SendAudio:
-        if isinstance(cut, tuple):
-            pcm, marks = cut
-        else:
-            pcm, marks = cut, []
+    def _send(self, pcm: bytes, marks: list[str], speech: bool) -> SendAudio:
         self._numbers += 1
         piece = Piece(self._numbers, pcm, list(marks), speech=speech)
         chain = self.chain
