@@ -74,7 +74,11 @@ def test_by_default_every_finished_recording_is_a_row_in_sqlite_beside_the_recor
     rec = tmp_path / "rec"
     h = Harness(sim, rec, RULE_9999).start()
     try:
-        calls = finish_calls(h, sim, 2, caller_id_number="4711")
+        # One call after the other, so "newest first" has one answer (two answered at once may tie).
+        first = sim.place_call("9999", duration_s=1.0, caller_id_number="4711")
+        wait_until(lambda: sim.streams_for(first.uuid), 10, "the first call's stream")
+        calls = [first, *finish_calls(h, sim, 1, caller_id_number="4711")]
+        h.wait_closed(first.uuid)
         url = default_url(rec)
         assert url == f"sqlite://{rec.resolve()}/catalog.sqlite3"
         wait_until(lambda: len(rows_of(url)) == 2, 10, "two rows")

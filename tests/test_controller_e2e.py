@@ -133,6 +133,32 @@ def test_wav_holds_exactly_what_the_switch_sent(sim, harness, mix, rate, channel
     assert recording.sidecar["captured_s"] == round(len(stream.sent_pcm) / (2 * channels * rate), 3)
 
 
+def test_a_process_stalled_as_the_recording_opens_loses_no_audio_and_lists_no_gap(sim, harness, monkeypatch):
+    """The switch's media clock runs on while this process (controller and in-process simulator alike) is stalled:
+    the frames due meanwhile come in a burst, and the WAV holds them at their place, with no silence."""
+    from gevent.monkey import get_original
+
+    from controller.recorder import server
+
+    opened = server.Recording.open
+
+    def open_then_stall(*args, **kwargs):
+        recording = opened(*args, **kwargs)
+        get_original("time", "sleep")(0.3)  # the whole process stops, as on a starved CI machine
+        return recording
+
+    monkeypatch.setattr(server.Recording, "open", open_then_stall)
+    h = harness()
+    call = sim.place_call("9999", speech=signals.speech_like(1.5, 8000, seed=5), duration_s=1.5)
+    assert call.hung_up.wait(10)
+    h.wait_closed(call.uuid)
+    [stream] = sim.streams_for(call.uuid)
+    recording = h.recording(call.uuid)
+    assert recording.sidecar["gaps"] == []
+    assert recording.pcm == stream.sent_pcm
+    assert len(stream.sent_pcm) >= 1.3 * 8000 * 2  # the stalled 0.3 s were sent, late, not dropped
+
+
 def test_text_frames_never_enter_the_audio(sim, harness):
     h = harness(RULE_9999 % ("mono", 8000) + "  metadata: {queue: support, priority: 1}\n")
     call = sim.place_call("9999", duration_s=1.0)

@@ -279,7 +279,10 @@ class SimStream:
         gevent.wait([call.answered, self._wake], count=1)
         if self._state != "open":
             return
-        tick = max(0, int((time.monotonic() - call.answered_at) / PTIME_S) + 1)
+        # The module's media thread runs apart from its connection: from the first tick after the connection
+        # opened it sends every frame, late ones in a burst. Counting from when this greenlet got here instead
+        # would drop audio whenever this process was slow, which a switch's media clock never does.
+        tick = max(0, int((self.opened_at - call.answered_at) / PTIME_S) + 1)
         while self._state == "open":
             due = call.answered_at + (tick + 1) * PTIME_S
             delay = due - time.monotonic()
