@@ -55,6 +55,16 @@ def refusal_response(refusal: Refuse) -> tuple[str, list[tuple[str, str]], bytes
     return refusal.status, headers, body
 
 
+def check_path_prefix(path_prefix: str) -> str:
+    """Where a public_url's path puts the streams (ws://host:8080/rec: <that path>/calls/<uuid>); ValueError
+    saying what is expected when it is not a plain path."""
+    if path_prefix and (not path_prefix.startswith("/") or path_prefix.endswith("/")
+                        or not re.fullmatch(r"[A-Za-z0-9._~/-]*", path_prefix)):
+        raise ValueError(f"path_prefix must be empty or like '/recorder' (a leading '/', no trailing '/', "
+                         f"letters, digits, '.', '_', '~', '-'), got {path_prefix!r}")
+    return path_prefix
+
+
 @functools.lru_cache(maxsize=8)
 def _call_path(path_prefix: str) -> re.Pattern:
     """Where streams go, compiled once per prefix (not per request)."""

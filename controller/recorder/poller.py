@@ -59,6 +59,23 @@ class StreamPoller:
         # first asked for; until then a read's arrival is when it was read).
         self.stamped_reads = 0
 
+    def read_tls(self, stream) -> None:
+        """A TLS stream's reads, in the calling greenlet (TLS holds decrypted bytes of its own, which epoll does
+        not see), through the same callbacks; returns once the stream has ``ended`` or closed."""
+        buffer = bytearray(READ_BYTES)
+        view = memoryview(buffer)
+        while not stream.ended:
+            try:
+                n = stream.socket.recv_into(buffer)
+            except OSError:
+                n = 0
+            if stream.ended:
+                return
+            if not n:
+                self.closed(stream)
+                return
+            self.consume(stream, view[:n], self.clock())
+
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
 

@@ -7,7 +7,8 @@ refused client gets a plain HTTP status and nothing is written; a connection tha
 ends the old one first, with whatever its socket still held. After the 101 the book says which file the
 connection writes (new, the call's open one, or one an earlier process left); the poller reads the frames
 (``frames.FrameReader``, sans-I/O) and hands the audio to the recording until the connection ends; the book
-then says whether the recording is finalised or only detached (the next connection continues the file).
+then says whether the recording is finalised or only detached (the next connection continues the file), and
+``files.py`` does that to the file and tells the controller.
 
 One owner per recording: every change to a recording is one action that runs to its end without yielding
 (gevent switches greenlets only where one waits, and the recorder's file work never does: writes are plain
@@ -22,31 +23,28 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import ssl
 import time
 from pathlib import Path
 from typing import Callable
 
 import gevent
-from gevent.pool import Group, Pool
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from ..channel_uuid import normalise_uuid
 from ..ops.log_limit import LogLimiter
-from .book import (AlreadyFinished, Attach, Detach, EndConnection, Finalise, RecordingBook, Refuse, Resume,
-                   RetrySidecar, Upkeep)
+from .book import (AlreadyFinished, Detach, EndConnection, Finalise, RecordingBook, Refuse, RetrySidecar,
+                   Upkeep)
 from .connection import Connection
 from .door import (CONNECTION_KEY, HANDLER_KEY, MAX_PENDING_PER_ADDRESS, MAX_REQUEST_BYTES, READ_AHEAD_BYTES,
-                   HandshakeCount, RecorderHandler, check_request, read_ahead)
+                   HandshakeCount, RecorderHandler, check_path_prefix, check_request, read_ahead)
 from .filenames import FilenameTemplate
+from .files import RecordingFiles
 from .frames import CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, OP_TEXT, close_frame, encode_frame
 from .poller import StreamPoller
-from .recording import (CLIENT_CLOSE, CONTROLLER_RESTART, DELIBERATE_REASONS, EOF, INTERNAL_ERROR, JITTER_S,
-                        REPLACED, SERVER_STOP, SETTLE_S, WRITE_ERROR, Ending, Recording,
-                        RecordingRegistry, StreamSpec)
-from .recovery import load_stopped, recover_unfinished, save_stopped
-from .wav import RecordingError
+from .recording import (CLIENT_CLOSE, EOF, INTERNAL_ERROR, JITTER_S, REPLACED, SERVER_STOP, SETTLE_S, WRITE_ERROR,
+                        Ending, Recording, RecordingRegistry, StreamSpec)
 
 __all__ = ["RecorderServer", "RecordingRegistry", "StreamSpec"]
 
@@ -91,27 +89,9 @@ class RecorderServer:
                  max_request_bytes: int = MAX_REQUEST_BYTES,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        if max_duration_s is not None and max_duration_s <= 0:
-            raise ValueError(f"max_duration_s must be > 0 seconds or None (no limit), got {max_duration_s!r}")
-        if max_bytes is not None and max_bytes <= 0:
-            raise ValueError(f"max_bytes must be > 0 or None (no limit), got {max_bytes!r}")
-        if path_prefix and (not path_prefix.startswith("/") or path_prefix.endswith("/")
-                            or not re.fullmatch(r"[A-Za-z0-9._~/-]*", path_prefix)):
-            raise ValueError(f"path_prefix must be empty or like '/recorder' (a leading '/', no trailing '/', "
-                             f"letters, digits, '.', '_', '~', '-'), got {path_prefix!r}")
-        # public_url may carry a path (ws://host:8080/rec); streams then arrive at <that path>/calls/<uuid>.
-        self.path_prefix = path_prefix
+        self.path_prefix = check_path_prefix(path_prefix)
         self.registry = registry
         self.directory = Path(directory)
-        self.template = FilenameTemplate(filename_template)
-        self.max_duration_s = max_duration_s
-        self.max_bytes = max_bytes
-        self.on_open = on_open
-        self.on_close = on_close  # once per recording, when it is finalised
-        self.on_finished = on_finished  # the same moment, with the finished Recording (its files, its sidecar)
-        self.on_detach = on_detach  # a connection ended but the call's recording stays open
-        self.jitter_s = jitter_s
-        self.settle_s = settle_s
         self.max_frame_bytes = max_frame_bytes
         self.handshake_timeout_s = handshake_timeout_s
         self.tick_interval_s = tick_interval_s
@@ -126,13 +106,16 @@ class RecorderServer:
         self.book = RecordingBook(max_streams=min(max_streams, max(1, max_connections - 1)), linger_s=linger_s,
                                   end_grace_s=end_grace_s, idle_timeout_s=idle_timeout_s,
                                   sidecar_retry_s=SIDECAR_RETRY_S)
+        self.files = RecordingFiles(self.book, self.directory, FilenameTemplate(filename_template),
+                                    max_duration_s=max_duration_s, max_bytes=max_bytes, jitter_s=jitter_s,
+                                    settle_s=settle_s, clock=clock, wall_clock=wall_clock, on_open=on_open,
+                                    on_close=on_close, on_detach=on_detach, on_finished=on_finished)
         self.upkeep_errors = 0  # unexpected failures in the periodic upkeep (logged, counted, survived)
         # Refused and dropped connections, by source address: a client retrying in a loop gets a few lines a
         # minute, and a count of the rest.
         self.door_log = LogLimiter(clock=clock)
         self.handshakes = HandshakeCount(max_pending_per_address)
         self._connections: set[Connection] = set()
-        self._notifying = Group()  # callbacks run here: the recorder never waits for what they do
         self._server: WSGIServer | None = None
         self._poller: StreamPoller | None = None
         self._ticker: gevent.Greenlet | None = None
@@ -149,12 +132,7 @@ class RecorderServer:
         if self._server is not None:
             raise RuntimeError("the recorder is already started")
         self.directory.mkdir(parents=True, exist_ok=True)
-        # An earlier process may have died mid-call: make its files playable, and let a call that is still
-        # live continue in the same file once the controller announces it again.
-        for found in recover_unfinished(self.directory):
-            if found.uuid and found.renamed:
-                self.book.note_resumable(found.uuid, found.final_path, found.last_write, self.clock())
-        self._load_stopped_state()
+        self.files.recover()
         http_log = logging.getLogger("controller.recorder.http")
         tls = {"ssl_context": self.ssl_context, "do_handshake_on_connect": False} if self.ssl_context else {}
         server = WSGIServer((host, port), self._application, handler_class=RecorderHandler,
@@ -180,7 +158,7 @@ class RecorderServer:
         self._act(self.book.stop(self.clock()))
         for conn in list(self._connections):
             conn.released.wait(max(0.0, deadline - time.monotonic()))
-        self._save_stopped_state()
+        self.files.save_stopped()
         self._retry_sidecars()  # a last try, whenever each was due; start-up recovery repairs what still fails
         self._server.stop(timeout=max(0.0, deadline - time.monotonic()))
         for greenlet in (self._ticker, self._flusher):
@@ -188,7 +166,7 @@ class RecorderServer:
                 greenlet.kill(block=False)
         if self._poller is not None:
             self._poller.stop()
-        self._notifying.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.files.join(timeout=max(0.0, deadline - time.monotonic()))
         self._server = None
         self._ticker = self._flusher = self._poller = None
 
@@ -310,7 +288,7 @@ class RecorderServer:
                     self._consume_read(conn, early, self.clock())
                 if not conn.ended:
                     if conn.tls:
-                        reader = gevent.spawn(self._read_tls, conn)
+                        reader = gevent.spawn(self._poller.read_tls, conn)
                     else:
                         self._poller.add(conn)
             elif conn.pending_close is not None:
@@ -327,64 +305,25 @@ class RecorderServer:
 
     def _open(self, conn: Connection) -> bool:
         """The file this connection writes: True when it streams into one now."""
-        spec = conn.spec
-        choice = self.book.opening(spec.uuid, conn)
+        choice = self.book.opening(conn.spec.uuid, conn)
         if choice is None or conn.ended:
             if conn.pending_close is None:
                 conn.pending_close = (CLOSE_GOING_AWAY, "recorder stopping" if self.book.stopping else "replaced")
             conn.ended = True
             return False
-        if isinstance(choice, AlreadyFinished):  # a limit or a failed file ended it: no second file
+        recording = self.files.open_for(conn, choice)
+        if isinstance(recording, AlreadyFinished):  # a limit or a failed file ended it: no second file
             conn.send(close_frame(CLOSE_NORMAL, "the call's recording is finished"))
             self._end_connection(conn, CLIENT_CLOSE)
             return False
-        limits = {"max_duration_s": self.max_duration_s, "max_bytes": self.max_bytes, "jitter_s": self.jitter_s,
-                  "settle_s": self.settle_s, "clock": self.clock}
-        try:
-            if isinstance(choice, Attach):
-                recording = choice.recording
-                recording.attach()
-            elif isinstance(choice, Resume):
-                # Another process's monotonic clock means nothing here: the outage is measured in wall time.
-                away_s = max(0.0, self.wall_clock() - choice.last_write)
-                log.info("call %s: continuing %s after %.1f s without a recorder", spec.uuid, choice.path, away_s)
-                recording = Recording.resume(spec, choice.path, away_s=away_s, cause=CONTROLLER_RESTART, **limits)
-            else:
-                recording = Recording.open(spec, self.directory, self.template, **limits)
-        except (RecordingError, ValueError) as exc:
-            log.error("call %s: cannot start the recording: %s", spec.uuid, exc)
-            self.book.open_failed(spec.uuid, conn)
+        if recording is None:
             conn.ended = True
             conn.pending_close = (CLOSE_INTERNAL_ERROR, "recorder cannot write")
             return False
-        self.book.opened(spec.uuid, recording)
-        state = self.book[spec.uuid]
-        conn.recording, conn.tap, conn.heard_at = recording, state.tap, self.clock()
-        if state.relay_stats is not None:
-            recording.sidecar.relay = state.relay_stats
-        log.info("call %s: recording %s from %s (%d Hz, %d ch)", spec.uuid, recording.path, conn.peer, spec.rate,
-                 spec.channels)
-        self._notify_later((self.on_open, spec.uuid))
+        conn.recording, conn.tap, conn.heard_at = recording, self.book[conn.spec.uuid].tap, self.clock()
         if recording.write_error is not None:  # continuing the file failed: it ends now, as one file
-            log.error("call %s: %s", spec.uuid, recording.write_error)
             self._end_connection(conn, WRITE_ERROR, error=recording.write_error)
         return not conn.ended
-
-    def _read_tls(self, conn: Connection) -> None:
-        """A TLS stream's reads (the poller reads plain sockets only: TLS holds decrypted bytes of its own)."""
-        buffer = bytearray(READ_AHEAD_BYTES)
-        view = memoryview(buffer)
-        while not conn.ended:
-            try:
-                n = conn.socket.recv_into(buffer)
-            except OSError:
-                n = 0
-            if conn.ended:
-                return
-            if not n:
-                self._stream_closed(conn)
-                return
-            self._consume_read(conn, view[:n], self.clock())
 
     def _consume_read(self, conn: Connection, data, arrival: float) -> None:
         """Bytes read from this stream (by the poller): handle them, end the stream if they ended it."""
@@ -442,84 +381,19 @@ class RecorderServer:
 
     def _do(self, action) -> None:
         if isinstance(action, Finalise):
-            self._finalise(action)
+            self.files.finalise(action)
         elif isinstance(action, Detach):
-            self._detach(action)
+            self._act(self.files.detach(action))
         elif isinstance(action, EndConnection):
             log.log(logging.INFO if action.ending is SERVER_STOP else logging.WARNING, "call %s: %s; ending the "
                     "connection from %s", action.conn.spec.uuid, action.detail, action.conn.peer)
             self._end_connection(action.conn, action.ending)
         elif isinstance(action, Upkeep):
-            self._upkeep(action)
+            ending = self.files.upkeep(action)
+            if ending is not None:
+                self._end_connection(action.conn, ending[0], error=ending[1])
         elif isinstance(action, RetrySidecar):
-            saved = action.recording.save_final_sidecar()
-            if saved:
-                log.info("call %s: the final sidecar %s is written now", action.uuid, action.recording.sidecar_path)
-            self.book.sidecar_retried(action.uuid, saved, self.clock())
-
-    def _finalise(self, action: Finalise) -> None:
-        recording = action.recording
-        if recording.finished:
-            return
-        try:
-            recording.finish(action.reason, end_at=action.end_at, close_code=action.close_code,
-                             close_text=action.close_text, error=action.error)
-        except RecordingError as exc:
-            log.error("call %s: cannot finalise %s: %s", action.uuid, recording.path, exc)
-        discard = recording.spec.discard
-        if discard:  # a test stream (doctor): counted, then removed
-            recording.remove_files()
-        reason = recording.sidecar.close_reason or action.reason  # a limit may have cut the silence to the end
-        continuable = not (action.call_over or recording.file_failed or discard or reason in DELIBERATE_REASONS
-                           or reason == INTERNAL_ERROR)
-        self.book.finished(action.uuid, recording, reason, sidecar_saved=recording.sidecar_saved or discard,
-                           continuable=continuable, now=self.clock(), wall_now=self.wall_clock())
-        sidecar = recording.sidecar
-        log.info("call %s: recording finished (%s%s): %s, %d bytes, %.2f s, %d frames, %d text frames%s",
-                 action.uuid, reason, f" {action.close_code}" if action.close_code is not None else "",
-                 recording.path, sidecar.bytes, sidecar.duration_s, sidecar.frames, len(sidecar.text_frames),
-                 f", error: {sidecar.error}" if sidecar.error else "")
-        self._notify_later((self.on_finished, recording), (self.on_close, action.uuid, reason))
-
-    def _detach(self, action: Detach) -> None:
-        recording = action.recording
-        recording.sidecar.close_code, recording.sidecar.close_text = action.close_code, action.close_text
-        try:
-            recording.detach(action.reason, action.error, at=action.at)
-        except RecordingError as exc:  # the file cannot take the audio held back: it ends as it is
-            log.error("call %s: %s", action.uuid, exc)
-            self._act(self.book.recording_failed(action.uuid, str(exc)))
-            return
-        log.info("call %s: stream detached (%s%s); the recording stays open", action.uuid, action.reason,
-                 f" {action.close_code}" if action.close_code is not None else "")
-        self._notify_later((self.on_detach, action.uuid, action.reason))
-
-    def _upkeep(self, action: Upkeep) -> None:
-        conn = action.conn
-        try:
-            limit = action.recording.tick()
-        except RecordingError as exc:
-            log.error("call %s: %s", conn.spec.uuid, exc)
-            self._end_connection(conn, WRITE_ERROR, error=str(exc))
-            return
-        if limit is not None:
-            log.warning("call %s: %s reached, ending the recording", conn.spec.uuid, limit)
-            self._end_connection(conn, Ending(limit))
-
-    def _notify_later(self, *calls) -> None:
-        """Callbacks run in a greenlet of their own, in order: the recorder never waits for what they do."""
-        calls = [c for c in calls if c[0] is not None]
-        if calls:
-            self._notifying.spawn(lambda: [self._notify(*c) for c in calls])
-
-    @staticmethod
-    def _notify(callback, *args) -> None:
-        if callback is None:
-            return
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("recorder callback %r failed for %s", callback, args)
+            self.files.retry_sidecar(action)
 
     # ---- periodic upkeep ------------------------------------------------------------------------------------
 
@@ -544,32 +418,9 @@ class RecorderServer:
         self.door_log.flush()  # what a client that went quiet had left unsaid
 
     def _flush(self) -> None:
-        for state in list(self.book.calls.values()):
-            recording, conn = state.recording, state.conn
-            if recording is None or recording.finished or not recording.writer.buffered_bytes:
-                continue
-            try:
-                recording.writer.flush()
-            except RecordingError as exc:
-                log.error("call %s: %s", state.uuid, exc)
-                if conn is not None:
-                    self._end_connection(conn, WRITE_ERROR, error=str(exc))
-                else:
-                    self._act(self.book.recording_failed(state.uuid, str(exc)))
+        for conn, error in self.files.flush():
+            self._end_connection(conn, WRITE_ERROR, error=error)
 
     def _retry_sidecars(self) -> None:
         for action in self.book.unsaved():
             self._do(action)
-
-    # ---- across a restart -----------------------------------------------------------------------------------
-
-    def _save_stopped_state(self) -> None:
-        save_stopped(self.directory, self.wall_clock(), {state.uuid: str(state.resumable.path)
-                                                         for state in self.book.calls.values()
-                                                         if state.resumable is not None and state.resumable.by_stop})
-
-    def _load_stopped_state(self) -> None:
-        """Recordings the last stop() finalised become resumable, like the ones a killed process left."""
-        stopped_at, recordings = load_stopped(self.directory)
-        for uuid, path in recordings.items():
-            self.book.note_resumable(uuid, path, stopped_at, self.clock())
