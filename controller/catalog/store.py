@@ -142,14 +142,30 @@ class Store:
                              "ORDER BY start_time, recording_id", [key.lower(), key.lower()], fetch=True)
         return [self._row(r) for r in rows]
 
-    def search(self, *, caller: str | None = None, destination: str | None = None, rule: str | None = None,
-               switch: str | None = None, since: str | None = None, until: str | None = None,
-               limit: int = 50) -> list[dict[str, Any]]:
-        """Newest first. since/until: ISO times (start_time at or after since, before until)."""
+    def search(self, *, limit: int = 50, offset: int = 0, **criteria) -> list[dict[str, Any]]:
+        """Newest first, ``limit`` of them after the first ``offset``; ``criteria`` as in ``_where``."""
+        p = self.placeholder
+        clause, params = self._where(**criteria)
+        params += [max(1, min(int(limit), MAX_LIMIT)), max(0, int(offset))]
+        rows = self._execute(f"SELECT {', '.join(NAMES)} FROM {TABLE}{clause} "
+                             f"ORDER BY start_time DESC, recording_id DESC LIMIT {p} OFFSET {p}", params, fetch=True)
+        return [self._row(r) for r in rows]
+
+    def count(self, **criteria) -> int:
+        """How many recordings match (``criteria`` as in ``_where``)."""
+        clause, params = self._where(**criteria)
+        return int(self._execute(f"SELECT count(*) FROM {TABLE}{clause}", params, fetch=True)[0][0])
+
+    def _where(self, *, caller: str | None = None, destination: str | None = None, rule: str | None = None,
+               switch: str | None = None, close_reason: str | None = None, since: str | None = None,
+               until: str | None = None, gaps: bool | None = None, relayed: bool | None = None
+               ) -> tuple[str, list[Any]]:
+        """The WHERE clause and its parameters. since/until: ISO times (start_time at or after since, before
+        until); gaps/relayed: True for only those with gaps (relayed to an agent), False for only those without."""
         p = self.placeholder
         where, params = [], []
         for column, value in (("caller", caller), ("destination", destination), ("rule", rule),
-                              ("switch", switch)):
+                              ("switch", switch), ("close_reason", close_reason)):
             if value is not None:
                 where.append(f"{column} = {p}")
                 params.append(value)
@@ -157,11 +173,11 @@ class Store:
             if value is not None:
                 where.append(f"start_time {op} {self._value_sql('time')}")
                 params.append(self._to_db("time", value))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        params.append(max(1, min(int(limit), MAX_LIMIT)))
-        rows = self._execute(f"SELECT {', '.join(NAMES)} FROM {TABLE}{clause} "
-                             f"ORDER BY start_time DESC, recording_id DESC LIMIT {p}", params, fetch=True)
-        return [self._row(r) for r in rows]
+        if gaps is not None:
+            where.append("gaps > 0" if gaps else "gaps = 0")
+        if relayed is not None:
+            where.append("relay IS NOT NULL" if relayed else "relay IS NULL")
+        return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
     def existing(self, recording_ids: Iterable[str]) -> set[str]:
         """Which of these recordings the catalog holds."""
@@ -182,9 +198,6 @@ class Store:
             f"AND local_path IS NOT NULL AND uploaded_at < {self._value_sql('time')} ORDER BY uploaded_at LIMIT {p}",
             [controller_id, UPLOAD_VERIFIED, self._to_db("time", uploaded_before), limit], fetch=True)
         return [self._row(r) for r in rows]
-
-    def count(self) -> int:
-        return int(self._execute(f"SELECT count(*) FROM {TABLE}", [], fetch=True)[0][0])
 
     def ping(self) -> None:
         self._execute("SELECT 1", [], fetch=True)

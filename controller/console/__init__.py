@@ -239,32 +239,10 @@ def page_filters(query: dict[str, list[str]]) -> dict[str, Any]:
 
 def search_page(store, filters: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     """(how many match, this page of them), newest first: the filtering, counting and paging done by the
-    database, with the catalog's own columns (catalog/schema.py)."""
-    from ..catalog.schema import NAMES
-    from ..catalog.store import TABLE
-
-    p = store.placeholder
-    where: list[str] = []
-    params: list[Any] = []
-    for column in ("caller", "destination", "rule", "switch", "close_reason"):
-        if column in filters:
-            where.append(f"{column} = {p}")
-            params.append(filters[column])
-    for op, key in ((">=", "since"), ("<", "until")):
-        if key in filters:
-            where.append(f"start_time {op} {store._value_sql('time')}")
-            params.append(store._to_db("time", filters[key]))
-    if "gaps" in filters:
-        where.append("gaps > 0" if filters["gaps"] else "gaps = 0")
-    if "relayed" in filters:
-        where.append("relay IS NOT NULL" if filters["relayed"] else "relay IS NULL")
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    total = int(store._execute(f"SELECT count(*) FROM {TABLE}{clause}", list(params), fetch=True)[0][0])
+    database."""
+    criteria = {key: value for key, value in filters.items() if key not in ("page", "per_page")}
     per_page = filters["per_page"]
-    rows = store._execute(f"SELECT {', '.join(NAMES)} FROM {TABLE}{clause} ORDER BY start_time DESC, "
-                          f"recording_id DESC LIMIT {p} OFFSET {p}",
-                          params + [per_page, (filters["page"] - 1) * per_page], fetch=True)
-    return total, [store._row(r) for r in rows]
+    return store.count(**criteria), store.search(**criteria, limit=per_page, offset=(filters["page"] - 1) * per_page)
 
 
 # ---- the waveform ----
