@@ -189,7 +189,10 @@ def test_sighup_reloads_rules_and_refuses_a_broken_file(sim, tmp_path):
         after = sim.place_call("8888", duration_s=1.0)
         sim.wait_for_command(lambda c: f"{after.uuid} start" in c, timeout=5)  # new rules in force
         assert after.hung_up.wait(10)
-        assert len(sim.streams_for(live.uuid)) == 1 and not sim.streams_for(live.uuid)[0].ended.is_set()
+        # (It failed once under heavy load, the live call streamed twice: the controller's lines about it say why.)
+        about_live = "\n".join(line for line in log.read_text().splitlines() if live.uuid in line or "reconcil" in line)
+        assert len(sim.streams_for(live.uuid)) == 1, about_live
+        assert not sim.streams_for(live.uuid)[0].ended.is_set(), about_live
     finally:
         process.send_signal(signal.SIGTERM)
         try:
