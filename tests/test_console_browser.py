@@ -3,7 +3,8 @@ chromedriver (scripts/test installs both with apt-get where missing), against a 
 
 A call appears on Live within a second of its answer, its bytes grow, it leaves within a second of its hangup;
 its recording is then listed; its page plays, the gap spans sit where the sidecar says (within one pixel's worth
-of time) and clicking one seeks there; a wrong token cannot log in; a page on another origin cannot log out or
+of time) and clicking one seeks there; a relayed call's agent turn is drawn where its recording holds the
+agent's voice; a wrong token cannot log in; a page on another origin cannot log out or
 start a test call with the session.
 
 Screenshots of each page are taken on the way; with FSCTL_SCREENSHOTS=1 they are written to docs/ (the README's
@@ -97,6 +98,17 @@ def log_in(driver, base: str, token: str = TOKEN) -> None:
     field.send_keys(token, Keys.ENTER)  # the keyboard's way
 
 
+def catalog_row(h, uuid: str) -> dict:
+    """The call's row, once the catalog has it (written off the recorder's path, by the archive's queue)."""
+    archive = h.controller.archive
+    deadline = time.monotonic() + 10
+    while not (archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, uuid)):
+        assert time.monotonic() < deadline, "the catalog row was not written"
+        gevent.sleep(0.02)
+    [row] = archive.db(archive.store.get, uuid)
+    return row
+
+
 def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, browser, shots):
     from selenium.webdriver.common.by import By
 
@@ -141,11 +153,7 @@ def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, br
     # Recordings: listed, newest first; a filter that excludes it does.
     h.wait_closed(call.uuid)
     recording = h.recording(call.uuid)
-    archive = h.controller.archive
-    deadline = time.monotonic() + 10
-    while not (archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, call.uuid)):
-        assert time.monotonic() < deadline, "the catalog row was not written"
-        gevent.sleep(0.02)
+    catalog_row(h, call.uuid)
     # The agent's turns as the timeline draws them (a relayed call's sidecar lists them, controller/relay/link.py;
     # this call has no agent, so its sidecar is given one, in that shape).
     sidecar_path = recording.path.with_suffix(".json")
@@ -295,3 +303,71 @@ def test_a_wrong_token_cannot_log_in_and_another_site_cannot_use_the_session(sim
     until(browser, "return location.pathname === '/console/login'", 5, "the login after logging out")
     browser.get(base + "/console/api/session")
     assert "needs the API token" in browser.find_element("tag name", "body").text
+
+
+def test_a_relayed_calls_turn_is_drawn_where_the_agent_is_heard_in_its_recording(sim, harness, browser, shots):
+    """A real agent reply, relayed and played into the call: its turn span (and its mark) sit on the timeline
+    where the stereo WAV's right channel (what the caller heard) holds the agent's audio."""
+    from array import array
+
+    from selenium.webdriver.common.by import By
+    from test_relay_e2e import RATE, ScriptedAgent, relay_rule
+
+    from controller.simulator import signals
+
+    agent = ScriptedAgent()
+    try:
+        h = harness(relay_rule(agent.url) + "  mix: stereo\n", extra=HTTP)
+        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None, app="endless_silence")
+        deadline = time.monotonic() + 10
+        while not (agent.connections and agent.messages("start")):
+            assert time.monotonic() < deadline, "the agent never heard of the call"
+            gevent.sleep(0.02)
+        gevent.sleep(0.5)  # the caller on hold a moment: the reply lands mid-recording, not at its start
+        agent.say(signals.tone(440, 1.0, RATE))
+        agent.send({"event": "mark", "streamSid": agent.stream_sid(), "mark": {"name": "reply-1"}})
+        while not agent.messages("mark"):
+            assert time.monotonic() < deadline + 10, "the mark never came back"
+            gevent.sleep(0.02)
+        gevent.sleep(0.5)
+        call.hangup()
+        h.wait_closed(call.uuid)
+    finally:
+        agent.stop()
+    recording = h.recording(call.uuid)
+    [turn] = recording.sidecar["relay"]["turns"]
+    right = array("h", recording.pcm)[1::2]  # stereo: left the caller, right what was played to the caller
+    loud = [i for i, sample in enumerate(right) if abs(sample) > 1000]
+    heard_from, heard_to = loud[0] / RATE, (loud[-1] + 1) / RATE
+    print(f"\nthe agent heard from {heard_from:.3f} to {heard_to:.3f} s; its turn drawn {turn['start_s']} to "
+          f"{turn['end_s']} s, mark at {turn['marks'][0]['t']} s")
+    assert abs(heard_to - heard_from - 1.0) < 0.03  # the whole reply, once
+    # Within a few 20 ms frames: the turn is placed by the controller's clock when the switch says, the audio by
+    # the frames that carry it.
+    assert abs(turn["start_s"] - heard_from) <= 0.1
+    assert heard_to - 0.06 <= turn["end_s"] <= heard_to + 1.0  # broken once the last speech played, not before
+    [mark] = turn["marks"]
+    assert mark["name"] == "reply-1" and abs(mark["t"] - heard_to) <= 0.1
+
+    base = f"http://127.0.0.1:{h.controller.http_port}"
+    browser.delete_all_cookies()
+    browser.set_window_size(1280, 900)
+    log_in(browser, base)
+    until(browser, "return location.pathname === '/console/live'", 10, "Live")
+    row = catalog_row(h, call.uuid)
+    browser.get(base + "/console/recording?id=" + row["recording_id"])
+    until(browser, "return document.body.dataset.loaded === 'yes'", 10, "the recording's page")
+    drawn = browser.execute_script("""
+        const waves = document.querySelector('.waves').getBoundingClientRect();
+        const box = (q) => { const r = document.querySelector(q).getBoundingClientRect();
+                             return [r.left - waves.left, r.right - waves.left]; };
+        return {width: waves.width, duration: +document.getElementById('timeline').dataset.duration,
+                turn: box('[data-lane="agent"] .turn'), mark: box('[data-lane="agent"] .marker')};""")
+    pixel_s = drawn["duration"] / drawn["width"]
+    assert abs(drawn["turn"][0] * pixel_s - turn["start_s"]) <= pixel_s + 1e-6
+    assert abs(drawn["turn"][1] * pixel_s - turn["end_s"]) <= pixel_s + 1e-6
+    assert abs(sum(drawn["mark"]) / 2 * pixel_s - mark["t"]) <= 2 * pixel_s
+    browser.find_element(By.CSS_SELECTOR, '[data-lane="agent"] .turn').click()
+    until(browser, "return Math.abs(document.getElementById('audio').currentTime - arguments[0]) < 0.01", 5,
+          "the player to seek to where the agent speaks", turn["start_s"])
+    shots(browser, "recording-agent")
