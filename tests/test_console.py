@@ -216,6 +216,12 @@ def test_a_relayed_call_shows_its_agent_live_and_is_found_as_relayed(sim, tmp_pa
         assert shown["connected"] is True and shown["url"].startswith("ws://127.0.0.1:")
         assert "s3cr3t" not in json.dumps(shown)  # the agent's URL is shown without its query
         assert shown["stats"]["connections"] == 1 and shown["stats"]["protocol"] == "twilio"
+        # The agent drops the connection and the relay connects again: connected, whatever the last error said.
+        agent.sockets[0].close()
+        wait_until(lambda: len(agent.connections) == 2, 10, "the relay's second connection")
+        wait_until(lambda: (agent_figures() or {}).get("stats", {}).get("connections") == 2, 5, "the second, live")
+        again = agent_figures()
+        assert again["connected"] is True and again["stats"]["last_error"]  # the drop is still the last error
         call.hangup()
         h.wait_closed(call.uuid)
         archive = h.controller.archive

@@ -472,8 +472,7 @@ class Console:
                 call["agent"] = None
                 continue
             stats = {k: v for k, v in dict(link.stats).items() if isinstance(v, (int, float, str, type(None)))}
-            call["agent"] = {"url": link.shown_url, "connected": stats.get("connections", 0) > 0
-                             and not stats.get("last_error"), "stats": stats}
+            call["agent"] = {"url": link.shown_url, "connected": link.connected, "stats": stats}
         answer: dict[str, Any] = {"calls": calls, "at": time.time()}
         if with_health:
             answer["health"] = self._health(self.controller)

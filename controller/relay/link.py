@@ -240,6 +240,11 @@ class AgentLink:
 
     # ---- life -----------------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection to the agent is open now (its opening messages sent)."""
+        return self._ws is not None and not self._stopping
+
     def start(self) -> None:
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._talk_timer)]
 
