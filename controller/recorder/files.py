@@ -17,7 +17,7 @@ from typing import Callable
 
 from gevent.pool import Group
 
-from .book import AlreadyFinished, Attach, Detach, Finalise, RecordingBook, Resume, RetrySidecar, Upkeep
+from .book import Attach, Detach, Finalise, OpenNew, RecordingBook, Resume, RetrySidecar, Upkeep
 from .filenames import FilenameTemplate
 from .recording import CONTROLLER_RESTART, DELIBERATE_REASONS, INTERNAL_ERROR, WRITE_ERROR, Ending, Recording
 from .recovery import load_stopped, recover_unfinished, save_stopped
@@ -53,11 +53,9 @@ class RecordingFiles:
 
     # ---- a connection's file ------------------------------------------------------------------------------
 
-    def open_for(self, conn, choice) -> Recording | AlreadyFinished | None:
+    def open_for(self, conn, choice: OpenNew | Attach | Resume) -> Recording | None:
         """The file ``conn`` writes from now on, as the book chose it; None when none could be opened (logged)."""
         spec = conn.spec
-        if isinstance(choice, AlreadyFinished):  # a limit or a failed file ended it: no second file
-            return choice
         try:
             if isinstance(choice, Attach):
                 recording = choice.recording

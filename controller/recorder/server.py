@@ -311,11 +311,11 @@ class RecorderServer:
                 conn.pending_close = (CLOSE_GOING_AWAY, "recorder stopping" if self.book.stopping else "replaced")
             conn.ended = True
             return False
-        recording = self.files.open_for(conn, choice)
-        if isinstance(recording, AlreadyFinished):  # a limit or a failed file ended it: no second file
+        if isinstance(choice, AlreadyFinished):  # a limit or a failed file ended it: no second file
             conn.send(close_frame(CLOSE_NORMAL, "the call's recording is finished"))
             self._end_connection(conn, CLIENT_CLOSE)
             return False
+        recording = self.files.open_for(conn, choice)
         if recording is None:
             conn.ended = True
             conn.pending_close = (CLOSE_INTERNAL_ERROR, "recorder cannot write")
