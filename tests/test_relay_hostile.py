@@ -136,5 +136,7 @@ def test_an_agent_that_stops_reading_is_aborted_and_stop_never_waits(monkeypatch
     finally:
         began = time.monotonic()
         link.stop()
-        assert time.monotonic() - began < 0.05  # the recording's finalisation never waits on the agent
+        # The recording's finalisation never waits on the agent: a stop that did would wait out send_close's hour
+        # (the bound leaves room for a busy machine, not for a wait).
+        assert time.monotonic() - began < 1.0
     wait_until(lambda: all(s.shut for s in sockets), 3, "every connection closed after the stop's grace")
