@@ -33,6 +33,15 @@ def wait_until(condition, timeout: float, what: str) -> None:
             gevent.sleep(0.02)
 
 
+def self_signed_certificate(directory: pathlib.Path, name: str = "self-signed") -> tuple[pathlib.Path, pathlib.Path]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl CLI in `directory`: (cert path, key path)."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
 def first_line(command: str) -> str:
     """bgapi commands carry a Job-UUID header line; tests compare the command itself."""
     return command.split("\n", 1)[0]
@@ -114,6 +123,15 @@ class Harness:
             if not self._closed_changed.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError(f"recording of {uuid} not finalised within {timeout} s")
         return self.closed[uuid]
+
+    def catalog_row(self, uuid: str, timeout: float = 10.0) -> dict:
+        """The call's catalog row, once the catalog has it (written off the recorder's path, by the archive's
+        queue)."""
+        archive = self.controller.archive
+        wait_until(lambda: archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, uuid), timeout,
+                   "the catalog row")
+        [row] = archive.db(archive.store.get, uuid)
+        return row
 
     def commands_for(self, uuid: str) -> list[str]:
         return [first_line(c) for c in self.sim.received_commands if uuid in c]

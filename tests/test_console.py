@@ -180,9 +180,7 @@ def test_peaks_span_the_recording_and_are_computed_once(sim, harness):
     assert call.hung_up.wait(10)
     h.wait_closed(call.uuid)
     recording = h.recording(call.uuid)
-    archive = h.controller.archive
-    wait_until(lambda: archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, call.uuid), 10,
-               "the catalog row")
+    h.catalog_row(call.uuid)
     cookie = {"Cookie": cookie_of(login(port))}
     first = request(port, "GET", f"/console/api/recordings/{call.uuid}/peaks", headers=cookie).json()
     again = request(port, "GET", f"/console/api/recordings/{call.uuid}/peaks", headers=bearer(TOKEN)).json()
@@ -224,9 +222,7 @@ def test_a_relayed_call_shows_its_agent_live_and_is_found_as_relayed(sim, tmp_pa
         assert again["connected"] is True and again["stats"]["last_error"]  # the drop is still the last error
         call.hangup()
         h.wait_closed(call.uuid)
-        archive = h.controller.archive
-        wait_until(lambda: archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, call.uuid), 10,
-                   "the catalog row")
+        h.catalog_row(call.uuid)
         found = request(port, "GET", "/console/api/recordings?relayed=yes", headers=bearer(TOKEN)).json()
         assert [r["uuid"] for r in found["recordings"]] == [call.uuid] and found["recordings"][0]["relay"]
         assert request(port, "GET", "/console/api/recordings?relayed=no", headers=bearer(TOKEN)).json()["total"] == 0

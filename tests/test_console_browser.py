@@ -98,17 +98,6 @@ def log_in(driver, base: str, token: str = TOKEN) -> None:
     field.send_keys(token, Keys.ENTER)  # the keyboard's way
 
 
-def catalog_row(h, uuid: str) -> dict:
-    """The call's row, once the catalog has it (written off the recorder's path, by the archive's queue)."""
-    archive = h.controller.archive
-    deadline = time.monotonic() + 10
-    while not (archive.queue.waiting("catalog") == 0 and archive.db(archive.store.get, uuid)):
-        assert time.monotonic() < deadline, "the catalog row was not written"
-        gevent.sleep(0.02)
-    [row] = archive.db(archive.store.get, uuid)
-    return row
-
-
 def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, browser, shots):
     from selenium.webdriver.common.by import By
 
@@ -153,7 +142,7 @@ def test_a_call_is_live_then_listed_then_played_on_its_timeline(sim, harness, br
     # Recordings: listed, newest first; a filter that excludes it does.
     h.wait_closed(call.uuid)
     recording = h.recording(call.uuid)
-    catalog_row(h, call.uuid)
+    h.catalog_row(call.uuid)
     # The agent's turns as the timeline draws them (a relayed call's sidecar lists them, controller/relay/link.py;
     # this call has no agent, so its sidecar is given one, in that shape).
     sidecar_path = recording.path.with_suffix(".json")
@@ -354,7 +343,7 @@ def test_a_relayed_calls_turn_is_drawn_where_the_agent_is_heard_in_its_recording
     browser.set_window_size(1280, 900)
     log_in(browser, base)
     until(browser, "return location.pathname === '/console/live'", 10, "Live")
-    row = catalog_row(h, call.uuid)
+    row = h.catalog_row(call.uuid)
     browser.get(base + "/console/recording?id=" + row["recording_id"])
     until(browser, "return document.body.dataset.loaded === 'yes'", 10, "the recording's page")
     drawn = browser.execute_script("""

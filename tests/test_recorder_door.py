@@ -7,12 +7,11 @@ import re
 import select
 import socket
 import ssl
-import subprocess
 
 import gevent
 import pytest
 
-from harness import wait_until
+from harness import self_signed_certificate, wait_until
 from test_recorder_server import (OP_BINARY, OTHER, TIMEOUT, TOKEN, UUID, FakeClock, RawClient, captured_frames,
                                   close_frame, frame, read_wav, recorder,  # noqa: F401  (the fixture, by name)
                                   upgrade_request)
@@ -180,12 +179,7 @@ def test_a_flood_of_refusals_is_rate_limited_in_the_log(recorder, captures, capl
 
 @pytest.fixture
 def certificate(tmp_path):
-    """A self-signed certificate for 127.0.0.1, made with the openssl CLI: (cert path, key path)."""
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
-    return cert, key
+    return self_signed_certificate(tmp_path, "recorder")
 
 
 class TlsClient(RawClient):

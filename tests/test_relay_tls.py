@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 
 import pytest
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
-from harness import Harness, wait_until
+from harness import Harness, self_signed_certificate, wait_until
 
 
 @pytest.fixture
 def certificate(tmp_path):
-    """A self-signed certificate for 127.0.0.1, made with the openssl CLI: (cert path, key path)."""
-    cert, key = tmp_path / "agent.pem", tmp_path / "agent.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
-    return cert, key
+    return self_signed_certificate(tmp_path, "agent")
 
 
 class TlsAgent:
@@ -52,9 +46,9 @@ def relayed_call(sim, tmp_path, url: str, relay_extra: str = ""):
     return Harness(sim, tmp_path / "rec", rule).start()
 
 
-def test_an_agent_whose_certificate_no_known_ca_signed_gets_nothing(sim, tmp_path, certificate):
-    agent = TlsAgent(*certificate)
-    h = relayed_call(sim, tmp_path, agent.url)
+def relay_of_a_refused_call(sim, tmp_path, agent: "TlsAgent", relay_extra: str = "") -> dict:
+    """A call relayed to `agent` until the relay's first attempt fails, then hung up: its sidecar's relay figures."""
+    h = relayed_call(sim, tmp_path, agent.url, relay_extra)
     try:
         call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
         wait_until(lambda: call.uuid in h.controller.relays
@@ -64,7 +58,12 @@ def test_an_agent_whose_certificate_no_known_ca_signed_gets_nothing(sim, tmp_pat
     finally:
         h.stop()
         agent.stop()
-    relay = h.recording(call.uuid).sidecar["relay"]
+    return h.recording(call.uuid).sidecar["relay"]
+
+
+def test_an_agent_whose_certificate_no_known_ca_signed_gets_nothing(sim, tmp_path, certificate):
+    agent = TlsAgent(*certificate)
+    relay = relay_of_a_refused_call(sim, tmp_path, agent)
     assert relay["connections"] == 0
     assert "CERTIFICATE_VERIFY_FAILED" in relay["last_error"], relay["last_error"]
     assert agent.messages == []  # not a byte of the call reached it
@@ -86,21 +85,7 @@ def test_with_ca_file_the_agent_is_verified_and_relayed_to(sim, tmp_path, certif
 
 
 def test_a_ca_that_did_not_sign_the_agents_certificate_is_refused_too(sim, tmp_path, certificate, tmp_path_factory):
-    other_dir = tmp_path_factory.mktemp("other")
-    other_cert = other_dir / "other.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(other_dir / "k"),
-                    "-out", str(other_cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    other_cert, _ = self_signed_certificate(tmp_path_factory.mktemp("other"), "other")
     agent = TlsAgent(*certificate)
-    h = relayed_call(sim, tmp_path, agent.url, f", ca_file: '{other_cert}'")
-    try:
-        call = sim.place_call("9999", duration_s=30.0, auto_hangup=False, plays=None)
-        wait_until(lambda: call.uuid in h.controller.relays
-                   and h.controller.relays[call.uuid].stats["last_error"], 10, "the first attempt to fail")
-        call.hangup()
-        h.wait_closed(call.uuid)
-    finally:
-        h.stop()
-        agent.stop()
-    relay = h.recording(call.uuid).sidecar["relay"]
+    relay = relay_of_a_refused_call(sim, tmp_path, agent, f", ca_file: '{other_cert}'")
     assert relay["connections"] == 0 and "CERTIFICATE_VERIFY_FAILED" in relay["last_error"]
